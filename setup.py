@@ -1,0 +1,57 @@
+"""dogbreed-pipeline: a SageMaker Pipelines workflow that fine-tunes DenseNet-161.
+
+`pip install .` installs the orchestration side only (SageMaker SDK, boto3). The container
+code in scripts/ ships inside the package as `pipeline.scripts_bundle`, so a wheel can
+export and upsert without a checkout. Extras: [local] adds what the container scripts and
+the local runner need; [dev] adds the test tools on top.
+"""
+
+from setuptools import setup
+
+# smdebug 1.0.34 forgets requests, pandas and psutil; it pins protobuf<=3.20.3, and its
+# tensor writer calls ndarray.tostring(), removed in numpy 2.3.
+LOCAL = [
+    "torch>=2.1",
+    "torchvision>=0.16",
+    "Pillow>=10.0",
+    "numpy>=1.24,<2.3",
+    "smdebug==1.0.34",
+    "requests",
+    "pandas",
+    "psutil",
+    "protobuf<=3.20.3",
+    "matplotlib>=3.7",
+]
+DEV = LOCAL + [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "moto[server]>=5.0.20,<6",
+    "ruff>=0.6",
+    "hypothesis>=6.100",
+    "build",
+]
+
+setup(
+    name="dogbreed-pipeline",
+    version="0.1.0",
+    description="SageMaker Pipelines workflow that tunes, trains, evaluates, registers and "
+    "deploys a DenseNet-161 image classifier, runnable locally without Docker or AWS.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["pipeline", "pipeline.local", "steps", "pipeline.scripts_bundle"],
+    package_dir={"pipeline.scripts_bundle": "scripts"},
+    package_data={"pipeline.scripts_bundle": ["*.py", "requirements.txt"]},
+    include_package_data=False,
+    install_requires=[
+        "sagemaker>=2.257.7,<3",
+        "boto3>=1.35",
+    ],
+    extras_require={"local": LOCAL, "dev": DEV},
+    entry_points={"console_scripts": ["dogbreed-pipeline=pipeline.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
