@@ -1,0 +1,1 @@
+"""Orchestration side of dogbreed-pipeline: config, parameters, steps, export, CLI."""

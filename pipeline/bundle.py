@@ -1,0 +1,87 @@
+"""The content-addressed bundle of scripts/: the code every job of the pipeline runs.
+
+The tarball is built reproducibly (sorted names, fixed mtimes, owners and modes, gzip without
+a timestamp), so its hash depends on the scripts' contents alone and the exported definition
+is byte-identical on every machine. Jobs find the code at an S3 key that contains the hash:
+a changed script means a new key, never a stale cache hit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import importlib.util
+import io
+import tarfile
+from functools import cached_property
+from pathlib import Path
+
+from pipeline.config import PipelineConfig
+
+# Only these travel to the jobs: no caches, no editor files, nothing a user left lying there.
+INCLUDE_SUFFIXES = (".py", ".txt")
+TARBALL_NAME = "sourcedir.tar.gz"
+
+
+def scripts_dir() -> Path:
+    """scripts/ of this checkout, or the copy packaged in the wheel as pipeline.scripts_bundle."""
+    spec = importlib.util.find_spec("pipeline.scripts_bundle")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the scripts bundle (pipeline.scripts_bundle) is not installed")
+    for location in spec.submodule_search_locations:
+        path = Path(location)
+        if (path / "train.py").is_file():
+            return path
+    raise FileNotFoundError(f"no train.py in {list(spec.submodule_search_locations)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    files: dict  # name -> bytes, in sorted order
+
+    @classmethod
+    def from_dir(cls, directory: Path | None = None) -> Bundle:
+        directory = directory or scripts_dir()
+        files = {
+            path.name: path.read_bytes()
+            for path in sorted(directory.iterdir())
+            if path.is_file() and path.suffix in INCLUDE_SUFFIXES and path.name != "__init__.py"
+        }
+        if not files:
+            raise FileNotFoundError(f"no scripts found in {directory}")
+        return cls(files)
+
+    @cached_property
+    def tarball(self) -> bytes:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in self.files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+        return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.tarball).hexdigest()
+
+    def key_prefix(self, config: PipelineConfig) -> str:
+        return f"{config.prefix}/code/{self.sha256[:16]}"
+
+    def tarball_uri(self, config: PipelineConfig) -> str:
+        """source_dir for the training and tuning jobs (SageMaker unpacks it)."""
+        return f"s3://{config.bucket}/{self.key_prefix(config)}/{TARBALL_NAME}"
+
+    def scripts_uri(self, config: PipelineConfig) -> str:
+        """The same files unpacked, an S3 prefix that processing jobs mount as an input."""
+        return f"s3://{config.bucket}/{self.key_prefix(config)}/scripts/"
+
+    def objects(self, config: PipelineConfig) -> dict[str, bytes]:
+        """Every S3 key (in config.bucket) the jobs read, with its content."""
+        prefix = self.key_prefix(config)
+        objects = {f"{prefix}/{TARBALL_NAME}": self.tarball}
+        objects.update({f"{prefix}/scripts/{name}": data for name, data in self.files.items()})
+        return objects

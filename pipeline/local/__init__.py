@@ -1,0 +1,1 @@
+"""The docker-free local runner of an exported pipeline definition."""

@@ -1,0 +1,1 @@
+"""One step factory per module: each returns a SageMaker Pipelines step."""
