@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import importlib.util
 import io
 import tarfile
 from functools import cached_property
@@ -25,15 +24,13 @@ TARBALL_NAME = "sourcedir.tar.gz"
 
 
 def scripts_dir() -> Path:
-    """scripts/ of this checkout, or the copy packaged in the wheel as pipeline.scripts_bundle."""
-    spec = importlib.util.find_spec("pipeline.scripts_bundle")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the scripts bundle (pipeline.scripts_bundle) is not installed")
-    for location in spec.submodule_search_locations:
-        path = Path(location)
-        if (path / "train.py").is_file():
+    """The packaged copy (a wheel's pipeline/scripts_bundle), else scripts/ of this checkout."""
+    here = Path(__file__).resolve().parent
+    candidates = (here / "scripts_bundle", here.parent / "scripts")
+    for path in candidates:
+        if (path / "model.py").is_file():
             return path
-    raise FileNotFoundError(f"no train.py in {list(spec.submodule_search_locations)}")
+    raise FileNotFoundError(f"the container scripts are missing: no model.py in {candidates}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,169 @@
+"""get_pipeline(config) -> Pipeline, and the deterministic JSON definition.
+
+The build is offline: a boto3 session with inert credentials (never used: nothing here
+calls AWS), the bucket given explicitly, image URIs looked up from the SDK's bundled JSON,
+and the code referenced by the content-addressed S3 URIs of the bundle, so the SDK uploads
+nothing. The JSON is re-serialised with sorted keys so it is byte-identical everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+
+from pipeline.bundle import Bundle
+from pipeline.config import PipelineConfig
+
+DESCRIPTION = (
+    "Prepares a dog-breed ImageFolder, tunes and trains DenseNet-161, evaluates it on the test "
+    "split and, when test accuracy reaches AccuracyThreshold, registers and deploys it."
+)
+
+# The SDK logs its config-file search and a v2 deprecation banner on import; neither helps here.
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+for _noisy in (
+    "sagemaker.config",
+    "sagemaker.image_uris",
+    "sagemaker.workflow.utilities",
+    "sagemaker.workflow._utils",
+    "sagemaker.estimator",
+):
+    # They warn about fields the SDK pops by design and parameters resolved at run time.
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+
+
+# An explicit SDK config: the user's ~/.config/sagemaker/config.yaml must not leak tags, KMS
+# keys or subnets into a definition that has to be identical on every machine, and the SDK's
+# telemetry (an HTTPS request per estimator.fit) must not fire during an offline build.
+SDK_CONFIG = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
+
+
+def _offline_session(config: PipelineConfig):
+    import boto3
+    from sagemaker.workflow.pipeline_context import PipelineSession
+
+    boto_session = boto3.Session(
+        aws_access_key_id="offline-build",
+        aws_secret_access_key="offline-build",  # noqa: S106 - inert: the build makes no calls
+        region_name=config.region,
+    )
+    return PipelineSession(
+        boto_session=boto_session,
+        default_bucket=config.bucket,
+        sagemaker_config=SDK_CONFIG,
+    )
+
+
+@contextlib.contextmanager
+def _config_validated_once():
+    """The SDK re-validates its config against a JSON schema on every lookup (~0.7 s each,
+    about 90 lookups per build). Ours is a constant: validate it once, then skip the rest."""
+    import sagemaker.utils as sdk_utils
+
+    validate = sdk_utils.validate_sagemaker_config
+    validate(SDK_CONFIG)
+
+    def validate_unless_ours(config=None):
+        if config is not SDK_CONFIG:
+            validate(config)
+
+    sdk_utils.validate_sagemaker_config = validate_unless_ours
+    try:
+        yield
+    finally:
+        sdk_utils.validate_sagemaker_config = validate
+
+
+def _image_uri(config: PipelineConfig, scope: str) -> str:
+    from sagemaker import image_uris
+
+    return image_uris.retrieve(
+        framework="pytorch",
+        region=config.region,
+        version=config.framework_version,
+        py_version=config.py_version,
+        instance_type=config.image_instance_type,
+        image_scope=scope,
+    )
+
+
+def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = None):
+    from sagemaker.workflow.pipeline import Pipeline
+    from sagemaker.workflow.pipeline_definition_config import PipelineDefinitionConfig
+
+    from pipeline.parameters import get_parameters
+    from steps.common import BuildContext
+    from steps.condition import condition_step, fail_step
+    from steps.deploy import deploy_steps
+    from steps.evaluation import evaluation_step
+    from steps.preprocess import preprocess_step
+    from steps.register import register_step
+    from steps.training import training_step
+    from steps.tuning import tuning_step
+
+    config = config or PipelineConfig()
+    params = get_parameters(config)
+    session = _offline_session(config)
+    ctx = BuildContext(
+        config=config,
+        params=params,
+        session=session,
+        bundle=bundle or Bundle.from_dir(),
+        training_image=_image_uri(config, "training"),
+        inference_image=_image_uri(config, "inference"),
+    )
+    prepare = preprocess_step(ctx)
+    tuning = tuning_step(ctx, prepare)
+    training = training_step(ctx, prepare, tuning)
+    evaluation, report = evaluation_step(ctx, prepare, training)
+    register = register_step(ctx, training, evaluation)
+    deploy = deploy_steps(ctx, training, register)
+    check = condition_step(
+        ctx,
+        evaluation,
+        report,
+        if_steps=[register, *deploy],
+        else_steps=[fail_step(ctx, evaluation, report)],
+    )
+    return Pipeline(
+        name=config.pipeline_name,
+        parameters=params.all(),
+        steps=[prepare, tuning, training, evaluation, check],
+        sagemaker_session=session,
+        # Keep the job names SageMaker generates per execution; custom prefixes would put
+        # the same names in every execution and collide.
+        pipeline_definition_config=PipelineDefinitionConfig(use_custom_job_prefix=False),
+    )
+
+
+def _sort_collections(definition: dict) -> dict:
+    """The SDK gathers Debugger collections in a set: order them by name."""
+    for step in _all_steps(definition["Steps"]):
+        hook = step.get("Arguments", {}).get("DebugHookConfig")
+        if hook and "CollectionConfigurations" in hook:
+            hook["CollectionConfigurations"].sort(key=lambda c: json.dumps(c, sort_keys=True))
+    return definition
+
+
+def _all_steps(steps: list):
+    for step in steps:
+        yield step
+        arguments = step.get("Arguments", {})
+        for branch in ("IfSteps", "ElseSteps"):
+            yield from _all_steps(arguments.get(branch, []))
+
+
+def definition_dict(config: PipelineConfig | None = None) -> dict:
+    with _config_validated_once():
+        pipeline = get_pipeline(config)
+        return _sort_collections(json.loads(pipeline.definition()))
+
+
+def definition_json(config: PipelineConfig | None = None) -> str:
+    """The definition as pretty JSON with sorted keys: diffable and byte-identical."""
+    return json.dumps(definition_dict(config), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,75 @@
+"""Every SageMaker Pipeline parameter, with its default.
+
+Studio shows these on the "Start execution" form, and EventBridge schedules start the
+pipeline with the defaults, so every parameter has one. Names are PascalCase (Studio
+convention). The defaults are the reference setup: 133 dog breeds at 224 px on one GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sagemaker.workflow.parameters import (
+    ParameterBoolean,
+    ParameterFloat,
+    ParameterInteger,
+    ParameterString,
+)
+
+from pipeline.config import PipelineConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameters:
+    input_data_url: ParameterString
+    max_image_side: ParameterInteger
+    image_size: ParameterInteger
+    pretrained: ParameterBoolean
+    processing_instance_type: ParameterString
+    training_instance_type: ParameterString
+    training_instance_count: ParameterInteger
+    max_tuning_jobs: ParameterInteger
+    max_parallel_tuning_jobs: ParameterInteger
+    evaluation_instance_type: ParameterString
+    accuracy_threshold: ParameterFloat
+    model_approval_status: ParameterString
+    endpoint_name: ParameterString
+    endpoint_instance_type: ParameterString
+
+    def all(self) -> list:
+        return [getattr(self, field.name) for field in dataclasses.fields(self)]
+
+
+def get_parameters(config: PipelineConfig) -> Parameters:
+    return Parameters(
+        # An S3 prefix holding train/ valid/ test/, or one .zip of them (dogImages.zip).
+        input_data_url=ParameterString("InputDataUrl", default_value=config.s3_uri("input/")),
+        # Pre-resizing once in preprocessing removes most per-epoch JPEG decode cost.
+        max_image_side=ParameterInteger("MaxImageSide", default_value=320),
+        image_size=ParameterInteger("ImageSize", default_value=224),
+        pretrained=ParameterBoolean("Pretrained", default_value=True),
+        processing_instance_type=ParameterString(
+            "ProcessingInstanceType", default_value="ml.c5.2xlarge"
+        ),
+        training_instance_type=ParameterString(
+            "TrainingInstanceType", default_value="ml.g5.2xlarge"
+        ),
+        training_instance_count=ParameterInteger("TrainingInstanceCount", default_value=1),
+        max_tuning_jobs=ParameterInteger("MaxTuningJobs", default_value=8),
+        max_parallel_tuning_jobs=ParameterInteger("MaxParallelTuningJobs", default_value=2),
+        evaluation_instance_type=ParameterString(
+            "EvaluationInstanceType", default_value="ml.m5.xlarge"
+        ),
+        accuracy_threshold=ParameterFloat("AccuracyThreshold", default_value=0.7),
+        # The accuracy condition is the automated gate before registration and deployment;
+        # PendingManualApproval records the version for a human to approve in the registry.
+        model_approval_status=ParameterString(
+            "ModelApprovalStatus",
+            default_value="Approved",
+            enum_values=["Approved", "PendingManualApproval"],
+        ),
+        endpoint_name=ParameterString("EndpointName", default_value="dogbreed-classifier"),
+        endpoint_instance_type=ParameterString(
+            "EndpointInstanceType", default_value="ml.m5.xlarge"
+        ),
+    )

@@ -1,0 +1,78 @@
+"""What every step factory shares: the build context, S3 layout, retries and caching."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sagemaker.workflow.execution_variables import ExecutionVariables
+from sagemaker.workflow.functions import Join
+from sagemaker.workflow.pipeline_context import PipelineSession
+from sagemaker.workflow.retry import (
+    SageMakerJobExceptionTypeEnum,
+    SageMakerJobStepRetryPolicy,
+    StepExceptionTypeEnum,
+    StepRetryPolicy,
+)
+from sagemaker.workflow.steps import CacheConfig
+
+from pipeline.bundle import Bundle
+from pipeline.config import PipelineConfig
+from pipeline.parameters import Parameters
+
+# Where processing jobs find the unpacked code bundle (a ProcessingInput).
+CODE_DIR = "/opt/ml/processing/input/code"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    config: PipelineConfig
+    params: Parameters
+    session: PipelineSession
+    bundle: Bundle
+    training_image: str
+    inference_image: str
+
+    def execution_uri(self, *parts: str) -> Join:
+        """s3://bucket/prefix/executions/<execution id>/<parts>: one folder per execution."""
+        base = self.config.s3_uri("executions")
+        return Join(on="/", values=[base, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
+
+    @property
+    def cache(self) -> CacheConfig:
+        return CacheConfig(
+            enable_caching=self.config.enable_caching, expire_after=self.config.cache_expire_after
+        )
+
+
+def job_retry_policies() -> list:
+    """Retry throttling and capacity shortages; never a job that failed on its own merits."""
+    return [
+        StepRetryPolicy(
+            exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
+            interval_seconds=10,
+            backoff_rate=2.0,
+            max_attempts=5,
+        ),
+        SageMakerJobStepRetryPolicy(
+            exception_types=[
+                SageMakerJobExceptionTypeEnum.CAPACITY_ERROR,
+                SageMakerJobExceptionTypeEnum.RESOURCE_LIMIT,
+                SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
+            ],
+            interval_seconds=60,
+            backoff_rate=2.0,
+            max_attempts=4,
+        ),
+    ]
+
+
+def service_retry_policies() -> list:
+    """For steps that call an API rather than run a job (model, endpoint config)."""
+    return [
+        StepRetryPolicy(
+            exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
+            interval_seconds=10,
+            backoff_rate=2.0,
+            max_attempts=5,
+        )
+    ]

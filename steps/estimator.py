@@ -1,0 +1,35 @@
+"""The PyTorch estimator that runs scripts/train.py, shared by the tuning and training steps."""
+
+from __future__ import annotations
+
+from sagemaker.pytorch import PyTorch
+
+from pipeline.metrics import METRIC_DEFINITIONS
+from steps.common import BuildContext
+
+MODEL_NAME = "densenet161"
+
+
+def static_hyperparameters(ctx: BuildContext) -> dict:
+    """Hyperparameters every training job gets; the tuned ones are added by each step."""
+    return {
+        "model_name": MODEL_NAME,
+        "image_size": ctx.params.image_size,
+        "pretrained": ctx.params.pretrained,
+    }
+
+
+def pytorch_estimator(ctx: BuildContext, hyperparameters: dict, **kwargs) -> PyTorch:
+    return PyTorch(
+        entry_point="train.py",
+        # An S3 tarball: the SDK uses it as is, so building the definition uploads nothing.
+        source_dir=ctx.bundle.tarball_uri(ctx.config),
+        role=ctx.config.role_arn,
+        image_uri=ctx.training_image,
+        framework_version=ctx.config.framework_version,
+        py_version=ctx.config.py_version,
+        hyperparameters=hyperparameters,
+        metric_definitions=METRIC_DEFINITIONS,
+        sagemaker_session=ctx.session,
+        **kwargs,
+    )

@@ -1,0 +1,81 @@
+"""Evaluate model: metrics on the held-out test split, the only step that reads it.
+
+Inputs: model.tar.gz from TrainModel, test/ from PrepareData. Outputs: evaluation.json
+(SageMaker model-quality format, a PropertyFile read by the condition and the registry)
+and a confusion-matrix PNG.
+"""
+
+from __future__ import annotations
+
+from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
+from sagemaker.workflow.functions import Join
+from sagemaker.workflow.properties import PropertyFile
+from sagemaker.workflow.steps import ProcessingStep, TrainingStep
+
+from steps.common import CODE_DIR, BuildContext, job_retry_policies
+from steps.preprocess import output_uri
+from steps.training import model_artifact
+
+NAME = "EvaluateModel"
+DISPLAY_NAME = "Evaluate model"
+DESCRIPTION = (
+    "Accuracy, top-5 accuracy, precision, recall, F1 and the confusion matrix of the trained "
+    "model on the test split, written as evaluation.json for the registry."
+)
+REPORT_NAME = "EvaluationReport"
+REPORT_FILE = "evaluation.json"
+ACCURACY_PATH = "multiclass_classification_metrics.accuracy.value"
+MODEL_DIR = "/opt/ml/processing/model"
+TEST_DIR = "/opt/ml/processing/test"
+OUTPUT_DIR = "/opt/ml/processing/evaluation"
+
+
+def evaluation_step(
+    ctx: BuildContext, prepare: ProcessingStep, training: TrainingStep
+) -> tuple[ProcessingStep, PropertyFile]:
+    report = PropertyFile(name=REPORT_NAME, output_name="evaluation", path=REPORT_FILE)
+    processor = Processor(
+        role=ctx.config.role_arn,
+        image_uri=ctx.training_image,
+        instance_count=1,
+        instance_type=ctx.params.evaluation_instance_type,
+        entrypoint=["python3", f"{CODE_DIR}/evaluate.py"],
+        base_job_name="dogbreed-evaluate",
+        sagemaker_session=ctx.session,
+    )
+    step_args = processor.run(
+        inputs=[
+            ProcessingInput(
+                source=ctx.bundle.scripts_uri(ctx.config), destination=CODE_DIR, input_name="code"
+            ),
+            ProcessingInput(
+                source=model_artifact(training), destination=MODEL_DIR, input_name="model"
+            ),
+            ProcessingInput(
+                source=output_uri(prepare, "test"), destination=TEST_DIR, input_name="test"
+            ),
+        ],
+        outputs=[
+            ProcessingOutput(
+                output_name="evaluation",
+                source=OUTPUT_DIR,
+                destination=ctx.execution_uri("evaluation"),
+            )
+        ],
+        arguments=["--model-dir", MODEL_DIR, "--test-dir", TEST_DIR, "--output-dir", OUTPUT_DIR],
+    )
+    step = ProcessingStep(
+        name=NAME,
+        display_name=DISPLAY_NAME,
+        description=DESCRIPTION,
+        step_args=step_args,
+        property_files=[report],
+        cache_config=ctx.cache,
+        retry_policies=job_retry_policies(),
+    )
+    return step, report
+
+
+def report_uri(step: ProcessingStep):
+    base = step.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri
+    return Join(on="/", values=[base, REPORT_FILE])

@@ -1,0 +1,77 @@
+"""Register model: a new version in the model package group, with its evaluation metrics.
+
+Inputs: model.tar.gz from TrainModel (it carries code/inference.py, so no repack step),
+evaluation.json from EvaluateModel. Output: the model package ARN (deployed by DeployModel).
+"""
+
+from __future__ import annotations
+
+from sagemaker.model import Model
+from sagemaker.model_metrics import MetricsSource, ModelMetrics
+from sagemaker.workflow.model_step import ModelStep
+from sagemaker.workflow.steps import ProcessingStep, TrainingStep
+
+from steps.common import BuildContext, service_retry_policies
+from steps.evaluation import report_uri
+from steps.training import model_artifact
+
+NAME = "RegisterModel"
+DISPLAY_NAME = "Register model"
+DESCRIPTION = "Adds the trained model and its test metrics to the model registry."
+CONTENT_TYPES = [
+    "image/jpeg",
+    "image/png",
+    "application/x-image",
+    "application/json",
+    "application/x-npy",
+]
+RESPONSE_TYPES = ["application/json"]
+INFERENCE_INSTANCES = ["ml.m5.xlarge", "ml.c5.2xlarge", "ml.g4dn.xlarge", "ml.g5.xlarge"]
+TRANSFORM_INSTANCES = ["ml.m5.xlarge", "ml.g4dn.xlarge"]
+
+
+def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
+    """The serving container pointed at the handlers packed inside model.tar.gz."""
+    return Model(
+        image_uri=ctx.inference_image,
+        model_data=model_artifact(training),
+        role=ctx.config.role_arn,
+        env={
+            "SAGEMAKER_PROGRAM": "inference.py",
+            "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+            "SAGEMAKER_REGION": ctx.config.region,
+        },
+        sagemaker_session=ctx.session,
+    )
+
+
+def register_step(
+    ctx: BuildContext, training: TrainingStep, evaluation: ProcessingStep
+) -> ModelStep:
+    metrics = ModelMetrics(
+        model_statistics=MetricsSource(
+            s3_uri=report_uri(evaluation), content_type="application/json"
+        )
+    )
+    step_args = serving_model(ctx, training).register(
+        content_types=CONTENT_TYPES,
+        response_types=RESPONSE_TYPES,
+        inference_instances=INFERENCE_INSTANCES,
+        transform_instances=TRANSFORM_INSTANCES,
+        model_package_group_name=ctx.config.model_package_group,
+        approval_status=ctx.params.model_approval_status,
+        model_metrics=metrics,
+        description="DenseNet-161 dog-breed classifier trained by dogbreed-pipeline",
+        domain="COMPUTER_VISION",
+        task="IMAGE_CLASSIFICATION",
+        framework="PYTORCH",
+        framework_version=ctx.config.framework_version,
+    )
+    return ModelStep(
+        name=NAME,
+        display_name=DISPLAY_NAME,
+        description=DESCRIPTION,
+        step_args=step_args,
+        retry_policies=service_retry_policies(),
+    )
