@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 
 from pipeline.bundle import Bundle
 from pipeline.config import PipelineConfig
@@ -159,7 +160,9 @@ def _all_steps(steps: list):
 
 
 def definition_dict(config: PipelineConfig | None = None) -> dict:
-    with _config_validated_once():
+    with _config_validated_once(), warnings.catch_warnings():
+        # "Running within a PipelineSession ... No Job being started": exactly what we want.
+        warnings.filterwarnings("ignore", message="Running within a PipelineSession")
         pipeline = get_pipeline(config)
         return _sort_collections(json.loads(pipeline.definition()))
 

@@ -1,0 +1,342 @@
+"""The exported pipeline definition: its DAG, every setting the issue fixes, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.bundle import Bundle, scripts_dir
+from pipeline.config import PipelineConfig
+from pipeline.definition import definition_dict, definition_json
+from pipeline.graph import mermaid
+from pipeline.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = Path(sys.executable).parent / "dogbreed-pipeline"
+
+
+@pytest.fixture(scope="module")
+def definition() -> dict:
+    return definition_dict(PipelineConfig())
+
+
+def all_steps(steps):
+    for step in steps:
+        yield step
+        for branch in ("IfSteps", "ElseSteps"):
+            yield from all_steps(step["Arguments"].get(branch, []))
+
+
+def step(definition, name) -> dict:
+    matches = [s for s in all_steps(definition["Steps"]) if s["Name"] == name]
+    assert matches, f"no step {name}"
+    return matches[0]
+
+
+def parameter_refs(value) -> set[str]:
+    return {v.split(".", 1)[1] for v in _gets(value) if v.startswith("Parameters.")}
+
+
+def _gets(value):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "Get":
+                yield item
+            else:
+                yield from _gets(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _gets(item)
+
+
+def _export(seed: str, out: Path) -> subprocess.CompletedProcess:
+    """Run the installed CLI with no credentials, an empty environment, and no network."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": seed, "HOME": str(out.parent)}
+    command = [str(CLI), "export", "--out", str(out)]
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"]).returncode == 0:
+        command = ["unshare", "-n", *command]
+    return subprocess.run(command, env=env, cwd=out.parent, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_export_is_byte_identical_across_hash_seeds_offline_and_without_credentials(tmp_path):
+    outputs = []
+    for seed in ("1", "4242"):
+        out = tmp_path / f"definition-{seed}.json"
+        result = _export(seed, out)
+        assert result.returncode == 0, result.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert outputs[0] == definition_json(PipelineConfig()).encode()
+
+
+def test_committed_definition_matches_a_fresh_export():
+    committed = (ROOT / "pipeline_definition.json").read_text()
+    assert committed == definition_json(PipelineConfig()), (
+        "pipeline_definition.json is stale: run `make export` and commit it"
+    )
+
+
+def test_definition_is_pretty_printed_with_sorted_keys():
+    text = definition_json(PipelineConfig())
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+
+
+def test_dag_runs_prepare_tune_train_evaluate_then_condition(definition):
+    text = mermaid(definition)
+    for edge in (
+        "PrepareData --> TuneHyperparameters",
+        "TuneHyperparameters --> TrainModel",
+        "PrepareData --> TrainModel",
+        "TrainModel --> EvaluateModel",
+        "PrepareData --> EvaluateModel",
+        "EvaluateModel --> CheckAccuracy",
+        "CheckAccuracy -->|true| RegisterModel_RegisterModel",
+        "RegisterModel_RegisterModel --> CreateModel_CreateModel",
+        "CreateModel_CreateModel --> CreateEndpointConfig",
+        "CreateEndpointConfig --> DeployEndpoint",
+        "CheckAccuracy -->|false| AccuracyBelowThreshold",
+    ):
+        assert edge in text
+    top = [s["Name"] for s in definition["Steps"]]
+    assert top == [
+        "PrepareData",
+        "TuneHyperparameters",
+        "TrainModel",
+        "EvaluateModel",
+        "CheckAccuracy",
+    ]
+
+
+def test_every_parameter_has_a_default_and_pascal_case_name(definition):
+    for parameter in definition["Parameters"]:
+        assert "DefaultValue" in parameter, parameter["Name"]
+        assert parameter["Name"][0].isupper() and "_" not in parameter["Name"]
+    names = {p["Name"] for p in definition["Parameters"]}
+    assert {
+        "InputDataUrl",
+        "AccuracyThreshold",
+        "ModelApprovalStatus",
+        "EndpointName",
+        "EndpointInstanceType",
+        "TrainingInstanceCount",
+        "MaxTuningJobs",
+        "MaxParallelTuningJobs",
+    } <= names
+
+
+def test_every_step_has_a_display_name_and_description(definition):
+    for s in all_steps(definition["Steps"]):
+        assert s.get("DisplayName"), s["Name"]
+        assert s.get("Description"), s["Name"]
+
+
+def test_prepare_data_reads_input_url_and_writes_splits_and_class_index(definition):
+    args = step(definition, "PrepareData")["Arguments"]
+    inputs = {i["InputName"]: i["S3Input"] for i in args["ProcessingInputs"]}
+    assert inputs["data"]["S3Uri"] == {"Get": "Parameters.InputDataUrl"}
+    assert inputs["code"]["S3Uri"].endswith("/scripts/")
+    outputs = {o["OutputName"] for o in args["ProcessingOutputConfig"]["Outputs"]}
+    assert outputs == {"train", "valid", "test", "meta"}
+    assert args["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/preprocess.py")
+
+
+def test_tuning_searches_the_published_ranges_on_validation_accuracy(definition):
+    args = step(definition, "TuneHyperparameters")["Arguments"]
+    config = args["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {
+        "MetricName": OBJECTIVE_METRIC,
+        "Type": "Maximize",
+    }
+    assert OBJECTIVE_METRIC == "valid:accuracy"
+    ranges = config["ParameterRanges"]
+    assert ranges["ContinuousParameterRanges"] == [
+        {"MaxValue": "0.1", "MinValue": "0.001", "Name": "learning_rate", "ScalingType": "Auto"}
+    ]
+    # Framework estimators JSON-encode values; the training toolkit decodes them again.
+    assert ranges["CategoricalParameterRanges"] == [
+        {"Name": "batch_size", "Values": ['"32"', '"64"', '"128"']}
+    ]
+    assert ranges["IntegerParameterRanges"] == [
+        {"MaxValue": "20", "MinValue": "5", "Name": "epochs", "ScalingType": "Auto"}
+    ]
+    limits = config["ResourceLimits"]
+    assert limits["MaxNumberOfTrainingJobs"] == {"Get": "Parameters.MaxTuningJobs"}
+    assert limits["MaxParallelTrainingJobs"] == {"Get": "Parameters.MaxParallelTuningJobs"}
+    job = args["TrainingJobDefinition"]
+    assert job["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+    assert job["StaticHyperParameters"]["model_name"] == '"densenet161"'
+    channels = {c["ChannelName"] for c in job["InputDataConfig"]}
+    assert channels == {"train", "valid"}, "the test split must never reach tuning"
+
+
+def test_training_retrains_with_the_best_tuned_hyperparameters(definition):
+    hyper = step(definition, "TrainModel")["Arguments"]["HyperParameters"]
+    for name in ("learning_rate", "batch_size", "epochs"):
+        expected = f"Steps.TuneHyperparameters.BestTrainingJob.TunedHyperParameters['{name}']"
+        assert expected in set(_gets(hyper[name]))
+    assert hyper["sagemaker_torch_distributed_enabled"] == "true"
+
+
+def test_training_carries_debugger_rules_hook_and_profiler(definition):
+    args = step(definition, "TrainModel")["Arguments"]
+    rules = {r["RuleConfigurationName"] for r in args["DebugRuleConfigurations"]}
+    assert rules == {"VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"}
+    assert [r["RuleConfigurationName"] for r in args["ProfilerRuleConfigurations"]] == [
+        "ProfilerReport"
+    ]
+    assert args["DebugHookConfig"]["HookParameters"] == {
+        "train.save_interval": "100",
+        "eval.save_interval": "10",
+    }
+    assert args["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    assert args["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainingInstanceCount"}
+    assert "CheckpointConfig" in args
+
+
+def test_debugger_can_be_switched_off():
+    args = step(definition_dict(PipelineConfig(enable_debugger=False)), "TrainModel")["Arguments"]
+    assert "DebugHookConfig" not in args
+    assert "DebugRuleConfigurations" not in args
+    assert "ProfilerRuleConfigurations" not in args
+    assert args["ProfilerConfig"]["DisableProfiler"] is True
+
+
+def test_job_steps_retry_throttling_and_capacity_errors_and_cache(definition):
+    for name in ("PrepareData", "TuneHyperparameters", "TrainModel", "EvaluateModel"):
+        s = step(definition, name)
+        kinds = {k for policy in s["RetryPolicies"] for k in policy["ExceptionType"]}
+        assert {"Step.THROTTLING", "SageMaker.CAPACITY_ERROR"} <= kinds, name
+        assert s["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
+
+
+def test_caching_can_be_switched_off():
+    d = definition_dict(PipelineConfig(enable_caching=False))
+    assert step(d, "TrainModel")["CacheConfig"]["Enabled"] is False
+
+
+def test_evaluation_reads_the_test_split_and_publishes_a_property_file(definition):
+    s = step(definition, "EvaluateModel")
+    inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in s["Arguments"]["ProcessingInputs"]}
+    assert inputs["test"] == {
+        "Get": "Steps.PrepareData.ProcessingOutputConfig.Outputs['test'].S3Output.S3Uri"
+    }
+    assert inputs["model"] == {"Get": "Steps.TrainModel.ModelArtifacts.S3ModelArtifacts"}
+    assert s["PropertyFiles"] == [
+        {
+            "FilePath": "evaluation.json",
+            "OutputName": "evaluation",
+            "PropertyFileName": "EvaluationReport",
+        }
+    ]
+
+
+def test_condition_compares_test_accuracy_with_the_threshold(definition):
+    args = step(definition, "CheckAccuracy")["Arguments"]
+    (condition,) = args["Conditions"]
+    assert condition["Type"] == "GreaterThanOrEqualTo"
+    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == (
+        "multiclass_classification_metrics.accuracy.value"
+    )
+    assert condition["RightValue"] == {"Get": "Parameters.AccuracyThreshold"}
+    assert [s["Type"] for s in args["IfSteps"]] == [
+        "RegisterModel",
+        "Model",
+        "EndpointConfig",
+        "Endpoint",
+    ]
+    (fail,) = args["ElseSteps"]
+    assert fail["Type"] == "Fail"
+    message = json.dumps(fail["Arguments"]["ErrorMessage"])
+    assert "multiclass_classification_metrics.accuracy.value" in message
+    assert "Parameters.AccuracyThreshold" in message
+
+
+def test_registration_uses_the_group_approval_parameter_metrics_and_packed_handlers(definition):
+    args = step(definition, "RegisterModel-RegisterModel")["Arguments"]
+    assert args["ModelPackageGroupName"] == "dogbreed-classifier"
+    assert args["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
+    stats = args["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert "Steps.EvaluateModel.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri" in (
+        set(_gets(stats["S3Uri"]))
+    )
+    (container,) = args["InferenceSpecification"]["Containers"]
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    assert "pytorch-inference" in container["Image"]
+
+
+def test_endpoint_is_named_by_parameter_with_a_fresh_config_per_execution(definition):
+    config = step(definition, "CreateEndpointConfig")["Arguments"]
+    assert parameter_refs(config["EndpointConfigName"]) == {"EndpointName"}
+    assert "Execution.PipelineExecutionId" in set(_gets(config["EndpointConfigName"]))
+    assert config["ProductionVariants"][0]["InstanceType"] == {
+        "Get": "Parameters.EndpointInstanceType"
+    }
+    endpoint = step(definition, "DeployEndpoint")["Arguments"]
+    assert endpoint["EndpointName"] == {"Get": "Parameters.EndpointName"}
+
+
+def test_metric_regexes_read_the_line_the_scripts_print():
+    import re
+
+    from metrics import format_metrics  # scripts/metrics.py, on sys.path via conftest
+
+    line = format_metrics(
+        epoch=3, train_loss=1.5, train_accuracy=0.25, valid_loss=2e-5, valid_accuracy=0.875
+    )
+    found = {d["Name"]: float(re.search(d["Regex"], line).group(1)) for d in METRIC_DEFINITIONS}
+    assert found == {
+        "epoch": 3.0,
+        "train:loss": 1.5,
+        "train:accuracy": 0.25,
+        "valid:loss": 2e-5,
+        "valid:accuracy": 0.875,
+    }
+
+
+def test_code_bundle_is_reproducible_and_content_addressed(tmp_path):
+    copy = tmp_path / "scripts"
+    shutil.copytree(scripts_dir(), copy)
+    for path in copy.iterdir():
+        os.utime(path, (1, 1))
+    (copy / "notes.md").write_text("not shipped")
+    original, copied = Bundle.from_dir(), Bundle.from_dir(copy)
+    assert copied.tarball == original.tarball
+    (copy / "model.py").write_text((copy / "model.py").read_text() + "\n# changed\n")
+    changed = Bundle.from_dir(copy)
+    config = PipelineConfig()
+    assert changed.tarball_uri(config) != original.tarball_uri(config)
+    assert original.sha256[:16] in original.tarball_uri(config)
+    assert "notes.md" not in original.files and "notes.md" not in changed.files
+
+
+def test_config_renders_the_users_role_bucket_and_region():
+    config = PipelineConfig(
+        role_arn="arn:aws:iam::123456789012:role/MyRole", bucket="my-ml-bucket", region="eu-west-1"
+    )
+    text = definition_json(config)
+    assert "arn:aws:iam::123456789012:role/MyRole" in text
+    assert "s3://my-ml-bucket/dogbreed-pipeline/" in text
+    assert "111122223333" not in text
+    assert ".eu-west-1.amazonaws.com/pytorch-training" in text
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("role_arn", "arn:aws:iam::123:role/x", "not an IAM role ARN"),
+        ("bucket", "My_Bucket", "not a valid S3 bucket name"),
+        ("region", "moon-1", "not an AWS region name"),
+        ("pipeline_name", "bad name!", "only letters, digits and hyphens"),
+    ],
+)
+def test_config_rejects_malformed_values_with_a_clear_message(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(**{field: value})
