@@ -1,0 +1,77 @@
+"""A wheel built from the repo carries the scripts bundle and exports without a checkout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import PipelineConfig
+from pipeline.definition import definition_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_venv_exports_the_same_definition(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    (wheel,) = dist.glob("dogbreed_pipeline-*.whl")
+    fresh = tmp_path / "fresh"
+    venv.EnvBuilder(with_pip=False).create(fresh)
+    site = next((fresh / "lib").glob("python3*/site-packages"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+    )
+    # The fresh venv gets the dependencies (sagemaker, boto3) from this venv's site-packages
+    # as a plain path entry: .pth files there, like this checkout's editable finder, stay off.
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    python = fresh / "bin" / "python"
+    where = subprocess.run(
+        [str(python), "-c", "import pipeline.bundle as b; print(b.scripts_dir())"],
+        cwd=outside,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert where.startswith(str(site)), where
+    out = outside / "definition.json"
+    result = subprocess.run(
+        [str(python), "-m", "pipeline.cli", "export", "--out", str(out)],
+        cwd=outside,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == definition_json(PipelineConfig())
