@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,6 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_exports_the_same_definition(tmp_path):
+    # Build from a copy: an in-tree build/ left by an earlier build could leak stale files.
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*cache"
+    )
+    shutil.copytree(ROOT, source, ignore=ignore)
     dist = tmp_path / "dist"
     subprocess.run(
         [
@@ -30,7 +37,7 @@ def test_wheel_in_a_fresh_venv_exports_the_same_definition(tmp_path):
             "-q",
             "-w",
             str(dist),
-            str(ROOT),
+            str(source),
         ],
         check=True,
     )
