@@ -30,6 +30,7 @@ for _noisy in (
     "sagemaker.workflow.utilities",
     "sagemaker.workflow._utils",
     "sagemaker.estimator",
+    "sagemaker.telemetry.telemetry_logging",
 ):
     # They warn about fields the SDK pops by design and parameters resolved at run time.
     logging.getLogger(_noisy).setLevel(logging.ERROR)
@@ -63,11 +64,11 @@ def _offline_session(config: PipelineConfig):
 @contextlib.contextmanager
 def _config_validated_once():
     """The SDK re-validates its config against a JSON schema on every lookup (~0.7 s each,
-    about 90 lookups per build). Ours is a constant: validate it once, then skip the rest."""
+    about 90 lookups per build). Ours is a constant that Session() validates once: skip the
+    repeats."""
     import sagemaker.utils as sdk_utils
 
     validate = sdk_utils.validate_sagemaker_config
-    validate(SDK_CONFIG)
 
     def validate_unless_ours(config=None):
         if config is not SDK_CONFIG:
