@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -19,9 +20,16 @@ WEIGHTS_FILE = "model.pth"
 CLASS_NAMES_FILE = "class_names.json"
 SETTINGS_FILE = "model_settings.json"
 # Copied into <model_dir>/code so the SageMaker PyTorch serving container finds the handlers.
-SERVING_CODE = ("inference.py", "transforms.py", "model.py")
+SERVING_CODE = ("inference.py", "transforms.py", "images.py", "model.py")
 
 _HEAD_ATTRIBUTES = ("classifier", "fc", "head", "heads")
+
+# torchvision's published DenseNet files predate its module names ("norm.1" for "norm1");
+# torchvision renames the keys itself when it downloads them, so a copy of those files given
+# through the weights channel needs the same renaming.
+_LEGACY_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def _head_attribute(model: nn.Module) -> str:
@@ -63,6 +71,8 @@ def build_model(
     model = builder(weights=weights)
     if weights_path is not None:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        if model_name.startswith("densenet"):
+            state = {_LEGACY_DENSENET_KEY.sub(r"\1\2", key): value for key, value in state.items()}
         model.load_state_dict(state)
     attribute = _head_attribute(model)
     in_features = _in_features(getattr(model, attribute))
@@ -90,6 +100,20 @@ def freeze_backbone(model: nn.Module) -> None:
         parameter.requires_grad = id(parameter) in head_params
 
 
+def serving_code_files() -> list[Path]:
+    """The files save_artifact copies into `code/`; raises if any is missing.
+
+    Training calls this before its first epoch, so a checkout without the serving code fails
+    in seconds rather than after hours of training.
+    """
+    here = Path(__file__).resolve().parent
+    paths = [here / name for name in SERVING_CODE]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"serving code {missing} missing next to {here / 'model.py'}")
+    return paths
+
+
 def save_artifact(
     model_dir: str | os.PathLike,
     model: nn.Module,
@@ -97,6 +121,7 @@ def save_artifact(
     settings: dict,
 ) -> None:
     """Write weights, class names, settings and the serving code into `model_dir`."""
+    serving_code = serving_code_files()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -106,9 +131,8 @@ def save_artifact(
     (model_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
     code_dir = model_dir / "code"
     code_dir.mkdir(exist_ok=True)
-    here = Path(__file__).resolve().parent
-    for name in SERVING_CODE:
-        shutil.copyfile(here / name, code_dir / name)
+    for path in serving_code:
+        shutil.copyfile(path, code_dir / path.name)
 
 
 def load_artifact(model_dir: str | os.PathLike, device: str | torch.device = "cpu"):

@@ -41,8 +41,8 @@ from functools import partial
 from pathlib import Path
 
 import archive
+from images import DEFAULT_MAX_PIXELS, to_rgb
 from PIL import Image, UnidentifiedImageError
-from transforms import DEFAULT_MAX_PIXELS, to_rgb
 
 SPLITS = ("train", "valid", "test")
 # meta/ goes last: its manifest is the marker of a finished run.
