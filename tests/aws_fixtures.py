@@ -1,0 +1,65 @@
+"""Fixtures for the AWS-facing tests: a clean AWS environment, moto, and a call recorder.
+
+Test modules load this as a plugin (`pytest_plugins = ["aws_fixtures"]`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from awsfakes import REGION, SECRET, Calls
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    """Dummy credentials and a region; nothing from the user's ~/.aws or environment."""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    return monkeypatch
+
+
+@pytest.fixture
+def moto(aws_env):
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Record (and optionally stub) every call made through pipeline.aws.connect's session."""
+    from pipeline import aws
+
+    recorder = Calls()
+    real_connect = aws.connect
+
+    def connect(*args, **kwargs):
+        client = real_connect(*args, **kwargs)
+        client.session.events.register("before-parameter-build.*.*", recorder._record)
+        client.session.events.register("before-call.*.*", recorder._answer)
+        recorder.sessions.append(client)
+        return client
+
+    monkeypatch.setattr(aws, "connect", connect)
+    return recorder
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's server on a free port of 127.0.0.1, for AWS_ENDPOINT_URL (reset per test)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -1,0 +1,739 @@
+"""The dogbreed-pipeline command against moto: what users see on stdout, stderr and in AWS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+import pytest
+from awsfakes import (
+    ACCOUNT,
+    DEFAULT_BUCKET,
+    REGION,
+    ROLE,
+    ROOT,
+    SCHEDULER_ROLE,
+    SECRET,
+    aws_error,
+    create_pipeline,
+    moto_execution,
+    one_error_line,
+    steps_response,
+)
+
+from pipeline import cli
+from pipeline.config import PipelineConfig
+
+# aws_env, moto, calls: a clean AWS environment, moto, and a recorder of AWS calls.
+pytest_plugins = ["aws_fixtures"]
+
+CLI = os.path.join(os.path.dirname(sys.executable), "dogbreed-pipeline")
+UPSERT = ["upsert", "--role-arn", ROLE]
+# The configuration those flags give (bucket: the SageMaker default for moto's account).
+UPSERT_CONFIG = PipelineConfig(role_arn=ROLE, bucket=DEFAULT_BUCKET, region=REGION)
+
+_built: dict = {}
+
+
+@pytest.fixture
+def definitions(monkeypatch):
+    """The real definition_json, memoised per config: a build takes tens of seconds here."""
+    import pipeline.definition
+
+    real = pipeline.definition.definition_json
+
+    def definition_json(config):
+        if config not in _built:
+            _built[config] = real(config)
+        return _built[config]
+
+    monkeypatch.setattr(pipeline.definition, "definition_json", definition_json)
+    return definition_json
+
+
+@pytest.fixture
+def default_bucket(moto):
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=DEFAULT_BUCKET)
+    return DEFAULT_BUCKET
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sagemaker():
+    return boto3.client("sagemaker", region_name=REGION)
+
+
+# --------------------------------------------------------------------------- help
+
+
+def test_help_works_in_a_subprocess_within_half_a_second():
+    best = float("inf")
+    for _ in range(3):  # the best of three: a busy machine should not fail the test
+        started = time.perf_counter()
+        result = subprocess.run([CLI, "--help"], capture_output=True, text=True, timeout=60)
+        best = min(best, time.perf_counter() - started)
+        assert result.returncode == 0, result.stderr
+    for command in ("export", "upsert", "start", "status", "schedule", "unschedule", "graph"):
+        assert command in result.stdout
+    assert best <= 0.5, f"--help took {best:.2f} s"
+
+
+def test_help_imports_neither_boto3_nor_the_sdk_nor_torch():
+    code = (
+        "import sys\nfrom pipeline import cli\n"
+        "try:\n    cli.main(['start', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('boto3', 'botocore', 'sagemaker', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_reserved_commands_are_not_stubbed(capsys):
+    for command in ("run-local", "serve-local", "predict", "sample-data"):
+        code, out, err = run(capsys, command)
+        assert code == 2
+        assert "invalid choice" in err
+
+
+def test_no_command_prints_usage_and_exits_2(capsys):
+    code, out, err = run(capsys)
+    assert code == 2
+    assert "usage: dogbreed-pipeline" in err
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_writes_definition_json_and_creates_no_aws_client(
+    aws_env, definitions, monkeypatch, tmp_path, capsys
+):
+    from pipeline import aws
+
+    monkeypatch.setattr(aws, "connect", lambda *a, **k: pytest.fail("export called AWS"))
+    out = tmp_path / "definition.json"
+    code, stdout, err = run(
+        capsys,
+        "export",
+        "--out",
+        str(out),
+        "--role-arn",
+        ROLE,
+        "--bucket",
+        DEFAULT_BUCKET,
+        "--region",
+        REGION,
+    )
+    assert code == 0, err
+    assert stdout == ""
+    assert out.read_text() == definitions(UPSERT_CONFIG)
+
+
+def test_export_without_out_writes_to_stdout(aws_env, definitions, capsys):
+    code, stdout, err = run(capsys, "export", "--role-arn", ROLE, "--bucket", DEFAULT_BUCKET)
+    assert code == 0, err
+    assert stdout == definitions(UPSERT_CONFIG)
+
+
+def test_no_debugger_flag_reaches_the_config():
+    args = cli.build_parser().parse_args(["upsert", "--role-arn", ROLE, "--no-debugger"])
+    assert cli._config(args).enable_debugger is False
+    args = cli.build_parser().parse_args(["export"])
+    assert cli._config(args).enable_debugger is True
+
+
+def test_graph_renders_the_exported_definition(aws_env, definitions, tmp_path, capsys):
+    from pipeline.graph import mermaid
+
+    out = tmp_path / "graph.mmd"
+    code, _, err = run(
+        capsys, "graph", "--out", str(out), "--role-arn", ROLE, "--bucket", DEFAULT_BUCKET
+    )
+    assert code == 0, err
+    assert out.read_text() == mermaid(json.loads(definitions(UPSERT_CONFIG)))
+
+
+# --------------------------------------------------------------------------- upsert
+
+
+def test_upsert_twice_leaves_one_pipeline_whose_definition_equals_export(
+    default_bucket, definitions, calls, capsys, tmp_path
+):
+    code, first_out, first_err = run(capsys, *UPSERT)
+    assert code == 0, first_err
+    puts_after_first = calls.count("PutObject")
+    code, second_out, second_err = run(capsys, *UPSERT)
+    assert code == 0, second_err
+
+    pipelines = sagemaker().list_pipelines()["PipelineSummaries"]
+    assert [p["PipelineName"] for p in pipelines] == ["dogbreed-pipeline"]
+    arn = pipelines[0]["PipelineArn"]
+    assert first_out == second_out == f"{arn}\n"
+
+    exported = tmp_path / "exported.json"
+    assert (
+        run(
+            capsys,
+            "export",
+            "--out",
+            str(exported),
+            "--role-arn",
+            ROLE,
+            "--bucket",
+            DEFAULT_BUCKET,
+            "--region",
+            REGION,
+        )[0]
+        == 0
+    )
+    stored = sagemaker().describe_pipeline(PipelineName="dogbreed-pipeline")
+    assert stored["PipelineDefinition"] == exported.read_text()
+    assert stored["RoleArn"] == ROLE
+
+    # The bundle went up once: the second run found every object with the same hash.
+    assert puts_after_first > 0
+    assert calls.count("PutObject") == puts_after_first
+    assert f"{puts_after_first} uploaded, 0 already there" in first_err
+    assert f"0 uploaded, {puts_after_first} already there" in second_err
+    assert calls.count("CreatePipeline") == 2 and calls.count("UpdatePipeline") == 1
+
+
+def test_upsert_uploads_every_bundle_object_with_its_hash(default_bucket, definitions, capsys):
+    from pipeline.bundle import Bundle
+
+    assert run(capsys, *UPSERT)[0] == 0
+    s3 = boto3.client("s3", region_name=REGION)
+    for key, data in Bundle.from_dir().objects(UPSERT_CONFIG).items():
+        stored = s3.get_object(Bucket=DEFAULT_BUCKET, Key=key)
+        assert stored["Body"].read() == data
+        assert stored["Metadata"]["sha256"] == __import__("hashlib").sha256(data).hexdigest()
+
+
+def test_upsert_default_bucket_is_checked_against_the_callers_account(
+    default_bucket, definitions, calls, capsys
+):
+    assert run(capsys, *UPSERT)[0] == 0
+    assert calls.count("GetCallerIdentity") == 1
+    (head,) = calls.called("HeadBucket")
+    assert head == {"Bucket": DEFAULT_BUCKET, "ExpectedBucketOwner": ACCOUNT}
+
+
+def test_upsert_tags_the_pipeline_and_adds_new_tags_on_update(default_bucket, definitions, capsys):
+    assert run(capsys, *UPSERT, "--tag", "team=vision", "--tag", "cost-centre=42")[0] == 0
+    assert run(capsys, *UPSERT, "--tag", "stage=prod")[0] == 0
+    arn = sagemaker().describe_pipeline(PipelineName="dogbreed-pipeline")["PipelineArn"]
+    tags = {t["Key"]: t["Value"] for t in sagemaker().list_tags(ResourceArn=arn)["Tags"]}
+    assert tags == {"team": "vision", "cost-centre": "42", "stage": "prod"}
+
+
+def test_upsert_with_a_missing_bucket_fails_before_building_anything(moto, calls, capsys):
+    code, out, err = run(capsys, *UPSERT, "--bucket", "no-such-bucket-here")
+    assert code == 2
+    line = one_error_line(err)
+    assert "bucket 'no-such-bucket-here' does not exist: create it" in line
+    assert "PutObject" not in calls.ops and "CreatePipeline" not in calls.ops
+
+
+def test_upsert_access_denied_names_the_missing_permission(
+    default_bucket, definitions, calls, capsys
+):
+    calls.stubs["CreatePipeline"] = lambda params: aws_error(
+        "AccessDeniedException",
+        f"User: arn:aws:iam::{ACCOUNT}:user/ci is not authorized to perform: "
+        f"sagemaker:CreatePipeline on resource: arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/x "
+        "because no identity-based policy allows the sagemaker:CreatePipeline action",
+    )
+    code, out, err = run(capsys, *UPSERT)
+    assert code == 2
+    assert "access denied: your AWS identity may not call sagemaker:CreatePipeline" in (
+        one_error_line(err)
+    )
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["upsert"], "the following arguments are required: --role-arn"),
+        (["upsert", "--role-arn", "MyRole"], "'MyRole' is not an IAM role ARN"),
+        (["upsert", "--role-arn", "arn:aws:iam::123:role/x"], "is not an IAM role ARN"),
+        (["upsert", "--role-arn", ROLE, "--tag", "team"], "'team' is not Name=Value"),
+        (["upsert", "--role-arn", ROLE, "--tag", "aws:x=1"], "the aws: prefix is reserved"),
+        (["upsert", "--role-arn", ROLE, "--bucket", "Bad_Bucket"], "not a valid S3 bucket name"),
+        (["upsert", "--role-arn", ROLE, "--region", "us-east-9"], "unknown AWS region 'us-east-9'"),
+        (["upsert", "--role-arn", ROLE, "--region", "mars"], "'mars' is not an AWS region name"),
+        (["start", "--param", "Epochs"], "'Epochs' is not Name=Value"),
+        (["start", "--param", "=3"], "'=3' is not Name=Value"),
+        (["start", "--wait", "--poll-interval", "-1"], "is not a number of seconds"),
+        (["status", "not-an-arn"], "'not-an-arn' is not a pipeline execution ARN"),
+        (["schedule", "--cron", "cron(0 3 * * ? *)"], "required: --role-arn"),
+        (["schedule", "--cron", "0 3 * * ? *", "--role-arn", "nope"], "not an IAM role ARN"),
+        (
+            [
+                "schedule",
+                "--cron",
+                "cron(0 3 * * ? *)",
+                "--role-arn",
+                SCHEDULER_ROLE,
+                "--timezone",
+                "Mars/Olympus",
+            ],
+            "is not an IANA time zone",
+        ),
+        (["unschedule", "--name", "bad name!"], "schedule names are 1-64"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_with_exit_2_and_no_aws_call(
+    moto, calls, capsys, argv, message
+):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in one_error_line(err)
+    assert out == ""
+    assert calls.ops == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 3 * * *", "did you mean 'cron(0 3 * * ? *)'"),
+        ("cron(0 3 * * * *)", "exactly one of day-of-month and day-of-week must be '?'"),
+        ("cron(0 3 ? * ? *)", "exactly one of day-of-month and day-of-week must be '?'"),
+        ("cron(61 3 * * ? *)", "'61' is outside 0-59"),
+        ("cron(0 24 * * ? *)", "'24' is outside 0-23"),
+        ("cron(0 3 * 13 ? *)", "'13' is outside 1-12"),
+        ("cron(0 3 ? * 8 *)", "'8' is outside 1-7"),
+        ("cron(0 3 ? * MON#6 *)", "the n in day#n is 1-5"),
+        ("cron(0/0 3 * * ? *)", "the step after / must be"),
+        ("cron(? 3 * * ? *)", "? is only allowed in day-of-month or day-of-week"),
+        ("every day", "EventBridge cron has 6 fields"),
+        ("rate(1 days)", "EventBridge wants 'rate(1 day)'"),
+        ("rate(5 minute)", "EventBridge wants 'rate(5 minutes)'"),
+        ("rate(0 hours)", "rate takes a positive whole number"),
+        ("rate(2 weeks)", "rate takes a positive whole number"),
+    ],
+)
+def test_bad_schedule_expression_is_rejected_locally(moto, calls, capsys, expression, message):
+    code, out, err = run(capsys, "schedule", "--cron", expression, "--role-arn", SCHEDULER_ROLE)
+    assert code == 2
+    assert message in one_error_line(err)
+    assert calls.ops == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "normalised"),
+    [
+        ("0 3 * * ? *", "cron(0 3 * * ? *)"),
+        ("cron(0 3 * * ? *)", "cron(0 3 * * ? *)"),
+        ("cron(0/15 8-17 ? * MON-FRI *)", "cron(0/15 8-17 ? * MON-FRI *)"),
+        ("cron(0 10 L * ? 2025-2030)", "cron(0 10 L * ? 2025-2030)"),
+        ("cron(0 10 15W JAN,JUL ? *)", "cron(0 10 15W JAN,JUL ? *)"),
+        ("cron(0 10 ? * 6L *)", "cron(0 10 ? * 6L *)"),
+        ("cron(0 10 ? * MON#2 *)", "cron(0 10 ? * MON#2 *)"),
+        ("rate(1 day)", "rate(1 day)"),
+        ("rate( 12  hours )", "rate(12 hours)"),
+    ],
+)
+def test_valid_schedule_expressions_are_accepted_and_normalised(expression, normalised):
+    assert cli.schedule_expression(expression) == normalised
+
+
+def test_no_credentials_is_one_line_that_says_how_to_provide_them(aws_env, capsys):
+    aws_env.delenv("AWS_ACCESS_KEY_ID")
+    aws_env.delenv("AWS_SECRET_ACCESS_KEY")
+    code, out, err = run(capsys, "status")
+    assert code == 2
+    assert "no AWS credentials found: set AWS_PROFILE" in one_error_line(err)
+
+
+def test_unknown_profile_is_one_line(aws_env, capsys):
+    code, out, err = run(capsys, "status", "--profile", "nobody")
+    assert code == 2
+    assert "profile (nobody) could not be found: check AWS_PROFILE / --profile" in (
+        one_error_line(err)
+    )
+
+
+def test_missing_region_is_one_line(aws_env, capsys):
+    aws_env.delenv("AWS_DEFAULT_REGION")
+    code, out, err = run(capsys, "start")
+    assert code == 2
+    assert "no AWS region: pass --region or set AWS_REGION" in one_error_line(err)
+
+
+# --------------------------------------------------------------------------- start
+
+
+@pytest.fixture
+def deployed(moto):
+    return create_pipeline()
+
+
+def test_start_prints_the_execution_arn_and_sends_normalised_parameters(deployed, calls, capsys):
+    code, out, err = run(
+        capsys,
+        "start",
+        "--param",
+        "Epochs=+7",
+        "--param",
+        "Pretrained=FALSE",
+        "--param",
+        "AccuracyThreshold=0.85",
+        "--param",
+        "ModelApprovalStatus=PendingManualApproval",
+        "--param",
+        "InstanceType=ml.g5.2xlarge",
+        "--display-name",
+        "nightly-1",
+    )
+    assert code == 0, err
+    arn = out.strip()
+    executions = sagemaker().list_pipeline_executions(PipelineName="dogbreed-pipeline")
+    assert [e["PipelineExecutionArn"] for e in executions["PipelineExecutionSummaries"]] == [arn]
+    sent = sagemaker().list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)
+    assert {p["Name"]: p["Value"] for p in sent["PipelineParameters"]} == {
+        "Epochs": "7",
+        "Pretrained": "false",
+        "AccuracyThreshold": "0.85",
+        "ModelApprovalStatus": "PendingManualApproval",
+        "InstanceType": "ml.g5.2xlarge",
+    }
+    (start,) = calls.called("StartPipelineExecution")
+    assert start["PipelineExecutionDisplayName"] == "nightly-1"
+
+
+def test_start_without_params_uses_the_defaults(deployed, capsys):
+    code, out, err = run(capsys, "start")
+    assert code == 0, err
+    assert out.startswith("arn:aws:sagemaker:us-east-1:123456789012:pipeline/dogbreed-pipeline/")
+
+
+def test_start_with_an_unknown_parameter_lists_the_valid_ones_and_starts_nothing(
+    deployed, calls, capsys
+):
+    code, out, err = run(capsys, "start", "--param", "Epoch=3")
+    assert code == 2
+    line = one_error_line(err)
+    assert "unknown parameter 'Epoch'" in line
+    assert "did you mean Epochs?" in line
+    assert "valid: AccuracyThreshold, Epochs, InstanceType, ModelApprovalStatus, Pretrained" in line
+    assert calls.ops == ["DescribePipeline"]
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("Epochs=1.5", "--param Epochs expects an Integer, got '1.5'"),
+        ("Epochs=ten", "--param Epochs expects an Integer, got 'ten'"),
+        ("AccuracyThreshold=high", "--param AccuracyThreshold expects a Float, got 'high'"),
+        ("AccuracyThreshold=nan", "expects a Float"),
+        ("Pretrained=yes", "--param Pretrained expects a Boolean (true or false), got 'yes'"),
+        ("ModelApprovalStatus=Rejected", "must be one of Approved, PendingManualApproval"),
+    ],
+)
+def test_start_with_an_ill_typed_parameter_starts_nothing(deployed, calls, capsys, param, message):
+    code, out, err = run(capsys, "start", "--param", param)
+    assert code == 2
+    assert message in one_error_line(err)
+    assert "StartPipelineExecution" not in calls.ops
+    assert (
+        sagemaker().list_pipeline_executions(PipelineName="dogbreed-pipeline")[
+            "PipelineExecutionSummaries"
+        ]
+        == []
+    )
+
+
+def test_start_with_a_parameter_given_twice_is_rejected(deployed, calls, capsys):
+    code, out, err = run(capsys, "start", "--param", "Epochs=3", "--param", "Epochs=4")
+    assert code == 2
+    assert "--param Epochs is given twice" in one_error_line(err)
+    assert "StartPipelineExecution" not in calls.ops
+
+
+def test_start_of_a_missing_pipeline_says_to_upsert(moto, capsys):
+    code, out, err = run(capsys, "start", "--pipeline-name", "ghost")
+    assert code == 2
+    assert "pipeline 'ghost' does not exist in us-east-1: create it with" in one_error_line(err)
+
+
+def _script(calls, statuses):
+    """moto finishes executions at once: each DescribePipelineExecution sees the next status."""
+    queue = list(statuses)
+
+    def advance(params):
+        moto_execution(params["PipelineExecutionArn"]).pipeline_execution_status = (
+            queue.pop(0) if queue else statuses[-1]
+        )
+
+    calls.stubs["DescribePipelineExecution"] = advance
+
+
+def test_start_wait_shows_progress_and_exits_0_on_success(deployed, calls, capsys):
+    _script(calls, ["Executing", "Succeeded"])
+    calls.stubs["ListPipelineExecutionSteps"] = steps_response(
+        ("Prepare", "Processing", "Succeeded")
+    )
+    code, out, err = run(capsys, "start", "--wait", "--poll-interval", "0")
+    assert code == 0, err
+    assert out.startswith("arn:aws:sagemaker:") and out.count("\n") == 1
+    assert "step Prepare: Succeeded" in err
+    assert "execution Succeeded" in err
+
+
+@pytest.mark.parametrize("final", ["Failed", "Stopped"])
+def test_start_wait_exits_1_when_the_execution_fails_or_stops(deployed, calls, capsys, final):
+    _script(calls, ["Executing", final])
+    calls.stubs["ListPipelineExecutionSteps"] = steps_response(("Prepare", "Processing", final))
+    code, out, err = run(capsys, "start", "--wait", "--poll-interval", "0")
+    assert code == 1
+    assert f"execution {final.lower()}" in one_error_line(err)
+    assert out.startswith("arn:aws:sagemaker:")
+
+
+def test_start_wait_timeout_exits_1_and_leaves_the_execution_running(deployed, calls, capsys):
+    _script(calls, ["Executing"])
+    calls.stubs["ListPipelineExecutionSteps"] = steps_response()
+    code, out, err = run(capsys, "start", "--wait", "--poll-interval", "0", "--timeout", "0")
+    assert code == 1
+    assert "still Executing after 0 s; it keeps running" in one_error_line(err)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_shows_the_latest_execution_with_a_table_of_steps(deployed, calls, capsys):
+    run(capsys, "start")
+    latest = run(capsys, "start", "--display-name", "second")[1].strip()
+    calls.stubs["ListPipelineExecutionSteps"] = steps_response(
+        ("PrepareData", "Processing", "Succeeded"),
+        ("TuneHyperparameters", "Tuning", "Failed"),
+    )
+    code, out, err = run(capsys, "status")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"Execution  {latest}"
+    assert "Name       second" in lines
+    assert "Status     Succeeded" in lines
+    table = lines[lines.index("") + 1 :]
+    assert table[0].split() == ["STEP", "TYPE", "STATUS", "STARTED", "ENDED", "REASON"]
+    assert table[1].split()[:3] == ["PrepareData", "Processing", "Succeeded"]
+    assert table[2].split()[:3] == ["TuneHyperparameters", "Tuning", "Failed"]
+    assert table[2].endswith("ClientError: out of memory")
+    # Columns line up: every row starts its STATUS cell at the same offset.
+    assert len({row.index(row.split()[2]) for row in table}) == 1
+
+
+def test_status_of_a_given_execution_arn(deployed, calls, capsys):
+    calls.stubs["ListPipelineExecutionSteps"] = steps_response()
+    first = run(capsys, "start", "--display-name", "first")[1].strip()
+    run(capsys, "start", "--display-name", "second")
+    code, out, err = run(capsys, "status", first)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"Execution  {first}"
+    assert "Name       first" in out
+
+
+def test_status_without_executions_says_how_to_start_one(deployed, capsys):
+    code, out, err = run(capsys, "status")
+    assert code == 2
+    assert "has no executions yet: start one with" in one_error_line(err)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_schedule_targets_the_pipeline_with_its_defaults_and_the_scheduler_role(deployed, capsys):
+    code, out, err = run(
+        capsys,
+        "schedule",
+        "--cron",
+        "0 3 ? * MON-FRI *",
+        "--role-arn",
+        SCHEDULER_ROLE,
+        "--timezone",
+        "Europe/Paris",
+    )
+    assert code == 0, err
+    schedule = boto3.client("scheduler", region_name=REGION).get_schedule(
+        Name="dogbreed-pipeline-schedule"
+    )
+    assert out.strip() == schedule["Arn"]
+    assert schedule["ScheduleExpression"] == "cron(0 3 ? * MON-FRI *)"
+    assert schedule["ScheduleExpressionTimezone"] == "Europe/Paris"
+    assert schedule["State"] == "ENABLED"
+    target = schedule["Target"]
+    assert target["Arn"] == deployed
+    assert target["RoleArn"] == SCHEDULER_ROLE
+    assert target["SageMakerPipelineParameters"] == {}  # every parameter takes its default
+
+
+def test_schedule_with_params_passes_them_and_rerunning_updates_it(deployed, capsys):
+    assert (
+        run(
+            capsys,
+            "schedule",
+            "--cron",
+            "rate(1 day)",
+            "--role-arn",
+            SCHEDULER_ROLE,
+            "--name",
+            "nightly",
+        )[0]
+        == 0
+    )
+    code, out, err = run(
+        capsys,
+        "schedule",
+        "--cron",
+        "rate(7 days)",
+        "--role-arn",
+        SCHEDULER_ROLE,
+        "--name",
+        "nightly",
+        "--param",
+        "Epochs=2",
+    )
+    assert code == 0, err
+    scheduler = boto3.client("scheduler", region_name=REGION)
+    assert [s["Name"] for s in scheduler.list_schedules()["Schedules"]] == ["nightly"]
+    schedule = scheduler.get_schedule(Name="nightly")
+    assert schedule["ScheduleExpression"] == "rate(7 days)"
+    assert schedule["Target"]["SageMakerPipelineParameters"] == {
+        "PipelineParameterList": [{"Name": "Epochs", "Value": "2"}]
+    }
+
+
+def test_schedule_checks_params_against_the_pipeline(deployed, capsys):
+    code, out, err = run(
+        capsys,
+        "schedule",
+        "--cron",
+        "rate(1 day)",
+        "--role-arn",
+        SCHEDULER_ROLE,
+        "--param",
+        "Epochs=many",
+    )
+    assert code == 2
+    assert "--param Epochs expects an Integer" in one_error_line(err)
+
+
+def test_schedule_refuses_a_pipeline_with_a_parameter_without_default(moto, capsys):
+    create_pipeline(
+        definition={
+            "Version": "2020-12-01",
+            "Steps": [],
+            "Parameters": [{"Name": "InputDataUrl", "Type": "String"}],
+        }
+    )
+    code, out, err = run(capsys, "schedule", "--cron", "rate(1 day)", "--role-arn", SCHEDULER_ROLE)
+    assert code == 2
+    assert "InputDataUrl have none: give them with --param" in one_error_line(err)
+    assert boto3.client("scheduler", region_name=REGION).list_schedules()["Schedules"] == []
+
+
+def test_unschedule_deletes_the_schedule_then_says_there_is_none(deployed, capsys):
+    run(capsys, "schedule", "--cron", "rate(1 day)", "--role-arn", SCHEDULER_ROLE)
+    code, out, err = run(capsys, "unschedule")
+    assert code == 0, err
+    assert "deleted schedule dogbreed-pipeline-schedule" in err
+    assert boto3.client("scheduler", region_name=REGION).list_schedules()["Schedules"] == []
+    code, out, err = run(capsys, "unschedule")
+    assert code == 0
+    assert "no schedule 'dogbreed-pipeline-schedule' in group 'default'" in err
+    assert "nothing to remove" in err
+
+
+# --------------------------------------------------------------------------- subprocess
+
+
+@pytest.fixture
+def server_env(moto_server, tmp_path):
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    ).close()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="AKIAIOSFODNN7EXAMPLE",
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_REGION=REGION,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_ENDPOINT_URL=moto_server,
+    )
+    return env
+
+
+def _cli(env, *argv, timeout=300):
+    return subprocess.run([CLI, *argv], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_installed_cli_upserts_through_aws_endpoint_url(server_env, moto_server, definitions):
+    s3 = boto3.client(
+        "s3",
+        region_name=REGION,
+        endpoint_url=moto_server,
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    )
+    s3.create_bucket(Bucket=DEFAULT_BUCKET)
+    result = _cli(server_env, *UPSERT, "--tag", "team=vision")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and SECRET not in result.stderr + result.stdout
+    client = boto3.client(
+        "sagemaker",
+        region_name=REGION,
+        endpoint_url=moto_server,
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    )
+    stored = client.describe_pipeline(PipelineName="dogbreed-pipeline")
+    assert result.stdout == f"{stored['PipelineArn']}\n"
+    # Built in another process, stored through the server: still exactly export's output.
+    assert stored["PipelineDefinition"] == definitions(UPSERT_CONFIG)
+
+
+def test_installed_cli_bad_parameter_is_one_line_without_traceback(server_env, moto_server):
+    client = boto3.client(
+        "sagemaker",
+        region_name=REGION,
+        endpoint_url=moto_server,
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    )
+    client.create_pipeline(
+        PipelineName="dogbreed-pipeline",
+        RoleArn=ROLE,
+        PipelineDefinition=json.dumps(
+            {"Parameters": [{"Name": "Epochs", "Type": "Integer", "DefaultValue": 1}]}
+        ),
+    )
+    result = _cli(server_env, "start", "--param", "Epochs=lots", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "dogbreed-pipeline: error: --param Epochs expects an Integer, got 'lots'\n"
+    )
+    assert result.stdout == ""
+
+
+def test_installed_cli_without_credentials_is_one_line_without_traceback(server_env):
+    del server_env["AWS_ACCESS_KEY_ID"], server_env["AWS_SECRET_ACCESS_KEY"]
+    result = _cli(server_env, "status", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("dogbreed-pipeline: error: no AWS credentials found")
+    assert result.stderr.count("\n") == 1
