@@ -5,8 +5,8 @@ Every client comes from one `boto3.Session`, so the standard environment applies
 (or --profile), AWS_REGION / AWS_DEFAULT_REGION (or --region), AWS_ENDPOINT_URL and its
 per-service variants (moto's server in tests, VPC endpoints for users), and the usual
 credential chain. Clients use botocore's "standard" retry mode with a bounded number of
-attempts; calls that create something carry a ClientRequestToken, so a retried create
-never makes two.
+attempts (AWS_RETRY_MODE / AWS_MAX_ATTEMPTS override both); calls that create something
+carry a ClientRequestToken, so a retried create never makes two.
 
 boto3 is imported inside `connect`: importing this module is cheap.
 """
@@ -79,13 +79,23 @@ class Aws:
     def region(self) -> str:
         return self.session.region_name
 
+    @cached_property
+    def retries(self) -> dict:
+        """botocore's "standard" mode and MAX_ATTEMPTS, unless the user configured retries
+        (AWS_RETRY_MODE / AWS_MAX_ATTEMPTS, or retry_mode / max_attempts in the profile)."""
+        profile = self.session._session.get_scoped_config()  # the profile's settings
+        mode = os.environ.get("AWS_RETRY_MODE") or profile.get("retry_mode") or "standard"
+        attempts = os.environ.get("AWS_MAX_ATTEMPTS") or profile.get("max_attempts")
+        if attempts is not None and not str(attempts).isdigit():
+            raise UsageError(
+                f"AWS_MAX_ATTEMPTS / max_attempts must be a whole number: {attempts!r}"
+            )
+        return {"mode": mode, "total_max_attempts": int(attempts or MAX_ATTEMPTS)}
+
     def client(self, service: str):
         from botocore.config import Config
 
-        config = Config(
-            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-            user_agent_extra=USER_AGENT,
-        )
+        config = Config(retries=self.retries, user_agent_extra=USER_AGENT)
         return self.session.client(service, config=config)
 
     @cached_property

@@ -10,6 +10,7 @@ fails under `start --wait` exits 1.
 from __future__ import annotations
 
 import argparse
+import datetime
 import difflib
 import logging
 import math
@@ -392,12 +393,19 @@ def cmd_start(args) -> int:
     arn = aws.start_execution(client, args.pipeline_name, parameters, args.display_name)
     print(arn, flush=True)
     if args.wait:
-        aws.wait_for_execution(client, arn, interval=args.poll_interval, timeout=args.timeout)
+        try:
+            aws.wait_for_execution(client, arn, interval=args.poll_interval, timeout=args.timeout)
+        except KeyboardInterrupt:
+            log.warning("stopped waiting; the execution keeps running: %s status %s", PROG, arn)
+            return 130
     return 0
 
 
 def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"
+    """A timestamp in UTC, to the second (botocore's are time-zone aware)."""
+    if not hasattr(value, "astimezone"):
+        return "-"
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _table(rows: list[list[str]]) -> str:

@@ -43,6 +43,19 @@ def test_clients_use_standard_retries_with_bounded_attempts(aws_env):
     assert retries["total_max_attempts"] == aws.MAX_ATTEMPTS
 
 
+def test_retry_settings_from_the_environment_win(aws_env):
+    aws_env.setenv("AWS_RETRY_MODE", "adaptive")
+    aws_env.setenv("AWS_MAX_ATTEMPTS", "2")
+    retries = aws.connect().sagemaker.meta.config.retries
+    assert (retries["mode"], retries["total_max_attempts"]) == ("adaptive", 2)
+
+
+def test_malformed_max_attempts_is_a_usage_error(aws_env):
+    aws_env.setenv("AWS_MAX_ATTEMPTS", "lots")
+    with pytest.raises(UsageError, match="must be a whole number"):
+        aws.connect().client("sagemaker")
+
+
 def test_region_comes_from_the_environment_and_the_flag_wins(aws_env):
     assert aws.connect().region == REGION
     assert aws.connect(region="eu-west-1").region == "eu-west-1"
