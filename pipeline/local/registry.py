@@ -1,0 +1,88 @@
+"""The local model registry: `<store>/registry/<group>/<version>.json`, one file a version.
+
+Versions count from 1 within a group, as SageMaker numbers model package versions. A new
+version's file is created exclusively (O_EXCL), so two runs registering at once get two
+numbers rather than one overwriting the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pipeline.local.jobs import arn, now
+
+APPROVAL_STATUSES = ("Approved", "Rejected", "PendingManualApproval")
+
+
+class RegistryError(ValueError):
+    """A registration the registry refuses; the message says why."""
+
+
+def package_arn(group: str, version: int) -> str:
+    return arn("model-package", f"{group}/{version}")
+
+
+def _group_dir(root: Path, group: str) -> Path:
+    if not group or "/" in group or group.startswith("."):
+        raise RegistryError(f"{group!r} is not a model package group name")
+    return root / group
+
+
+def versions(root: Path, group: str) -> list[dict]:
+    """Every version of `group`, oldest first."""
+    folder = _group_dir(root, group)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob("*.json"):
+        if not path.stem.isdigit():
+            continue
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError:
+            continue  # a version another run is writing at this moment
+    return sorted(found, key=lambda record: record["ModelPackageVersion"])
+
+
+def latest_approved(root: Path, group: str) -> dict | None:
+    approved = [r for r in versions(root, group) if r.get("ModelApprovalStatus") == "Approved"]
+    return approved[-1] if approved else None
+
+
+def register(root: Path, group: str, package: dict) -> dict:
+    """Add a version to `group` (created on first use); its record.
+
+    `package` holds the resolved fields: ModelApprovalStatus, ModelDataUrl,
+    InferenceSpecification, ModelMetrics, ExecutionArn and whatever else describes it.
+    """
+    status = package.get("ModelApprovalStatus", "PendingManualApproval")
+    if status not in APPROVAL_STATUSES:
+        raise RegistryError(
+            f"ModelApprovalStatus {status!r} is not one of {', '.join(APPROVAL_STATUSES)}"
+        )
+    folder = _group_dir(root, group)
+    folder.mkdir(parents=True, exist_ok=True)
+    version = max((r["ModelPackageVersion"] for r in versions(root, group)), default=0) + 1
+    while True:
+        path = folder / f"{version}.json"
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            version += 1
+            continue
+        break
+    record = {
+        **package,
+        "ModelPackageGroupName": group,
+        "ModelPackageVersion": version,
+        "ModelPackageArn": package_arn(group, version),
+        "ModelPackageName": group,
+        "ModelPackageStatus": "Completed",
+        "ModelApprovalStatus": status,
+        "CreationTime": now(),
+    }
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
