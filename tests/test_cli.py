@@ -709,7 +709,7 @@ def _cli(env, *argv, timeout=300):
     return subprocess.run([CLI, *argv], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_installed_cli_upserts_through_aws_endpoint_url(server_env, moto_server, definitions):
+def test_installed_cli_upserts_through_aws_endpoint_url(server_env, moto_server, tmp_path):
     s3 = boto3.client(
         "s3",
         region_name=REGION,
@@ -730,8 +730,15 @@ def test_installed_cli_upserts_through_aws_endpoint_url(server_env, moto_server,
     )
     stored = client.describe_pipeline(PipelineName="dogbreed-pipeline")
     assert result.stdout == f"{stored['PipelineArn']}\n"
-    # Built in another process, stored through the server: still exactly export's output.
-    assert stored["PipelineDefinition"] == definitions(UPSERT_CONFIG)
+    tags = client.list_tags(ResourceArn=stored["PipelineArn"])["Tags"]
+    assert tags == [{"Key": "team", "Value": "vision"}]
+    # What the user would diff: export for the same settings equals what upsert stored.
+    out = tmp_path / "exported.json"
+    exported = _cli(
+        server_env, "export", "--out", str(out), "--role-arn", ROLE, "--bucket", DEFAULT_BUCKET
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert stored["PipelineDefinition"] == out.read_text()
 
 
 def test_installed_cli_bad_parameter_is_one_line_without_traceback(server_env, moto_server):
