@@ -1,0 +1,463 @@
+"""SageMaker PyTorch endpoint handlers for the dog-breed classifier.
+
+The serving container calls `model_fn(model_dir)` once, then for every request
+`input_fn(body, content_type)`, `predict_fn(data, model)` and `output_fn(prediction, accept)`.
+
+Requests (`Content-Type`):
+
+- `image/jpeg`, `image/png`, `application/x-image`: the body is one image. JPEG, PNG, WebP,
+  GIF, BMP and TIFF are decoded whatever the label says; other formats are refused (Pillow's
+  rarer decoders, EPS among them, are never reached).
+- `application/json`, one of
+    `{"instances": [{"b64": "<base64 image>"}, "<base64 image>", ...], "top_k": 3}`,
+    `{"b64": "<base64 image>", "top_k": 3}`,
+    `["<base64 image>", ...]`.
+  Standard base64 (whitespace allowed). Unknown keys are refused, so a typo such as `topk`
+  fails loudly instead of being ignored. `{"url": ...}` is refused: this endpoint never
+  fetches URLs.
+- `application/x-npy`: a `.npy` (never pickled objects) holding either images as uint8
+  `H×W×3` / `N×H×W×3` RGB, which go through the same preprocessing as JPEGs, or float
+  `3×H×W` / `N×3×H×W` tensors already preprocessed (resized, cropped to the model's
+  `image_size` and normalised with its mean and std).
+
+`top_k` (default: the model's `top_k` setting, else 5; at most the number of classes) comes from
+the JSON body or from a content-type parameter, `image/jpeg; top_k=3`; the body wins when both
+are given.
+
+Response (`Accept` of `application/json`, `*/*` or none), one list per image in request order:
+`{"predictions": [[{"label": "Affenpinscher", "index": 0, "probability": 0.93}, ...], ...]}`.
+
+Limits, read from the environment on every request: `DOGBREED_MAX_BATCH` images per request
+(64), `DOGBREED_MAX_BODY_BYTES` (32 MiB), `DOGBREED_MAX_PIXELS` per image (Pillow's default)
+and `DOGBREED_MAX_REQUEST_PIXELS` for all images of a request together (twice that), checked
+from the image headers before any pixel is decoded.
+
+Every rejected request raises a `RequestError` (a `ValueError`) saying what was wrong. It also
+carries an HTTP status for the inference toolkit (400, 406, 413 or 415), so clients get a 4xx
+rather than a 500. Handlers keep no per-request state, so a bad request cannot affect the next.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+
+import model as artifact
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from transforms import DEFAULT_MAX_PIXELS, serve_transform, to_rgb
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
+JSON_TYPE = "application/json"
+NPY_TYPE = "application/x-npy"
+SUPPORTED_TYPES = (*IMAGE_TYPES, JSON_TYPE, NPY_TYPE)
+RESPONSE_TYPE = "application/json"
+
+# The JPEG opener also yields Pillow's MPO images (many camera JPEGs).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+MAX_BATCH_ENV = "DOGBREED_MAX_BATCH"
+MAX_BODY_BYTES_ENV = "DOGBREED_MAX_BODY_BYTES"
+MAX_PIXELS_ENV = "DOGBREED_MAX_PIXELS"
+MAX_REQUEST_PIXELS_ENV = "DOGBREED_MAX_REQUEST_PIXELS"
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# Two maximal photos: about 540 MB of decoded RGB, a bound per worker process.
+DEFAULT_MAX_REQUEST_PIXELS = 2 * DEFAULT_MAX_PIXELS
+DEFAULT_TOP_K = 5
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_JSON_TOP_KEYS = {"instances", "top_k"}
+_JSON_SINGLE_KEYS = {"b64", "top_k"}
+
+try:
+    from sagemaker_inference.errors import BaseInferenceToolkitError as _ToolkitError
+except ImportError:  # outside the serving container: same attributes, no toolkit needed
+
+    class _ToolkitError(Exception):
+        def __init__(self, status_code: int, message: str, phrase: str):
+            self.status_code = status_code
+            self.message = message
+            self.phrase = phrase
+            super().__init__(status_code, message, phrase)
+
+
+class RequestError(ValueError, _ToolkitError):
+    """A request this endpoint cannot serve; `str()` says why, `status_code` for the toolkit."""
+
+    status_code = 400
+    phrase = "Bad Request"
+
+    def __init__(self, message: str):
+        _ToolkitError.__init__(self, type(self).status_code, message, type(self).phrase)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UnsupportedContentTypeError(RequestError):
+    status_code = 415
+    phrase = "Unsupported Media Type"
+
+
+class UnsupportedAcceptError(RequestError):
+    status_code = 406
+    phrase = "Not Acceptable"
+
+
+class PayloadTooLargeError(RequestError):
+    status_code = 413
+    phrase = "Payload Too Large"
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """What `model_fn` loads once and `predict_fn` reads (never writes) on every request."""
+
+    network: torch.nn.Module
+    class_names: tuple[str, ...]
+    settings: dict
+    transform: object
+    device: torch.device
+    default_top_k: int
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded request: either RGB images or an already preprocessed float batch."""
+
+    images: tuple[Image.Image, ...] = ()
+    tensor: torch.Tensor | None = None
+    top_k: int | None = None
+
+
+def model_fn(model_dir: str) -> Classifier:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # load_artifact reads the state_dict with torch.load(weights_only=True): no unpickling.
+    network, class_names, settings = artifact.load_artifact(model_dir, device)
+    return Classifier(
+        network=network,
+        class_names=tuple(class_names),
+        settings=settings,
+        transform=serve_transform(settings),
+        device=device,
+        default_top_k=int(settings.get("top_k") or DEFAULT_TOP_K),
+    )
+
+
+def _limit(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise ValueError(f"environment variable {name}={raw!r} must be at least 1")
+    return value
+
+
+def _parse_media_type(value: str | None, header: str) -> tuple[str, dict[str, str]]:
+    """`image/jpeg; top_k=3` -> ("image/jpeg", {"top_k": "3"})."""
+    if value is None or not str(value).strip():
+        raise UnsupportedContentTypeError(
+            f"missing {header}; use one of {', '.join(SUPPORTED_TYPES)}"
+        )
+    media_type, *parameters = str(value).split(";")
+    params = {}
+    for parameter in parameters:
+        key, _, raw = parameter.partition("=")
+        params[key.strip().lower()] = raw.strip().strip('"')
+    return media_type.strip().lower(), params
+
+
+def _parse_top_k(value: object, source: str) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise RequestError(f"top_k in the {source} must be an integer, got {value!r}") from None
+    # bool is an int subclass, and `true` as a count is a client bug, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"top_k in the {source} must be an integer, got {value!r}")
+    if value < 1:
+        raise RequestError(f"top_k in the {source} must be at least 1, got {value}")
+    return value
+
+
+def _body_bytes(body: object, content_type: str) -> bytes:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        if content_type == JSON_TYPE:
+            return body.encode("utf-8")
+        raise RequestError(
+            f"a {content_type} body must be binary, but it arrived as text (was it decoded?)"
+        )
+    raise RequestError(f"unsupported request body type {type(body).__name__}")
+
+
+def _check_batch_size(count: int) -> None:
+    if count == 0:
+        raise RequestError("the request holds no images")
+    max_batch = _limit(MAX_BATCH_ENV, DEFAULT_MAX_BATCH)
+    if count > max_batch:
+        raise PayloadTooLargeError(
+            f"the request holds {count} images, over the limit of {max_batch} per request "
+            f"({MAX_BATCH_ENV}); split it into smaller requests"
+        )
+
+
+def _check_pixels(width: int, height: int, where: str) -> None:
+    max_pixels = _limit(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)
+    if width * height > max_pixels:
+        raise PayloadTooLargeError(
+            f"{where} is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels} pixels ({MAX_PIXELS_ENV})"
+        )
+    if width < 1 or height < 1:
+        raise RequestError(f"{where} has no pixels ({width}x{height})")
+
+
+def _open_image(data: bytes, where: str) -> Image.Image:
+    """The image with only its header read, refused if oversized before any pixel is decoded."""
+    if not data:
+        raise RequestError(f"{where} is empty")
+    try:
+        # Our own pixel limit is checked below from the header; silence Pillow's warning
+        # for sizes between its two thresholds so the limit is ours alone.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as err:
+        raise PayloadTooLargeError(f"{where} is too large to decode safely: {err}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise RequestError(
+            f"{where} is not an image in a supported format ({', '.join(IMAGE_FORMATS)}): {err}"
+        ) from None
+    try:
+        _check_pixels(image.width, image.height, where)
+    except RequestError:
+        image.close()
+        raise
+    return image
+
+
+def _load_rgb(image: Image.Image, where: str) -> Image.Image:
+    with image:
+        try:
+            image.load()
+            return to_rgb(image)
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise RequestError(f"{where} is truncated or corrupt: {err}") from None
+
+
+def decode_images(blobs: list[tuple[bytes, str]]) -> tuple[Image.Image, ...]:
+    """Upright RGB images from (encoded bytes, name for messages) pairs.
+
+    Besides the per-image limit, the pixels of one request are capped together: a few
+    kilobytes of flat-colour PNG can decode to hundreds of megabytes each.
+    """
+    budget = _limit(MAX_REQUEST_PIXELS_ENV, DEFAULT_MAX_REQUEST_PIXELS)
+    used = 0
+    images = []
+    for data, where in blobs:
+        image = _open_image(data, where)
+        used += image.width * image.height
+        if used > budget:
+            image.close()
+            raise PayloadTooLargeError(
+                f"the images up to {where} hold {used} pixels together, over the limit of "
+                f"{budget} per request ({MAX_REQUEST_PIXELS_ENV}); send fewer or smaller images"
+            )
+        images.append(_load_rgb(image, where))
+    return tuple(images)
+
+
+def _decode_base64(text: object, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise RequestError(f"{where} must be a base64 string, got {type(text).__name__}")
+    if _URL.match(text.strip()):
+        raise RequestError(
+            f"{where} looks like a URL; URLs are not fetched, send the image bytes as base64"
+        )
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise RequestError(f"{where} is not valid base64: {err}") from None
+
+
+def _reject_url(item: dict, where: str) -> None:
+    if "url" in item:
+        raise RequestError(
+            f"{where} gives a 'url'; URLs are not fetched, send the image bytes as base64 in 'b64'"
+        )
+
+
+def _parse_json(data: bytes) -> tuple[list[str], int | None]:
+    """The base64 strings of a JSON request, and its top_k if it gives one."""
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(f"malformed JSON body: {err}") from None
+    top_k = None
+    if isinstance(document, list):
+        instances = document
+    elif isinstance(document, dict):
+        _reject_url(document, "the request")
+        allowed = _JSON_TOP_KEYS if "instances" in document else _JSON_SINGLE_KEYS
+        unknown = sorted(set(document) - allowed)
+        if unknown:
+            raise RequestError(
+                f"unknown keys {unknown} in the JSON body; expected {sorted(_JSON_TOP_KEYS)} "
+                f"or {sorted(_JSON_SINGLE_KEYS)}"
+            )
+        if "top_k" in document:
+            top_k = _parse_top_k(document["top_k"], "JSON body")
+        if "instances" in document:
+            instances = document["instances"]
+            if not isinstance(instances, list):
+                raise RequestError(f"'instances' must be a list, got {type(instances).__name__}")
+        elif "b64" in document:
+            instances = [document["b64"]]
+        else:
+            raise RequestError("the JSON body has neither 'instances' nor 'b64'")
+    else:
+        raise RequestError(
+            f"the JSON body must be an object or a list, got {type(document).__name__}"
+        )
+    _check_batch_size(len(instances))
+    strings = []
+    for position, instance in enumerate(instances):
+        where = f"instance {position}"
+        if isinstance(instance, dict):
+            _reject_url(instance, where)
+            if set(instance) != {"b64"}:
+                raise RequestError(f"{where} must be {{'b64': ...}}, got keys {sorted(instance)}")
+            instance = instance["b64"]
+        strings.append(instance)
+    return strings, top_k
+
+
+def _parse_npy(data: bytes) -> Request:
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        # numpy names allow_pickle when the body holds pickled objects, which could run code.
+        reason = "pickled data is refused" if "allow_pickle" in str(err) else "malformed"
+        raise RequestError(f"not a loadable .npy array ({reason}): {err}") from None
+    if not isinstance(array, np.ndarray):
+        # np.load returns an NpzFile for .npz archives.
+        array.close()
+        raise RequestError("expected a single .npy array, got a .npz archive")
+    shape = "x".join(str(n) for n in array.shape)
+    if array.dtype == np.uint8:
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or array.shape[-1] != 3:
+            raise RequestError(
+                f"a uint8 array must be images HxWx3 or NxHxWx3 (RGB), got shape {shape}"
+            )
+        _check_batch_size(array.shape[0])
+        _check_pixels(array.shape[2], array.shape[1], "each image")
+        return Request(
+            images=tuple(Image.fromarray(np.ascontiguousarray(image)) for image in array)
+        )
+    if array.dtype.kind == "f":
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or array.shape[1] != 3:
+            raise RequestError(
+                f"a float array must be preprocessed tensors 3xHxW or Nx3xHxW, got shape {shape}"
+            )
+        _check_batch_size(array.shape[0])
+        if not np.isfinite(array).all():
+            raise RequestError("the float array holds NaN or infinite values")
+        # astype also turns a big-endian array native, which torch needs.
+        return Request(tensor=torch.from_numpy(array.astype(np.float32)))
+    raise RequestError(
+        f"unsupported array dtype {array.dtype}; send uint8 RGB images or float32 tensors"
+    )
+
+
+def input_fn(request_body, request_content_type):
+    media_type, params = _parse_media_type(request_content_type, "Content-Type")
+    if media_type not in SUPPORTED_TYPES:
+        raise UnsupportedContentTypeError(
+            f"unsupported content type {media_type!r}; use one of {', '.join(SUPPORTED_TYPES)}"
+        )
+    top_k = _parse_top_k(params["top_k"], "content type") if "top_k" in params else None
+    data = _body_bytes(request_body, media_type)
+    if not data:
+        raise RequestError("the request body is empty")
+    max_bytes = _limit(MAX_BODY_BYTES_ENV, DEFAULT_MAX_BODY_BYTES)
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(
+            f"the request body is {len(data)} bytes, over the limit of {max_bytes} bytes "
+            f"({MAX_BODY_BYTES_ENV})"
+        )
+    if media_type in IMAGE_TYPES:
+        return Request(images=decode_images([(data, "the image")]), top_k=top_k)
+    if media_type == JSON_TYPE:
+        strings, body_top_k = _parse_json(data)
+        images = decode_images(
+            [
+                (_decode_base64(text, f"instance {i}"), f"instance {i}")
+                for i, text in enumerate(strings)
+            ]
+        )
+        return Request(images=images, top_k=body_top_k if body_top_k is not None else top_k)
+    request = _parse_npy(data)
+    return Request(images=request.images, tensor=request.tensor, top_k=top_k)
+
+
+def _batch(request: Request, model: Classifier) -> torch.Tensor:
+    if request.tensor is None:
+        return torch.stack([model.transform(image) for image in request.images])
+    size = model.settings["image_size"]
+    if tuple(request.tensor.shape[1:]) != (3, size, size):
+        got = "x".join(str(n) for n in request.tensor.shape)
+        raise RequestError(
+            f"preprocessed tensors must be Nx3x{size}x{size} for this model "
+            f"(image_size {size}), got {got}"
+        )
+    return request.tensor
+
+
+def predict_fn(input_data: Request, model: Classifier) -> dict:
+    if not isinstance(input_data, Request):
+        raise TypeError(f"predict_fn expects what input_fn returns, got {type(input_data)}")
+    batch = _batch(input_data, model)
+    k = min(input_data.top_k or model.default_top_k, len(model.class_names))
+    with torch.inference_mode():
+        logits = model.network(batch.to(model.device))
+        probabilities, indices = torch.softmax(logits.float(), dim=1).topk(k, dim=1)
+    return {
+        "predictions": [
+            [
+                {"label": model.class_names[index], "index": index, "probability": probability}
+                for probability, index in zip(row_p, row_i, strict=True)
+            ]
+            for row_p, row_i in zip(probabilities.tolist(), indices.tolist(), strict=True)
+        ]
+    }
+
+
+def output_fn(prediction: dict, accept: str | None):
+    """(JSON text, its content type); the toolkit sends the type as the response header."""
+    accepted = [
+        part.split(";")[0].strip().lower() for part in (accept or "").split(",") if part.strip()
+    ]
+    if accepted and not any(t in (RESPONSE_TYPE, "application/*", "*/*") for t in accepted):
+        raise UnsupportedAcceptError(
+            f"unsupported Accept {accept!r}; this endpoint answers {RESPONSE_TYPE}"
+        )
+    return json.dumps(prediction), RESPONSE_TYPE
