@@ -699,6 +699,10 @@ def build_parser() -> Parser:
         help="delete the schedule",
     )
     unschedule.set_defaults(handler=cmd_unschedule)
+
+    from pipeline.local import serve_commands
+
+    serve_commands.add_commands(commands)
     return parser
 
 
