@@ -703,6 +703,9 @@ def build_parser() -> Parser:
     from pipeline.local import serve_commands
 
     serve_commands.add_commands(commands)
+    from pipeline.local import commands as local_commands  # run-local
+
+    local_commands.add_commands(commands)
     return parser
 
 

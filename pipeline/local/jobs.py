@@ -241,6 +241,13 @@ def _place_input(store: Store, uri: str, destination: Path, what: str) -> int:
         raise JobFailed(f"ClientError: {what}: {err}") from None
 
 
+def _discard(folder: Path) -> None:
+    """Drop a finished job's copy of its inputs: the store keeps the originals, and a job
+    folder per trial holding the whole dataset would fill the disk. A failed job keeps
+    everything, for its post-mortem."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _tar_folder(folder: Path, tarball: Path) -> None:
     tarball.parent.mkdir(parents=True, exist_ok=True)
     # Level 1: float weights hardly compress, and the default level costs seconds per job.
@@ -337,6 +344,8 @@ def run_processing(job: Job, arguments: dict) -> dict:
         if "S3Output" in item:
             output = item["S3Output"]
             job.store.upload(container_path(root, output["LocalPath"]), output["S3Uri"])
+    for item in inputs:
+        _discard(container_path(root, item["S3Input"]["LocalPath"]))
     return {
         **arguments,
         "ProcessingJobName": job.name,
@@ -568,6 +577,7 @@ def run_training(
         job.store.upload(checkpoint_dir, checkpoint_uri)
     if done.exit_code != 0:
         raise JobFailed(_failure("AlgorithmError", program, done, job.log_path))
+    _discard(opt_ml / "input" / "data")
 
     output_path = (arguments.get("OutputDataConfig") or {}).get("S3OutputPath")
     if not output_path:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from pipeline.local.jobs import arn, now
+from pipeline.local.store import Store, StoreError
 
 APPROVAL_STATUSES = ("Approved", "Rejected", "PendingManualApproval")
 
@@ -44,6 +45,15 @@ def versions(root: Path, group: str) -> list[dict]:
         except ValueError:
             continue  # a version another run is writing at this moment
     return sorted(found, key=lambda record: record["ModelPackageVersion"])
+
+
+def packages_for(root: Path, model_url: str) -> list[dict]:
+    """Every version, in any group, registered with this model artifact; oldest first."""
+    found = []
+    if root.is_dir():
+        for group in sorted(p.name for p in root.iterdir() if p.is_dir()):
+            found += [v for v in versions(root, group) if v.get("ModelDataUrl") == model_url]
+    return sorted(found, key=lambda version: version.get("CreationTime") or "")
 
 
 def latest_approved(root: Path, group: str) -> dict | None:
@@ -86,3 +96,41 @@ def register(root: Path, group: str, package: dict) -> dict:
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
+
+
+def package_from_step(store: Store, arguments: dict, execution_arn: str) -> tuple[str, dict]:
+    """(group, package) for `register` from a RegisterModel step's resolved arguments.
+
+    ModelMetrics keeps the content of the model-quality statistics (evaluation.json), read
+    from the store, and ModelMetricsSources the URIs the step gave.
+    """
+    group = arguments.get("ModelPackageGroupName")
+    if not group:
+        raise RegistryError("RegisterModel needs a ModelPackageGroupName")
+    containers = (arguments.get("InferenceSpecification") or {}).get("Containers") or []
+    metrics = arguments.get("ModelMetrics") or {}
+    statistics = (metrics.get("ModelQuality") or {}).get("Statistics") or {}
+    content = None
+    if statistics.get("S3Uri"):
+        try:
+            content = json.loads(store.read_bytes(statistics["S3Uri"]))
+        except StoreError as err:
+            raise RegistryError(f"ModelMetrics.ModelQuality.Statistics: {err}") from None
+        except ValueError as err:
+            raise RegistryError(
+                f"ModelMetrics.ModelQuality.Statistics {statistics['S3Uri']} is not JSON: {err}"
+            ) from None
+    package = {
+        key: value
+        for key, value in arguments.items()
+        if key not in ("ModelPackageGroupName", "ModelMetrics")
+    }
+    package.update(
+        {
+            "ModelDataUrl": containers[0].get("ModelDataUrl") if containers else None,
+            "ModelMetrics": content,
+            "ModelMetricsSources": metrics,
+            "ExecutionArn": execution_arn,
+        }
+    )
+    return group, package

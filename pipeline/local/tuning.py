@@ -182,8 +182,15 @@ class TuningRun:
     run_trial: Callable[[int, str, dict], TrainingResult]
 
 
-def run_tuning(run: TuningRun, arguments: dict) -> tuple[dict, list[Trial]]:
-    """DescribeHyperParameterTuningJob-like properties, and the trials."""
+def run_tuning(
+    run: TuningRun,
+    arguments: dict,
+    on_trial: Callable[[list[Trial]], None] = lambda trials: None,
+) -> tuple[dict, list[Trial]]:
+    """DescribeHyperParameterTuningJob-like properties, and the trials.
+
+    `on_trial(trials)` is called whenever a trial starts or ends (the record's progress).
+    """
     config = arguments.get("HyperParameterTuningJobConfig") or {}
     if arguments.get("TrainingJobDefinitions"):
         raise TuningError("TrainingJobDefinitions (several algorithms) is not supported locally")
@@ -234,11 +241,13 @@ def run_tuning(run: TuningRun, arguments: dict) -> tuple[dict, list[Trial]]:
             "[%s] trial %d/%d %s: %s", run.step_name, trial.number, count, trial.job_name, shown
         )
         trial.started = now()
+        on_trial(trials)
         try:
             trial.result = run.run_trial(trial.number, trial.job_name, job_arguments)
         except JobFailed as err:
             trial.status, trial.failure, trial.ended = "Failed", str(err), now()
             log.warning("[%s] trial %d failed: %s", run.step_name, trial.number, err)
+            on_trial(trials)
             return trial
         trial.ended = now()
         trial.status = "Completed"
@@ -261,6 +270,7 @@ def run_tuning(run: TuningRun, arguments: dict) -> tuple[dict, list[Trial]]:
                 objective["MetricName"],
                 trial.objective,
             )
+        on_trial(trials)
         return trial
 
     started = now()

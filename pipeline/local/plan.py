@@ -1,0 +1,299 @@
+"""The step graph of a definition, checked before anything runs.
+
+`check_definition(definition)` flattens the steps (a condition's If/Else steps included),
+and reports every problem at once: an unsupported step type, an expression other than Get,
+Std:Join and Std:JsonGet, a reference to an undeclared parameter, an unknown execution
+variable, a step that does not exist, or a property path that the referenced step will
+never have (`skeleton()` is the shape of each step type's properties), unsupported
+condition types, DependsOn names and dependency cycles. A typo in a definition then fails
+in a second, not after the training it would have followed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from pipeline.local import expressions as ex
+from pipeline.local.tuning import range_names
+
+JOB_TYPES = ("Processing", "Training", "Tuning")
+SUPPORTED_TYPES = (
+    *JOB_TYPES,
+    "Condition",
+    "Fail",
+    "RegisterModel",
+    "Model",
+    "EndpointConfig",
+    "Endpoint",
+)
+
+
+class DefinitionError(ValueError):
+    """The definition (or the run's options) cannot be executed; found before any step runs."""
+
+
+@dataclass
+class Node:
+    name: str
+    type: str
+    step: dict
+    deps: set[str] = field(default_factory=set)
+    # (condition step, outcome it needs): the step lies in that condition's If/Else branch
+    branches: list[tuple[str, bool]] = field(default_factory=list)
+
+    @property
+    def arguments(self) -> dict:
+        return self.step.get("Arguments") or {}
+
+    @property
+    def expressions_of(self):
+        """What holds this step's own expressions (a condition's branches are other steps)."""
+        if self.type == "Condition":
+            return self.arguments.get("Conditions") or []
+        return self.arguments
+
+
+def _flatten(steps: list, problems: list[str]) -> dict[str, Node]:
+    nodes: dict[str, Node] = {}
+
+    def add(step: dict, branches: list[tuple[str, bool]]) -> None:
+        name = step.get("Name")
+        if not isinstance(name, str) or not name:
+            problems.append(f"a step has no Name: {json.dumps(step)[:120]}")
+            return
+        if name in nodes:
+            problems.append(f"step {name}: the name is used twice")
+            return
+        kind = step.get("Type")
+        if kind not in SUPPORTED_TYPES:
+            problems.append(
+                f"step {name}: step type {kind!r} is not supported by run-local "
+                f"(it runs {', '.join(SUPPORTED_TYPES)})"
+            )
+        node = Node(name, kind, step, branches=list(branches))
+        nodes[name] = node
+        if kind == "Condition":
+            for key, outcome in (("IfSteps", True), ("ElseSteps", False)):
+                for child in node.arguments.get(key) or []:
+                    add(child, [*branches, (name, outcome)])
+
+    for step in steps:
+        add(step, [])
+    return nodes
+
+
+def skeleton(node: Node):
+    """The shape of the properties this step will have, for checking references up front.
+
+    Placeholders are "" and `ex.OPEN` (anything below is accepted); the real properties are
+    built by jobs.py, tuning.py and the step handlers here, and a test compares the two.
+    """
+    args = node.arguments
+    if node.type == "Processing":
+        return {
+            **args,
+            "ProcessingJobName": "",
+            "ProcessingJobArn": "",
+            "ProcessingJobStatus": "",
+            "ExitMessage": "",
+            "CreationTime": "",
+            "ProcessingStartTime": "",
+            "ProcessingEndTime": "",
+            "LastModifiedTime": "",
+            "PropertyFiles": {
+                pf.get("PropertyFileName"): "" for pf in node.step.get("PropertyFiles") or []
+            },
+        }
+    if node.type == "Training":
+        metrics = (args.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
+        shape = {
+            **args,
+            "TrainingJobName": "",
+            "TrainingJobArn": "",
+            "TrainingJobStatus": "",
+            "SecondaryStatus": "",
+            "ModelArtifacts": {"S3ModelArtifacts": ""},
+            "FinalMetricDataList": [
+                {"MetricName": m.get("Name"), "Value": "", "Timestamp": ""} for m in metrics
+            ],
+            "CreationTime": "",
+            "TrainingStartTime": "",
+            "TrainingEndTime": "",
+            "LastModifiedTime": "",
+            "TrainingTimeInSeconds": "",
+            "BillableTimeInSeconds": "",
+        }
+        if args.get("DebugRuleConfigurations"):
+            shape["DebugRuleEvaluationStatuses"] = ex.OPEN
+        if args.get("ProfilerRuleConfigurations"):
+            shape["ProfilerRuleEvaluationStatuses"] = ex.OPEN
+        return shape
+    if node.type == "Tuning":
+        config = args.get("HyperParameterTuningJobConfig") or {}
+        summary = {
+            "TrainingJobName": "",
+            "TrainingJobArn": "",
+            "CreationTime": "",
+            "TrainingStartTime": "",
+            "TrainingEndTime": "",
+            "TrainingJobStatus": "",
+            "TunedHyperParameters": {name: "" for name in range_names(config)},
+            "ObjectiveStatus": "",
+            "FinalHyperParameterTuningJobObjectiveMetric": {
+                "Type": "",
+                "MetricName": "",
+                "Value": "",
+            },
+        }
+        return {
+            **args,
+            "HyperParameterTuningJobName": "",
+            "HyperParameterTuningJobArn": "",
+            "HyperParameterTuningJobStatus": "",
+            "CreationTime": "",
+            "HyperParameterTuningEndTime": "",
+            "LastModifiedTime": "",
+            "TrainingJobStatusCounters": ex.OPEN,
+            "ObjectiveStatusCounters": ex.OPEN,
+            "BestTrainingJob": summary,
+            "TrainingJobSummaries": ex.OPEN,
+        }
+    if node.type == "Condition":
+        return {"Outcome": ""}
+    if node.type == "RegisterModel":
+        return {
+            **args,
+            "ModelPackageName": "",
+            "ModelPackageGroupName": "",
+            "ModelPackageVersion": "",
+            "ModelPackageArn": "",
+            "ModelPackageStatus": "",
+            "ModelApprovalStatus": "",
+            "CreationTime": "",
+        }
+    if node.type == "Model":
+        return {**args, "ModelName": "", "ModelArn": "", "CreationTime": ""}
+    if node.type == "EndpointConfig":
+        return {**args, "EndpointConfigName": "", "EndpointConfigArn": "", "CreationTime": ""}
+    if node.type == "Endpoint":
+        return {
+            **args,
+            "EndpointName": "",
+            "EndpointArn": "",
+            "EndpointConfigName": "",
+            "EndpointStatus": "",
+            "CreationTime": "",
+            "LastModifiedTime": "",
+        }
+    return {}
+
+
+def check_definition(definition: dict) -> dict[str, Node]:
+    """The step graph, or DefinitionError listing everything that would stop a run."""
+    if not isinstance(definition, dict) or not isinstance(definition.get("Steps"), list):
+        raise DefinitionError("not a pipeline definition: no Steps list")
+    problems: list[str] = []
+    nodes = _flatten(definition["Steps"], problems)
+    declared = {p.get("Name") for p in definition.get("Parameters") or []}
+    for node in nodes.values():
+        _check_expressions(node, nodes, declared, problems)
+        for dependency in node.step.get("DependsOn") or []:
+            if dependency not in nodes:
+                problems.append(f"step {node.name}: DependsOn names no step {dependency!r}")
+            else:
+                node.deps.add(dependency)
+        for condition, _ in node.branches:
+            node.deps.add(condition)
+        if node.type == "Condition":
+            _check_conditions(node, node.arguments.get("Conditions") or [], problems)
+    if not problems:
+        cycle = _find_cycle(nodes)
+        if cycle:
+            problems.append(f"steps depend on each other in a cycle: {' -> '.join(cycle)}")
+    if problems:
+        raise DefinitionError("; ".join(problems))
+    return nodes
+
+
+def _check_expressions(node: Node, nodes: dict, declared: set, problems: list) -> None:
+    for where, function, argument in ex.iter_functions(node.expressions_of):
+        at = f"step {node.name}, {where or 'Arguments'}"
+        if function not in ex.FUNCTIONS:
+            problems.append(
+                f"{at}: expression {function} is not supported by run-local "
+                f"(supported: {', '.join(ex.FUNCTIONS)})"
+            )
+            continue
+        if function != "Get":
+            continue
+        try:
+            ref = ex.parse_reference(argument)
+        except ex.ExpressionError as err:
+            problems.append(f"{at}: {err}")
+            continue
+        if ref.root == "Parameters" and ref.name not in declared:
+            problems.append(
+                f"{at}: Get {ref.text}: the definition declares no parameter {ref.name}"
+            )
+        elif ref.root == "Execution" and ref.name not in ex.EXECUTION_VARIABLES:
+            problems.append(
+                f"{at}: Get {ref.text}: no execution variable {ref.name} "
+                f"(known: {', '.join(ex.EXECUTION_VARIABLES)})"
+            )
+        elif ref.root == "Steps":
+            target = nodes.get(ref.name)
+            if target is None:
+                problems.append(f"{at}: Get {ref.text}: there is no step {ref.name}")
+                continue
+            if target is node:
+                problems.append(f"{at}: Get {ref.text}: a step cannot read its own properties")
+                continue
+            try:
+                ex.check_path(skeleton(target), ref.path, f"{ref.name} ({target.type})")
+            except ex.ExpressionError as err:
+                problems.append(f"{at}: Get {ref.text}: {err}")
+                continue
+            node.deps.add(ref.name)
+
+
+def _check_conditions(node: Node, conditions: list, problems: list) -> None:
+    for condition in conditions:
+        kind = condition.get("Type") if isinstance(condition, dict) else None
+        if kind not in ex.CONDITION_TYPES:
+            problems.append(
+                f"step {node.name}: condition type {kind!r} is not supported "
+                f"(supported: {', '.join(ex.CONDITION_TYPES)})"
+            )
+        elif kind == "Not":
+            _check_conditions(
+                node, [condition.get("Condition", condition.get("Expression"))], problems
+            )
+        elif kind == "Or":
+            _check_conditions(node, condition.get("Conditions") or [], problems)
+
+
+def _find_cycle(nodes: dict[str, Node]) -> list[str] | None:
+    state: dict[str, int] = {}
+    trail: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        trail.append(name)
+        for dependency in sorted(nodes[name].deps):
+            if state.get(dependency) == 1:
+                return [*trail[trail.index(dependency) :], dependency]
+            if dependency not in state:
+                found = visit(dependency)
+                if found:
+                    return found
+        trail.pop()
+        state[name] = 2
+        return None
+
+    for name in nodes:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None

@@ -1,0 +1,122 @@
+"""What a run needs before its first step: parameter values, the code bundle, the data.
+
+- Parameters: the definition's defaults, overridden by `--param Name=Value`, checked as
+  `start` checks them (type, EnumValues) and converted to the declared type.
+- The code bundle: the definition names it by content hash
+  (`s3://<bucket>/<prefix>/code/<sha256[:16]>/...`); scripts/ is bundled and placed at that
+  key when it hashes the same. A definition exported from other scripts runs only when the
+  store still holds that bundle, never with code it was not built for.
+- `--input`: the user's ImageFolder (or archive of one) replaces whatever was at
+  InputDataUrl.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from pipeline.local.plan import DefinitionError
+from pipeline.local.store import Store, StoreError, join_uri
+
+log = logging.getLogger("pipeline.local")
+
+_CODE_URI = re.compile(
+    r'^"?s3://([^/"]+)/(.+)/code/([0-9a-f]{16})/(?:sourcedir\.tar\.gz|scripts/?)"?$'
+)
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+def resolve_parameters(definition: dict, given: list[tuple[str, str]], pipeline: str) -> dict:
+    """Typed parameter values: defaults, then --param values checked as `start` checks them."""
+    from pipeline.cli import validate_parameters
+
+    overrides = {p["Name"]: p["Value"] for p in validate_parameters(definition, given, pipeline)}
+    values = {}
+    for declared in definition.get("Parameters") or []:
+        name, kind = declared["Name"], declared.get("Type", "String")
+        if name in overrides:
+            text = overrides[name]
+            values[name] = (
+                int(text)
+                if kind == "Integer"
+                else float(text)
+                if kind == "Float"
+                else text == "true"
+                if kind == "Boolean"
+                else text
+            )
+        elif "DefaultValue" in declared:
+            values[name] = declared["DefaultValue"]
+        else:
+            raise DefinitionError(f"parameter {name} has no default: pass --param {name}=VALUE")
+    return values
+
+
+def place_code(store: Store, definition: dict) -> list[str]:
+    """Put the code bundle the definition names into the store; the URIs placed."""
+    from pipeline.bundle import Bundle
+    from pipeline.config import PipelineConfig
+
+    matches = (_CODE_URI.match(text) for text in _strings(definition))
+    wanted = sorted({match.groups() for match in matches if match})
+    if not wanted:
+        return []
+    bundle = Bundle.from_dir()
+    placed = []
+    for bucket, prefix, digest in wanted:
+        tarball = f"s3://{bucket}/{prefix}/code/{digest}/sourcedir.tar.gz"
+        if digest != bundle.sha256[:16]:
+            if store.exists(tarball):
+                continue
+            raise DefinitionError(
+                f"the definition runs code bundle {digest} ({tarball}), but scripts/ is bundle "
+                f"{bundle.sha256[:16]} now and the store does not hold the former: export the "
+                "definition again, or run without --definition"
+            )
+        try:
+            config = PipelineConfig(bucket=bucket, prefix=prefix)
+        except ValueError as err:
+            raise DefinitionError(f"code bundle at s3://{bucket}/{prefix}: {err}") from None
+        for key, data in bundle.objects(config).items():
+            uri = f"s3://{bucket}/{key}"
+            path = store.path(uri)
+            if not path.is_file() or path.read_bytes() != data:
+                store.put_bytes(uri, data)
+        placed.append(bundle.tarball_uri(config))
+    return placed
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def place_input(store: Store, source: Path, uri: str) -> str:
+    """Copy the user's data (a folder, or one archive) to `uri`, replacing what was there."""
+    source = Path(source)
+    if not source.exists():
+        raise DefinitionError(f"--input {source}: no such file or folder")
+    try:
+        target = store.path(uri)
+    except StoreError as err:
+        raise DefinitionError(f"InputDataUrl {uri!r}: {err}") from None
+    if source.is_file() and uri.lower().endswith(_ARCHIVE_SUFFIXES):
+        store.clear(uri)
+        store.put_file(uri, source)
+        return uri
+    store.clear(uri)
+    if source.is_dir():
+        count = store.upload(source, uri)
+        if not count:
+            raise DefinitionError(f"--input {source}: the folder holds no files")
+    else:
+        store.put_file(join_uri(uri, source.name), source)
+    log.info("input %s -> %s (%s)", source, uri, target)
+    return uri

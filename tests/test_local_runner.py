@@ -1,0 +1,667 @@
+"""The local runner: real runs of the pipeline definition on tiny data, plus fast checks.
+
+One end-to-end run of the exported definition (module fixture) is shared by the slow
+assertions; two more runs on the same store reuse its cache and take seconds. The fast
+tests run small hand-written definitions (conditions, FailStep, registry, endpoints) and
+the up-front checks, without any job.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from datagen import make_imagefolder
+
+from pipeline.cli import main
+from pipeline.local import registry
+from pipeline.local.cache import StepCache, parse_duration
+from pipeline.local.jobs import clamp_epochs
+from pipeline.local.plan import DefinitionError, check_definition, skeleton
+from pipeline.local.runner import Options, run
+from pipeline.local.store import Store
+from pipeline.local.tuning import sample
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINT = "dogbreed-classifier"
+GROUP = "dogbreed-classifier"
+# Small enough for two shared CPU cores; MaxImageSide and ImageSize differ from their
+# defaults so the test sees the overrides arrive.
+OVERRIDES = ["ImageSize=32", "MaxImageSide=40", "Pretrained=false"]
+
+
+# ------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def exported() -> dict:
+    """The real definition, as `run-local` exports it (Debugger rules and profiler on)."""
+    from pipeline.config import PipelineConfig
+    from pipeline.definition import definition_json
+
+    return json.loads(definition_json(PipelineConfig()))
+
+
+def step_of(definition: dict, name: str) -> dict:
+    for step in definition["Steps"]:
+        if step["Name"] == name:
+            return step
+        for branch in ("IfSteps", "ElseSteps"):
+            for child in step.get("Arguments", {}).get(branch, []):
+                if child["Name"] == name:
+                    return child
+    raise KeyError(name)
+
+
+def quick(definition: dict) -> dict:
+    """The exported definition with two changes that only speed the test up.
+
+    Batch sizes the tiny dataset can fill (the published 32-128 need 128+ images), and no
+    per-execution checkpoint URI: it is in TrainModel's cache key, so with it TrainModel
+    (and the evaluation after it) could never be reused, locally as on SageMaker.
+    """
+    definition = copy.deepcopy(definition)
+    tuning = step_of(definition, "TuneHyperparameters")["Arguments"]
+    ranges = tuning["HyperParameterTuningJobConfig"]["ParameterRanges"]
+    for spec in ranges["CategoricalParameterRanges"]:
+        if spec["Name"] == "batch_size":
+            spec["Values"] = ['"4"', '"6"']
+    step_of(definition, "TrainModel")["Arguments"].pop("CheckpointConfig")
+    return definition
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run-local", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+class Pipeline:
+    """The store of the shared runs and what each left behind."""
+
+    def __init__(self, root: Path, definition: dict):
+        self.root = root
+        self.store = root / "store"
+        self.definition_path = root / "definition.json"
+        self.definition_path.write_text(json.dumps(definition))
+        self.runs: dict[str, subprocess.CompletedProcess] = {}
+
+    def run(self, label: str, *args: str, definition: Path | None = None):
+        self.runs[label] = run_cli(
+            "--definition",
+            str(definition or self.definition_path),
+            "--store",
+            str(self.store),
+            "--max-trials",
+            "2",
+            "--max-epochs",
+            "1",
+            "--workers",
+            "2",
+            *[item for override in OVERRIDES for item in ("--param", override)],
+            *args,
+        )
+        return self.runs[label]
+
+    def record(self, label: str) -> dict:
+        arn = self.runs[label].stdout.strip().splitlines()[-1]
+        execution = arn.rsplit("/", 1)[-1]
+        return json.loads((self.store / "executions" / execution / "record.json").read_text())
+
+    def object(self, uri: str) -> Path:
+        return Store(self.store).path(uri)
+
+
+def steps_by_name(record: dict) -> dict[str, dict]:
+    return {step["StepName"]: step for step in record["Steps"]}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, exported) -> Pipeline:
+    root = tmp_path_factory.mktemp("run-local")
+    data = make_imagefolder(root / "data", 3, {"train": 6, "valid": 3, "test": 3}, seed=3)
+    runs = Pipeline(root, quick(exported))
+    runs.run("deployed", "--input", str(data), "--param", "AccuracyThreshold=0")
+    # Accuracy is at most 1: this threshold always ends in the FailStep.
+    runs.run("below threshold", "--param", "AccuracyThreshold=1.01")
+    typo = quick(exported)
+    condition = step_of(typo, "CheckAccuracy")["Arguments"]["Conditions"][0]
+    condition["LeftValue"]["Std:JsonGet"]["Path"] = (
+        "multiclass_classification_metrics.acuracy.value"
+    )
+    typo_path = root / "typo.json"
+    typo_path.write_text(json.dumps(typo))
+    runs.run("json path typo", "--param", "AccuracyThreshold=0", definition=typo_path)
+    return runs
+
+
+# ---------------------------------------------------------------- end to end runs
+
+
+def test_a_full_run_registers_and_deploys_when_accuracy_reaches_the_threshold(pipeline):
+    result = pipeline.runs["deployed"]
+    assert result.returncode == 0, result.stderr
+    record = pipeline.record("deployed")
+    assert record["Status"] == "Succeeded"
+    steps = steps_by_name(record)
+    assert steps["AccuracyBelowThreshold"]["Status"] == "Skipped"
+    for name in ("PrepareData", "TuneHyperparameters", "TrainModel", "EvaluateModel"):
+        assert steps[name]["Status"] == "Succeeded"
+        assert Path(steps[name]["LogPath"]).is_file()
+    model_url = steps["TrainModel"]["Properties"]["ModelArtifacts"]["S3ModelArtifacts"]
+
+    (version,) = registry.versions(pipeline.store / "registry", GROUP)
+    evaluation_uri = steps["EvaluateModel"]["Properties"]["ProcessingOutputConfig"]["Outputs"][0]
+    evaluation = json.loads(
+        (pipeline.object(evaluation_uri["S3Output"]["S3Uri"]) / "evaluation.json").read_text()
+    )
+    assert version["ModelMetrics"] == evaluation
+    assert version["ModelDataUrl"] == model_url
+    assert version["ModelApprovalStatus"] == "Approved"
+    assert version["ExecutionArn"] == record["PipelineExecutionArn"]
+
+    endpoint = json.loads((pipeline.store / "endpoints" / f"{ENDPOINT}.json").read_text())
+    assert endpoint["ModelDataUrl"] == model_url
+    assert Path(endpoint["ModelDataPath"]) == pipeline.object(model_url)
+    assert Path(endpoint["ModelDataPath"]).is_file()
+    assert endpoint["ModelPackageArn"] == version["ModelPackageArn"]
+    assert endpoint["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert "METRICS" not in result.stdout  # stdout is the ARN; progress goes to stderr
+    assert "valid_accuracy=" in result.stderr  # METRICS lines echoed as progress
+
+
+def test_parameter_overrides_reach_the_scripts(pipeline):
+    steps = steps_by_name(pipeline.record("deployed"))
+    assert pipeline.record("deployed")["Parameters"]["ImageSize"] == 32
+    meta = steps["PrepareData"]["Properties"]["ProcessingOutputConfig"]["Outputs"][3]
+    assert meta["OutputName"] == "meta"
+    manifest = json.loads(
+        (pipeline.object(meta["S3Output"]["S3Uri"]) / "manifest.json").read_text()
+    )
+    assert manifest["settings"]["max_side"] == 40
+    model = pipeline.object(steps["TrainModel"]["Properties"]["ModelArtifacts"]["S3ModelArtifacts"])
+    with tarfile.open(model) as tar:
+        settings = json.load(tar.extractfile("model_settings.json"))
+    assert settings["image_size"] == 32
+    assert settings["num_classes"] == 3
+
+
+def test_the_best_trial_s_hyperparameters_reach_the_training_job(pipeline):
+    steps = steps_by_name(pipeline.record("deployed"))
+    tuning = steps["TuneHyperparameters"]
+    trials = tuning["Trials"]
+    assert [trial["Status"] for trial in trials] == ["Completed", "Completed"]
+    best = tuning["Properties"]["BestTrainingJob"]
+    scores = [trial["ObjectiveValue"] for trial in trials]
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == max(scores)
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "valid:accuracy"
+    tuned = best["TunedHyperParameters"]
+    assert tuned["batch_size"] in ('"4"', '"6"')  # categorical: JSON-quoted, as SageMaker
+    assert 0.001 <= float(tuned["learning_rate"]) <= 0.1
+    assert 5 <= int(tuned["epochs"]) <= 20
+    trained = steps["TrainModel"]["Properties"]["HyperParameters"]
+    assert trained["learning_rate"] == tuned["learning_rate"]
+    assert trained["batch_size"] == tuned["batch_size"]
+    assert trained["epochs"] == "1"  # --max-epochs
+    assert steps["TrainModel"]["LocalOverrides"] == {"epochs": [tuned["epochs"], "1"]}
+    log = Path(steps["TrainModel"]["LogPath"]).read_text()
+    command = log.splitlines()[0]
+    assert f"--learning_rate {tuned['learning_rate']}" in command
+    assert f"--batch_size {json.loads(tuned['batch_size'])}" in command
+    assert "--image_size 32" in command
+    assert [line for line in log.splitlines() if line.startswith("METRICS")][-1].startswith(
+        "METRICS epoch=1 "
+    )
+
+
+def test_training_runs_the_debugger_rules_and_the_profiler_report(pipeline):
+    steps = steps_by_name(pipeline.record("deployed"))
+    training = steps["TrainModel"]
+    configured = step_of(json.loads(pipeline.definition_path.read_text()), "TrainModel")
+    names = [
+        rule["RuleConfigurationName"] for rule in configured["Arguments"]["DebugRuleConfigurations"]
+    ]
+    evaluations = training["RuleEvaluations"]
+    assert [e["RuleConfigurationName"] for e in evaluations] == names
+    for evaluation in evaluations:
+        assert evaluation["RuleEvaluationStatus"] in ("NoIssuesFound", "IssuesFound", "Error")
+    statuses = training["Properties"]["DebugRuleEvaluationStatuses"]
+    assert [s["RuleConfigurationName"] for s in statuses] == names
+    assert isinstance(training["ProfilerReport"], dict)
+
+
+def test_below_the_threshold_the_fail_step_ends_the_run_with_accuracy_and_threshold(pipeline):
+    result = pipeline.runs["below threshold"]
+    assert result.returncode == 1
+    record = pipeline.record("below threshold")
+    assert record["Status"] == "Failed"
+    steps = steps_by_name(record)
+    evaluation_uri = steps["EvaluateModel"]["Properties"]["ProcessingOutputConfig"]["Outputs"][0]
+    evaluation = json.loads(
+        (pipeline.object(evaluation_uri["S3Output"]["S3Uri"]) / "evaluation.json").read_text()
+    )
+    accuracy = evaluation["multiclass_classification_metrics"]["accuracy"]["value"]
+    expected = f"Test accuracy {accuracy} is below AccuracyThreshold 1.01"
+    assert steps["AccuracyBelowThreshold"]["Status"] == "Failed"
+    assert expected in steps["AccuracyBelowThreshold"]["FailureReason"]
+    assert expected in record["FailureReason"]
+    assert "AccuracyBelowThreshold" in result.stderr and expected in result.stderr
+    for name in ("RegisterModel-RegisterModel", "CreateModel-CreateModel", "DeployEndpoint"):
+        assert steps[name]["Status"] == "Skipped"
+    assert len(registry.versions(pipeline.store / "registry", GROUP)) == 1
+
+
+def test_a_second_run_reuses_the_cached_steps(pipeline):
+    first = steps_by_name(pipeline.record("deployed"))
+    record = pipeline.record("below threshold")
+    second = steps_by_name(record)
+    for name in ("PrepareData", "TuneHyperparameters", "TrainModel", "EvaluateModel"):
+        assert second[name]["Status"] == "Cached", name
+        assert second[name]["Properties"] == first[name]["Properties"]
+        source = second[name]["CacheHitResult"]["SourcePipelineExecutionArn"]
+        assert source == pipeline.record("deployed")["PipelineExecutionArn"]
+    assert second["TuneHyperparameters"]["Trials"] == first["TuneHyperparameters"]["Trials"]
+    # Nothing ran: no job folder for this execution.
+    assert not (pipeline.store / "executions" / record["PipelineExecutionId"] / "jobs").exists()
+
+
+def test_a_json_get_path_that_is_not_in_the_file_fails_naming_the_step_and_path(pipeline):
+    result = pipeline.runs["json path typo"]
+    assert result.returncode == 1
+    steps = steps_by_name(pipeline.record("json path typo"))
+    reason = steps["CheckAccuracy"]["FailureReason"]
+    assert steps["CheckAccuracy"]["Status"] == "Failed"
+    assert "multiclass_classification_metrics.acuracy.value" in reason
+    assert "EvaluateModel.EvaluationReport" in reason
+    assert "step CheckAccuracy failed" in result.stderr
+
+
+def test_recorded_properties_have_the_shape_the_up_front_check_assumes(pipeline, exported):
+    nodes = check_definition(quick(exported))
+    steps = steps_by_name(pipeline.record("deployed"))
+    for name, step in steps.items():
+        if step["Status"] != "Succeeded":
+            continue
+        shape = skeleton(nodes[name])
+        shape.pop("PropertyFiles", None)  # read by Std:JsonGet, not a property
+        properties = step["Properties"]
+        assert set(shape) <= set(properties), (name, set(shape) - set(properties))
+        if name == "TuneHyperparameters":
+            best = properties["BestTrainingJob"]
+            assert set(shape["BestTrainingJob"]) <= set(best)
+            assert set(best["TunedHyperParameters"]) == set(
+                shape["BestTrainingJob"]["TunedHyperParameters"]
+            )
+        if name == "TrainModel":
+            metrics = [m["MetricName"] for m in properties["FinalMetricDataList"]]
+            assert metrics == [m["MetricName"] for m in shape["FinalMetricDataList"]]
+
+
+# ------------------------------------------------------------- up-front checks (CLI)
+
+
+def run_definition(tmp_path: Path, definition: dict, *args: str) -> int:
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(definition))
+    return main(["run-local", "--definition", str(path), "--store", str(tmp_path / "s"), *args])
+
+
+def test_a_broken_property_reference_fails_before_anything_runs_naming_step_and_path(
+    tmp_path, capsys, exported
+):
+    definition = copy.deepcopy(exported)
+    model_input = step_of(definition, "EvaluateModel")["Arguments"]["ProcessingInputs"][1]
+    model_input["S3Input"]["S3Uri"] = {"Get": "Steps.TrainModel.ModelArtifacts.S3ModelArtifact"}
+    assert run_definition(tmp_path, definition) == 2
+    error = capsys.readouterr().err
+    assert "step EvaluateModel" in error
+    assert "Steps.TrainModel.ModelArtifacts.S3ModelArtifact" in error
+    assert "S3ModelArtifacts" in error
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_reference_to_an_output_the_step_does_not_declare_is_caught_up_front(
+    tmp_path, capsys, exported
+):
+    definition = copy.deepcopy(exported)
+    channel = step_of(definition, "TrainModel")["Arguments"]["InputDataConfig"][1]
+    uri = "Steps.PrepareData.ProcessingOutputConfig.Outputs['validation'].S3Output.S3Uri"
+    channel["DataSource"]["S3DataSource"]["S3Uri"] = {"Get": uri}
+    assert run_definition(tmp_path, definition) == 2
+    error = capsys.readouterr().err
+    assert "step TrainModel" in error and "'validation'" in error and "valid" in error
+
+
+def test_an_unsupported_step_type_is_refused_by_name(tmp_path, capsys, exported):
+    definition = copy.deepcopy(exported)
+    check = step_of(definition, "CheckAccuracy")
+    check["Arguments"]["IfSteps"].append(
+        {"Name": "BatchScore", "Type": "Transform", "Arguments": {}}
+    )
+    assert run_definition(tmp_path, definition) == 2
+    error = capsys.readouterr().err
+    assert "step BatchScore: step type 'Transform' is not supported" in error
+
+
+def test_an_unsupported_function_is_refused_by_name(tmp_path, capsys, exported):
+    definition = copy.deepcopy(exported)
+    arguments = step_of(definition, "PrepareData")["Arguments"]
+    arguments["Environment"] = {"RUN": {"Std:Concat": {"Values": ["a", "b"]}}}
+    assert run_definition(tmp_path, definition) == 2
+    assert "Std:Concat is not supported" in capsys.readouterr().err
+
+
+def test_an_unknown_or_mistyped_parameter_is_refused(tmp_path, capsys, exported):
+    assert run_definition(tmp_path, exported, "--param", "ImageSiz=32") == 2
+    assert "did you mean ImageSize" in capsys.readouterr().err
+    assert run_definition(tmp_path, exported, "--param", "ImageSize=big") == 2
+    assert "ImageSize expects an Integer" in capsys.readouterr().err
+
+
+def test_a_run_without_input_data_says_how_to_give_it(tmp_path, capsys, exported):
+    assert run_definition(tmp_path, exported) == 2
+    error = capsys.readouterr().err
+    assert "no input data at s3://" in error and "--input" in error
+
+
+def test_a_definition_from_other_scripts_is_not_run_with_these(tmp_path, capsys, exported):
+    text = json.dumps(exported)
+    digests = set(re.findall(r"/code/([0-9a-f]{16})/", text))
+    assert len(digests) == 1
+    stale = json.loads(text.replace(f"/code/{digests.pop()}/", "/code/0123456789abcdef/"))
+    assert run_definition(tmp_path, stale) == 2
+    assert "code bundle 0123456789abcdef" in capsys.readouterr().err
+
+
+def test_a_dependency_cycle_is_refused():
+    definition = {
+        "Parameters": [],
+        "Steps": [
+            {"Name": "A", "Type": "Fail", "DependsOn": ["B"], "Arguments": {}},
+            {"Name": "B", "Type": "Fail", "DependsOn": ["A"], "Arguments": {}},
+        ],
+    }
+    with pytest.raises(DefinitionError, match="cycle: A -> B -> A"):
+        check_definition(definition)
+
+
+# ----------------------------------------------- branches, registry and endpoints
+
+
+def deploy_definition() -> dict:
+    """Score >= Threshold: register, create model, endpoint config, deploy; else fail."""
+    model_url = {"Get": "Parameters.ModelUrl"}
+    environment = {"SAGEMAKER_PROGRAM": "inference.py"}
+    return {
+        "Version": "2020-12-01",
+        "Parameters": [
+            {"Name": "Score", "Type": "Float", "DefaultValue": 0.5},
+            {"Name": "Threshold", "Type": "Float", "DefaultValue": 0.7},
+            {"Name": "EndpointName", "Type": "String", "DefaultValue": "demo"},
+            {"Name": "ModelUrl", "Type": "String", "DefaultValue": "s3://bucket/m/model.tar.gz"},
+        ],
+        "Steps": [
+            {
+                "Name": "Check",
+                "Type": "Condition",
+                "Arguments": {
+                    "Conditions": [
+                        {
+                            "Type": "GreaterThanOrEqualTo",
+                            "LeftValue": {"Get": "Parameters.Score"},
+                            "RightValue": {"Get": "Parameters.Threshold"},
+                        }
+                    ],
+                    "IfSteps": [
+                        {
+                            "Name": "Register",
+                            "Type": "RegisterModel",
+                            "Arguments": {
+                                "ModelPackageGroupName": "demo-group",
+                                "ModelApprovalStatus": "PendingManualApproval",
+                                "InferenceSpecification": {
+                                    "Containers": [{"Image": "img", "ModelDataUrl": model_url}]
+                                },
+                                "ModelMetrics": {
+                                    "ModelQuality": {
+                                        "Statistics": {
+                                            "ContentType": "application/json",
+                                            "S3Uri": "s3://bucket/m/evaluation.json",
+                                        }
+                                    }
+                                },
+                            },
+                        },
+                        {
+                            "Name": "Model",
+                            "Type": "Model",
+                            "DependsOn": ["Register"],
+                            "Arguments": {
+                                "PrimaryContainer": {
+                                    "Image": "img",
+                                    "ModelDataUrl": model_url,
+                                    "Environment": environment,
+                                }
+                            },
+                        },
+                        {
+                            "Name": "Config",
+                            "Type": "EndpointConfig",
+                            "Arguments": {
+                                "EndpointConfigName": {
+                                    "Std:Join": {
+                                        "On": "-",
+                                        "Values": [
+                                            {"Get": "Parameters.EndpointName"},
+                                            {"Get": "Execution.PipelineExecutionId"},
+                                        ],
+                                    }
+                                },
+                                "ProductionVariants": [
+                                    {
+                                        "ModelName": {"Get": "Steps.Model.ModelName"},
+                                        "InstanceType": "ml.m5.xlarge",
+                                        "VariantName": "AllTraffic",
+                                    }
+                                ],
+                            },
+                        },
+                        {
+                            "Name": "Deploy",
+                            "Type": "Endpoint",
+                            "Arguments": {
+                                "EndpointName": {"Get": "Parameters.EndpointName"},
+                                "EndpointConfigName": {"Get": "Steps.Config.EndpointConfigName"},
+                            },
+                        },
+                    ],
+                    "ElseSteps": [
+                        {
+                            "Name": "TooLow",
+                            "Type": "Fail",
+                            "Arguments": {
+                                "ErrorMessage": {
+                                    "Std:Join": {
+                                        "On": " ",
+                                        "Values": [
+                                            "Score",
+                                            {"Get": "Parameters.Score"},
+                                            "is below",
+                                            {"Get": "Parameters.Threshold"},
+                                        ],
+                                    }
+                                }
+                            },
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+
+
+@pytest.fixture
+def model_store(tmp_path) -> Path:
+    store = Store(tmp_path / "store")
+    store.put_bytes("s3://bucket/m/model.tar.gz", b"not really a model")
+    store.put_bytes("s3://bucket/m/evaluation.json", b'{"accuracy": 0.9}')
+    return store.root
+
+
+def test_a_false_condition_runs_the_fail_step_and_skips_the_other_branch(model_store):
+    outcome = run(deploy_definition(), Options(store=model_store))
+    assert not outcome.succeeded
+    assert outcome.record["FailureReason"] == "step TooLow failed: Score 0.5 is below 0.7"
+    for name in ("Register", "Model", "Config", "Deploy"):
+        assert outcome.step(name)["Status"] == "Skipped"
+    assert outcome.step("Check")["Properties"] == {"Outcome": False}
+    assert not (model_store / "registry").exists()
+    assert not (model_store / "endpoints").exists()
+
+
+def test_the_fail_step_message_is_the_cli_error_and_the_exit_code_is_1(
+    tmp_path, model_store, capsys
+):
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(deploy_definition()))
+    code = main(["run-local", "--definition", str(path), "--store", str(model_store)])
+    assert code == 1
+    assert "Score 0.5 is below 0.7" in capsys.readouterr().err
+
+
+def test_a_true_condition_registers_and_deploys_and_a_later_run_updates_the_endpoint(
+    model_store,
+):
+    options = Options(store=model_store, parameters=[("Score", "0.9")])
+    first = run(deploy_definition(), options)
+    assert first.succeeded, first.record["FailureReason"]
+    assert first.step("TooLow")["Status"] == "Skipped"
+    names = [step["StepName"] for step in first.record["Steps"]]
+    assert names.index("Register") < names.index("Model")  # DependsOn
+    endpoint_path = model_store / "endpoints" / "demo.json"
+    created = json.loads(endpoint_path.read_text())
+    second = run(deploy_definition(), options)
+    assert second.succeeded
+    updated = json.loads(endpoint_path.read_text())
+
+    versions = registry.versions(model_store / "registry", "demo-group")
+    assert [v["ModelPackageVersion"] for v in versions] == [1, 2]
+    assert versions[0]["ModelMetrics"] == {"accuracy": 0.9}
+    assert versions[1]["ModelApprovalStatus"] == "PendingManualApproval"
+    assert updated["CreationTime"] == created["CreationTime"]
+    assert updated["LastModifiedTime"] > created["LastModifiedTime"]
+    assert updated["EndpointConfigName"] == f"demo-{second.record['PipelineExecutionId']}"
+    assert updated["ModelPackageArn"] == versions[1]["ModelPackageArn"]
+    assert updated["ModelDataPath"] == str(model_store / "s3" / "bucket" / "m" / "model.tar.gz")
+    assert updated["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
+    assert second.step("Deploy")["Properties"]["EndpointName"] == "demo"
+
+
+# ------------------------------------------------------------------ tuning and cache
+
+
+def test_sampling_respects_every_range_kind_and_scaling():
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "lr", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Auto"},
+            {"Name": "lin", "MinValue": "0.2", "MaxValue": "0.3", "ScalingType": "Linear"},
+            {
+                "Name": "rev",
+                "MinValue": "0.9",
+                "MaxValue": "0.999",
+                "ScalingType": "ReverseLogarithmic",
+            },
+        ],
+        "IntegerParameterRanges": [
+            {"Name": "epochs", "MinValue": "5", "MaxValue": "7", "ScalingType": "Auto"},
+            {"Name": "units", "MinValue": "16", "MaxValue": "1024", "ScalingType": "Logarithmic"},
+        ],
+        "CategoricalParameterRanges": [{"Name": "batch_size", "Values": ['"32"', '"64"']}],
+    }
+    rng = random.Random(0)
+    points = [sample(ranges, rng) for _ in range(300)]
+    learning_rates = [float(p["lr"]) for p in points]
+    assert all(0.001 <= value <= 0.1 for value in learning_rates)
+    # Auto over two decades is log-uniform: about half the draws fall below 0.01.
+    assert 0.35 < sum(value < 0.01 for value in learning_rates) / len(points) < 0.65
+    assert all(0.2 <= float(p["lin"]) <= 0.3 for p in points)
+    assert all(0.9 <= float(p["rev"]) <= 0.999 for p in points)
+    assert {p["epochs"] for p in points} == {"5", "6", "7"}
+    assert all(16 <= int(p["units"]) <= 1024 for p in points)
+    assert {p["batch_size"] for p in points} == {'"32"', '"64"'}
+
+
+def test_the_same_seed_samples_the_same_trials():
+    ranges = {"ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.001", "MaxValue": "0.1"}]}
+    draw = [sample(ranges, random.Random("0:Tune")) for _ in range(3)]
+    again = [sample(ranges, random.Random("0:Tune")) for _ in range(3)]
+    other = [sample(ranges, random.Random("1:Tune")) for _ in range(3)]
+    assert draw == again != other
+
+
+def test_max_epochs_clamps_and_keeps_the_encoding():
+    assert clamp_epochs({"epochs": "12", "lr": "0.1"}, 2) == (
+        {"epochs": "2", "lr": "0.1"},
+        {"epochs": ["12", "2"]},
+    )
+    assert clamp_epochs({"epochs": '"12"'}, 3) == ({"epochs": '"3"'}, {"epochs": ['"12"', '"3"']})
+    assert clamp_epochs({"epochs": "1"}, 3) == ({"epochs": "1"}, {})
+    assert clamp_epochs({"epochs": "12"}, None) == ({"epochs": "12"}, {})
+
+
+def test_expire_after_durations():
+    assert parse_duration("P30D").days == 30
+    assert parse_duration("PT1H").total_seconds() == 3600
+    assert parse_duration("30dT5h").total_seconds() == 30 * 86400 + 5 * 3600
+    assert parse_duration("T16m").total_seconds() == 16 * 60
+    assert parse_duration("") is None
+    assert parse_duration("soon") is None
+
+
+def test_the_cache_key_follows_input_content_not_just_its_uri(tmp_path):
+    store = Store(tmp_path)
+    store.put_bytes("s3://b/in/a.jpg", b"one")
+    definition = {
+        "Parameters": [],
+        "Steps": [
+            {
+                "Name": "Prep",
+                "Type": "Processing",
+                "CacheConfig": {"Enabled": True, "ExpireAfter": "P30D"},
+                "Arguments": {
+                    "AppSpecification": {"ContainerEntrypoint": ["python3", "x.py"]},
+                    "ProcessingInputs": [
+                        {"InputName": "data", "S3Input": {"S3Uri": "s3://b/in", "LocalPath": "/x"}}
+                    ],
+                },
+            }
+        ],
+    }
+    node = check_definition(definition)["Prep"]
+    arguments = node.arguments
+    cache = StepCache(store, "p", True, {})
+    key = cache.key(node, arguments)
+    assert key == cache.key(node, arguments)
+    store.put_bytes("s3://b/in/a.jpg", b"two")
+    assert cache.key(node, arguments) != key
+    # Outside the key's attributes, an output URI per execution does not change it.
+    assert cache.key(node, {**arguments, "ProcessingOutputConfig": {"x": 1}}) == cache.key(
+        node, arguments
+    )
+    assert StepCache(store, "p", False, {}).key(node, arguments) is None
+    disabled = copy.deepcopy(definition)
+    disabled["Steps"][0]["CacheConfig"]["Enabled"] = False
+    assert cache.key(check_definition(disabled)["Prep"], arguments) is None
