@@ -24,11 +24,11 @@ from datagen import make_imagefolder
 from pipeline.cli import main
 from pipeline.local import registry
 from pipeline.local.cache import StepCache, parse_duration
-from pipeline.local.jobs import clamp_epochs
+from pipeline.local.jobs import JobFailed, TrainingResult, clamp_epochs
 from pipeline.local.plan import DefinitionError, check_definition, skeleton
 from pipeline.local.runner import Options, run
 from pipeline.local.store import Store
-from pipeline.local.tuning import sample
+from pipeline.local.tuning import TuningError, TuningRun, run_tuning, sample
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "dogbreed-classifier"
@@ -160,7 +160,10 @@ def test_a_full_run_registers_and_deploys_when_accuracy_reaches_the_threshold(pi
     assert steps["AccuracyBelowThreshold"]["Status"] == "Skipped"
     for name in ("PrepareData", "TuneHyperparameters", "TrainModel", "EvaluateModel"):
         assert steps[name]["Status"] == "Succeeded"
-        assert Path(steps[name]["LogPath"]).is_file()
+    for log in [steps[name]["LogPath"] for name in ("PrepareData", "TrainModel", "EvaluateModel")]:
+        assert Path(log).is_file()
+    for trial in steps["TuneHyperparameters"]["Trials"]:
+        assert Path(trial["LogPath"]).is_file()
     model_url = steps["TrainModel"]["Properties"]["ModelArtifacts"]["S3ModelArtifacts"]
 
     (version,) = registry.versions(pipeline.store / "registry", GROUP)
@@ -665,3 +668,86 @@ def test_the_cache_key_follows_input_content_not_just_its_uri(tmp_path):
     disabled = copy.deepcopy(definition)
     disabled["Steps"][0]["CacheConfig"]["Enabled"] = False
     assert cache.key(check_definition(disabled)["Prep"], arguments) is None
+
+
+def tuning_arguments(objective_type: str = "Maximize") -> dict:
+    return {
+        "HyperParameterTuningJobConfig": {
+            "HyperParameterTuningJobObjective": {
+                "MetricName": "valid:accuracy",
+                "Type": objective_type,
+            },
+            "ParameterRanges": {
+                "ContinuousParameterRanges": [
+                    {
+                        "Name": "learning_rate",
+                        "MinValue": "0.001",
+                        "MaxValue": "0.1",
+                        "ScalingType": "Auto",
+                    }
+                ],
+                "IntegerParameterRanges": [
+                    {"Name": "epochs", "MinValue": "5", "MaxValue": "20", "ScalingType": "Auto"}
+                ],
+            },
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 2},
+            "Strategy": "Bayesian",
+        },
+        "TrainingJobDefinition": {
+            "StaticHyperParameters": {"model_name": '"densenet161"'},
+            "OutputDataConfig": {"S3OutputPath": "s3://b/tuning"},
+        },
+    }
+
+
+def fake_trials(scores: dict[int, float | None]):
+    """run_trial for run_tuning: trial n scores scores[n]; None fails the job."""
+    seen = []
+
+    def run_trial(number: int, name: str, arguments: dict) -> TrainingResult:
+        seen.append((number, name, arguments["HyperParameters"]))
+        if scores[number] is None:
+            raise JobFailed(f"AlgorithmError: trial {number} crashed")
+        metrics = [{"MetricName": "valid:accuracy", "Value": scores[number]}]
+        return TrainingResult({"FinalMetricDataList": metrics}, Path("trial.log"))
+
+    return run_trial, seen
+
+
+def test_tuning_runs_max_trials_keeps_going_past_failures_and_ranks_the_rest():
+    run_trial, seen = fake_trials({1: 0.5, 2: None, 3: 0.9, 4: 0.9})
+    tuning = TuningRun(
+        "Tune", "Tune-x", seed=0, max_trials=4, max_epochs=2, workers=1, run_trial=run_trial
+    )
+    properties, trials = run_tuning(tuning, tuning_arguments())
+    assert [number for number, _, _ in seen] == [1, 2, 3, 4]  # --max-trials over 8 declared
+    best = properties["BestTrainingJob"]
+    assert best["TrainingJobName"] == "Tune-x-003"  # ties go to the earlier trial
+    assert best["TunedHyperParameters"] == trials[2].tuned
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == 0.9
+    summaries = [s["TrainingJobName"] for s in properties["TrainingJobSummaries"]]
+    assert summaries == ["Tune-x-003", "Tune-x-004", "Tune-x-001", "Tune-x-002"]
+    assert properties["TrainingJobStatusCounters"]["NonRetryableError"] == 1
+    assert trials[1].status == "Failed" and "trial 2 crashed" in trials[1].failure
+    # Every trial got the static hyperparameters and its epochs clamped by --max-epochs.
+    for _, _, hyperparameters in seen:
+        assert hyperparameters["model_name"] == '"densenet161"'
+        assert hyperparameters["epochs"] == "2"
+    assert all(int(trial.tuned["epochs"]) >= 5 for trial in trials)  # recorded as sampled
+
+
+def test_tuning_minimises_when_asked_and_fails_when_no_trial_scores():
+    run_trial, _ = fake_trials({1: 0.5, 2: 0.2})
+    tuning = TuningRun(
+        "Tune", "T", seed=0, max_trials=2, max_epochs=None, workers=2, run_trial=run_trial
+    )
+    properties, _ = run_tuning(tuning, tuning_arguments("Minimize"))
+    assert properties["BestTrainingJob"]["TrainingJobName"] == "T-002"
+    run_trial, _ = fake_trials({1: None, 2: None})
+    tuning = TuningRun(
+        "Tune", "T", seed=0, max_trials=2, max_epochs=None, workers=1, run_trial=run_trial
+    )
+    with pytest.raises(
+        TuningError, match="no training job reported valid:accuracy.*trial 1 crashed"
+    ):
+        run_tuning(tuning, tuning_arguments())

@@ -127,9 +127,9 @@ def run_process(
             timer = threading.Timer(max_seconds, expire)
             timer.daemon = True
             timer.start()
-        monitor = monitor_factory(process.pid) if monitor_factory else contextlib.nullcontext()
+        monitor = monitor_factory(process.pid) if monitor_factory else None
         try:
-            with monitor as watching:
+            with monitor if monitor is not None else contextlib.nullcontext():
                 for line in process.stdout:
                     sink.write(line)
                     sink.flush()
@@ -146,7 +146,7 @@ def run_process(
             with _running_lock:
                 _running.discard(process)
         sink.write(f"exit code {code}\n")
-    return Completed(code, last, timed_out.is_set(), watching)
+    return Completed(code, last, timed_out.is_set(), monitor)
 
 
 def _terminate(process: subprocess.Popen) -> None:
@@ -554,12 +554,7 @@ def run_training(
         ]  # fmt: skip
 
     profiler = _profiler_settings(arguments)
-    monitor_factory = None
-    if profiler:
-        from pipeline.local.profiler import SystemMonitor
-
-        def monitor_factory(pid: int):
-            return SystemMonitor(pid, profiler)
+    monitor_factory = _system_monitor(job, profiler) if profiler else None
 
     max_seconds = (arguments.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
     started_clock = time.monotonic()
@@ -658,11 +653,34 @@ def _profiler_settings(arguments: dict) -> int | None:
     return int(config.get("ProfilingIntervalInMilliseconds") or 500)
 
 
-def _evaluate_rules(job: Job, rules: list[dict], tensors_dir: Path) -> list[dict]:
-    from pipeline.local.debugger import evaluate_rules
+def _system_monitor(job: Job, interval_ms: int):
+    """A factory of the profiler's monitor, or None (a warning) when it cannot be loaded."""
+    try:
+        from pipeline.local.profiler import SystemMonitor
+    except ImportError as err:
+        log.warning("[%s] no system profiler: %s", job.label, err)
+        return None
+    return lambda pid: SystemMonitor(pid, interval_ms)
 
+
+def _evaluate_rules(job: Job, rules: list[dict], tensors_dir: Path) -> list[dict]:
+    """Every rule's status. As on SageMaker, a rule that cannot be evaluated is reported
+    with status Error and never fails the training job it watches."""
     log.info("[%s] evaluating %d Debugger rule(s)", job.label, len(rules))
-    statuses = evaluate_rules(rules, tensors_dir)
+    try:
+        from pipeline.local.debugger import evaluate_rules
+
+        statuses = evaluate_rules(rules, tensors_dir)
+    except Exception as err:
+        log.warning("[%s] Debugger rules not evaluated: %s: %s", job.label, type(err).__name__, err)
+        statuses = [
+            {
+                "RuleConfigurationName": rule.get("RuleConfigurationName"),
+                "RuleEvaluationStatus": "Error",
+                "StatusDetails": f"{type(err).__name__}: {err}",
+            }
+            for rule in rules
+        ]
     for status in statuses:
         level = (
             logging.WARNING if status["RuleEvaluationStatus"] != "NoIssuesFound" else logging.INFO
@@ -680,10 +698,15 @@ def _evaluate_rules(job: Job, rules: list[dict], tensors_dir: Path) -> list[dict
 
 
 def _profiler_report(job: Job, monitor) -> dict | None:
-    from pipeline.local.profiler import write_report
-
+    """The ProfilerReport summary; None (a warning) when it could not be written."""
     if monitor is None:
         return None
-    report = write_report(monitor, job.root, job.log_path)
-    log.info("[%s] profiler report: %s", job.label, report.get("path") or job.root)
+    try:
+        from pipeline.local.profiler import write_report
+
+        report = write_report(monitor, job.root, job.log_path)
+    except Exception as err:
+        log.warning("[%s] no profiler report: %s: %s", job.label, type(err).__name__, err)
+        return None
+    log.info("[%s] profiler report written under %s", job.label, job.root)
     return report

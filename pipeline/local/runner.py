@@ -135,6 +135,7 @@ class Execution:
             state.record = {
                 "StepName": name,
                 "StepType": state.node.type,
+                "DisplayName": state.node.step.get("DisplayName"),
                 "Status": status,
                 "StartTime": jobs.now(),
                 "EndTime": None,
@@ -272,6 +273,9 @@ class Execution:
     def run(self) -> Outcome:
         overrides = self._prepare()
         self.dir.mkdir(parents=True, exist_ok=True)
+        # What ran, beside its record: a later --resume needs the definition as it was.
+        definition_path = self.dir / "definition.json"
+        definition_path.write_text(json.dumps(self.definition, indent=1) + "\n", encoding="utf-8")
         self.record = {
             "PipelineExecutionArn": self.arn,
             "PipelineExecutionId": self.id,
@@ -280,6 +284,7 @@ class Execution:
             "FailureReason": None,
             "Parameters": self.parameters,
             "LocalOverrides": overrides,
+            "DefinitionPath": str(definition_path),
             "StartTime": self.started,
             "EndTime": None,
             "Steps": [],
