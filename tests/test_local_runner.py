@@ -240,10 +240,18 @@ def test_training_runs_the_debugger_rules_and_the_profiler_report(pipeline):
     evaluations = training["RuleEvaluations"]
     assert [e["RuleConfigurationName"] for e in evaluations] == names
     for evaluation in evaluations:
-        assert evaluation["RuleEvaluationStatus"] in ("NoIssuesFound", "IssuesFound", "Error")
+        # Error would mean no tensors reached the rule (hook config, paths, smdebug).
+        assert evaluation["RuleEvaluationStatus"] in ("NoIssuesFound", "IssuesFound"), evaluation
     statuses = training["Properties"]["DebugRuleEvaluationStatuses"]
     assert [s["RuleConfigurationName"] for s in statuses] == names
     assert isinstance(training["ProfilerReport"], dict)
+    job = training["Properties"]["TrainingJobName"]
+    arguments = configured["Arguments"]
+    profiler_uri = arguments["ProfilerConfig"]["S3OutputPath"]
+    report = f"{profiler_uri}/{job}/rule-output/ProfilerReport/profiler-output/profiler-report.json"
+    assert pipeline.object(report).is_file()
+    tensors = pipeline.object(f"{arguments['DebugHookConfig']['S3OutputPath']}/{job}/debug-output")
+    assert any(tensors.rglob("*.tfevents"))
 
 
 def test_below_the_threshold_the_fail_step_ends_the_run_with_accuracy_and_threshold(pipeline):
@@ -751,3 +759,139 @@ def test_tuning_minimises_when_asked_and_fails_when_no_trial_scores():
         TuningError, match="no training job reported valid:accuracy.*trial 1 crashed"
     ):
         run_tuning(tuning, tuning_arguments())
+
+
+# ------------------------------------------------- a processing job in seconds
+
+# A container entrypoint that needs no code bundle: `python3 -c` with the job's arguments.
+ECHO_SCRIPT = """
+import json, os, sys
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+if args["--greeting"] == "fail":
+    print("boom: the greeting was fail", file=sys.stderr)
+    sys.exit(3)
+text = open(os.path.join("/opt/ml/processing/input", "a.txt")).read()
+print("METRICS lines=1")
+os.makedirs(os.path.join(args["--out"], "nested"), exist_ok=True)
+with open(os.path.join(args["--out"], "nested", "result.json"), "w") as out:
+    json.dump({"greeting": args["--greeting"], "input": text, "out": args["--out"],
+               "job": os.environ["PROCESSING_JOB_NAME"], "color": os.environ["COLOR"]}, out)
+"""
+
+
+def echo_definition() -> dict:
+    output_uri = {
+        "Std:Join": {"On": "/", "Values": ["s3://b/out", {"Get": "Execution.PipelineExecutionId"}]}
+    }
+    return {
+        "Parameters": [{"Name": "Greeting", "Type": "String", "DefaultValue": "hello"}],
+        "Steps": [
+            {
+                "Name": "Echo",
+                "Type": "Processing",
+                "CacheConfig": {"Enabled": True, "ExpireAfter": "P1D"},
+                "Arguments": {
+                    "AppSpecification": {
+                        "ContainerEntrypoint": ["python3", "-c", ECHO_SCRIPT],
+                        "ContainerArguments": [
+                            "--greeting",
+                            {"Get": "Parameters.Greeting"},
+                            "--out",
+                            "/opt/ml/processing/output",
+                        ],
+                    },
+                    "Environment": {"COLOR": "blue"},
+                    "ProcessingInputs": [
+                        {
+                            "InputName": "data",
+                            "S3Input": {
+                                "S3Uri": "s3://b/in",
+                                "LocalPath": "/opt/ml/processing/input",
+                                "S3DataType": "S3Prefix",
+                                "S3InputMode": "File",
+                            },
+                        }
+                    ],
+                    "ProcessingOutputConfig": {
+                        "Outputs": [
+                            {
+                                "OutputName": "out",
+                                "S3Output": {
+                                    "S3Uri": output_uri,
+                                    "LocalPath": "/opt/ml/processing/output",
+                                    "S3UploadMode": "EndOfJob",
+                                },
+                            }
+                        ]
+                    },
+                },
+            }
+        ],
+    }
+
+
+@pytest.fixture
+def echo_store(tmp_path) -> Path:
+    store = Store(tmp_path / "store")
+    store.put_bytes("s3://b/in/a.txt", b"first")
+    return store.root
+
+
+def echo(store: Path, *args: str) -> tuple[int, dict | None]:
+    definition = store.parent / "echo.json"
+    definition.write_text(json.dumps(echo_definition()))
+    code = main(["run-local", "--definition", str(definition), "--store", str(store), *args])
+    records = sorted((store / "executions").glob("*/record.json"), key=lambda p: p.stat().st_mtime)
+    return code, json.loads(records[-1].read_text()) if records else None
+
+
+def test_a_processing_job_runs_under_the_container_contract_in_its_job_root(echo_store, capsys):
+    code, record = echo(echo_store, "--param", "Greeting=hi")
+    assert code == 0
+    (step,) = record["Steps"]
+    output = step["Properties"]["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+    assert output == f"s3://b/out/{record['PipelineExecutionId']}"
+    result = json.loads((Store(echo_store).path(output) / "nested" / "result.json").read_text())
+    job_root = (
+        echo_store.absolute()
+        / "executions"
+        / record["PipelineExecutionId"]
+        / "jobs"
+        / result["job"]
+    )
+    assert result == {
+        "greeting": "hi",
+        "input": "first",
+        "out": str(job_root / "opt" / "ml" / "processing" / "output"),
+        "job": step["Properties"]["ProcessingJobName"],
+        "color": "blue",
+    }
+    assert not (job_root / "opt" / "ml" / "processing" / "input").exists()  # inputs discarded
+    assert "[Echo] lines=1" in capsys.readouterr().err
+
+
+def test_a_second_run_is_cached_unless_no_cache_or_new_input_content(echo_store):
+    _, first = echo(echo_store)
+    _, second = echo(echo_store)
+    assert second["Steps"][0]["Status"] == "Cached"
+    assert second["Steps"][0]["Properties"] == first["Steps"][0]["Properties"]
+    _, forced = echo(echo_store, "--no-cache")
+    assert forced["Steps"][0]["Status"] == "Succeeded"
+    assert forced["LocalOverrides"]["Cache"] is False
+    Store(echo_store).put_bytes("s3://b/in/a.txt", b"second")
+    _, changed = echo(echo_store)
+    assert changed["Steps"][0]["Status"] == "Succeeded"
+    _, again = echo(echo_store)
+    source = again["Steps"][0]["CacheHitResult"]["SourcePipelineExecutionArn"]
+    assert source == changed["PipelineExecutionArn"]
+
+
+def test_a_failing_job_fails_the_run_with_its_exit_code_and_last_line(echo_store, capsys):
+    code, record = echo(echo_store, "--param", "Greeting=fail")
+    assert code == 1
+    reason = record["Steps"][0]["FailureReason"]
+    assert reason.startswith("AlgorithmError: ")
+    assert "exited with code 3: boom: the greeting was fail" in reason
+    assert Path(record["Steps"][0]["LogPath"]).is_file()
+    assert "boom: the greeting was fail" in capsys.readouterr().err
+    assert not (echo_store / "cache" / "Echo").exists()  # failures are never cached

@@ -617,6 +617,16 @@ def run_training(
         ]
     if profiler:
         result.profiler_report = _profiler_report(job, done.monitor)
+        report_uri = (arguments.get("ProfilerConfig") or {}).get("S3OutputPath")
+        files = (result.profiler_report or {}).get("files") or {}
+        if report_uri:
+            # Where SageMaker's ProfilerReport rule leaves its report.
+            destination = join_uri(
+                report_uri, job.name, "rule-output", "ProfilerReport", "profiler-output"
+            )
+            for path in files.values():
+                if path and Path(path).is_file():
+                    job.store.put_file(join_uri(destination, Path(path).name), Path(path))
         properties["ProfilerRuleEvaluationStatuses"] = [
             {
                 "RuleConfigurationName": rule.get("RuleConfigurationName"),

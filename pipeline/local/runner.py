@@ -382,7 +382,9 @@ class Execution:
         else:
             return None
         self._finish(node.name, "Failed", FailureReason=reason)
-        log.error("[%s] Failed: %s", node.name, reason)
+        # INFO: the CLI's closing error line carries the reason; saying it twice as an error
+        # reads like two failures.
+        log.info("[%s] Failed: %s", node.name, reason)
         return reason
 
     def _succeed(self, node: Node, properties: dict, **fields) -> None:
