@@ -895,3 +895,18 @@ def test_a_failing_job_fails_the_run_with_its_exit_code_and_last_line(echo_store
     assert Path(record["Steps"][0]["LogPath"]).is_file()
     assert "boom: the greeting was fail" in capsys.readouterr().err
     assert not (echo_store / "cache" / "Echo").exists()  # failures are never cached
+
+
+def test_a_job_past_its_max_runtime_is_stopped_and_fails(tmp_path):
+    definition = echo_definition()
+    arguments = definition["Steps"][0]["Arguments"]
+    arguments["AppSpecification"] = {
+        "ContainerEntrypoint": ["python3", "-c", "import time; time.sleep(60)"]
+    }
+    arguments["StoppingCondition"] = {"MaxRuntimeInSeconds": 1}
+    store = Store(tmp_path / "store")
+    store.put_bytes("s3://b/in/a.txt", b"x")
+    outcome = run(definition, Options(store=store.root))
+    assert not outcome.succeeded
+    assert outcome.step("Echo")["FailureReason"].startswith("MaxRuntimeExceeded")
+    assert outcome.step("Echo")["Seconds"] < 30

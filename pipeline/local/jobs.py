@@ -62,11 +62,18 @@ def arn(kind: str, name: str) -> str:
 
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def allow_jobs() -> None:
+    """Let jobs start again (a new execution after a stopped one, in the same process)."""
+    _stopping.clear()
 
 
 def stop_all() -> None:
-    """SIGTERM every running job's process group (Ctrl-C of the runner)."""
+    """SIGTERM every running job's process group and start no new one (Ctrl-C)."""
     with _running_lock:
+        _stopping.set()
         processes = list(_running)
     for process in processes:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -92,6 +99,8 @@ def run_process(
     monitor_factory: Callable[[int], contextlib.AbstractContextManager] | None = None,
 ) -> Completed:
     """Run `command`, streaming its merged output to `log_path` and `on_line`."""
+    if _stopping.is_set():
+        raise JobFailed("Stopped: the execution was interrupted before this job started")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     last: list[str] = []
     with open(log_path, "a", encoding="utf-8") as sink:
@@ -116,6 +125,9 @@ def run_process(
             raise JobFailed(f"ClientError: cannot start {command[0]}: {err.strerror}") from None
         with _running_lock:
             _running.add(process)
+            stopping = _stopping.is_set()
+        if stopping:  # stop_all() ran while this one was starting: it missed it
+            _terminate(process)
         timer = None
         timed_out = threading.Event()
         if max_seconds:

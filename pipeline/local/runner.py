@@ -291,9 +291,12 @@ class Execution:
         }
         self._write_record()
         log.info("execution %s (record %s)", self.id, self.dir / "record.json")
+        jobs.allow_jobs()
         try:
             failure = self._schedule()
         except KeyboardInterrupt:
+            # Again: a second Ctrl-C may have cut short the wait for the jobs to stop.
+            jobs.stop_all()
             self._end("Stopped", "interrupted")
             raise
         self._end("Failed" if failure else "Succeeded", failure)
