@@ -10,9 +10,10 @@ Reproducibility and resumption
     `seed`; each epoch reseeds the global generators from (seed, epoch, rank) and shuffles
     with `seed + epoch`; the augmentation of an image is drawn from (seed, epoch, image
     index), so it does not depend on the number of loader workers or on whether a worker
-    lived through an earlier epoch. A run resumed from the checkpoint of epoch N therefore
-    ends exactly where the uninterrupted run ends (on a CPU bit for bit; on a GPU up to the
-    non-determinism of cuDNN's kernels).
+    lived through an earlier epoch. Checkpoints also carry rank 0's generator states, which a
+    resumed run restores (the per-epoch reseed is what also covers the other ranks). A run
+    resumed from the checkpoint of epoch N therefore ends exactly where the uninterrupted
+    run ends (on a CPU bit for bit; on a GPU up to the non-determinism of cuDNN's kernels).
 
 Checkpoints (`--checkpoint-dir`, default /opt/ml/checkpoints, which SageMaker syncs to S3)
     After every epoch rank 0 writes `checkpoint.pt` atomically (temporary file, fsync,
@@ -227,13 +228,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     hp = parser.add_argument_group("hyperparameters")
-    _add(hp, "learning_rate", type=_number(float, 0, 10, low_open=True), default=1e-3)
+    _add(
+        hp,
+        "learning_rate",
+        type=_number(float, 0, 10, low_open=True),
+        default=1e-3,
+        help="peak learning rate",
+    )
     _add(hp, "batch_size", type=_number(int, 1), default=64, help="per process (per GPU)")
-    _add(hp, "epochs", type=_number(int, 1), default=5)
-    _add(hp, "model_name", type=_model_name, default="densenet161")
-    _add(hp, "image_size", type=_number(int, 32, 1024), default=224)
+    _add(hp, "epochs", type=_number(int, 1), default=5, help="passes over the train channel")
+    _add(hp, "model_name", type=_model_name, default="densenet161", help="torchvision model")
+    _add(hp, "image_size", type=_number(int, 32, 1024), default=224, help="crop side, pixels")
     _add(hp, "pretrained", type=str2bool, default=True, help="start from ImageNet weights")
-    _add(hp, "optimizer", type=_choice("adamw", "sgd"), default="adamw")
+    _add(hp, "optimizer", type=_choice("adamw", "sgd"), default="adamw", help="adamw or sgd")
     _add(
         hp,
         "weight_decay",
@@ -243,10 +250,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     _add(hp, "momentum", type=_number(float, 0, 1, high_open=True), default=0.9, help="sgd")
     _add(hp, "freeze_backbone", type=str2bool, default=False, help="train the new head only")
-    _add(hp, "hidden_units", type=_number(int, 1), default=512)
-    _add(hp, "dropout", type=_number(float, 0, 1, high_open=True), default=0.3)
-    _add(hp, "label_smoothing", type=_number(float, 0, 1, high_open=True), default=0.1)
-    _add(hp, "lr_scheduler", type=_choice("cosine", "none"), default="cosine")
+    _add(hp, "hidden_units", type=_number(int, 1), default=512, help="width of the new head")
+    _add(
+        hp,
+        "dropout",
+        type=_number(float, 0, 1, high_open=True),
+        default=0.3,
+        help="in the new head",
+    )
+    _add(
+        hp,
+        "label_smoothing",
+        type=_number(float, 0, 1, high_open=True),
+        default=0.1,
+        help="training loss only; valid_loss is plain cross-entropy",
+    )
+    _add(
+        hp,
+        "lr_scheduler",
+        type=_choice("cosine", "none"),
+        default="cosine",
+        help="cosine (per step, after the warm-up) or none",
+    )
     _add(
         hp,
         "warmup_epochs",
@@ -254,7 +279,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="linear warm-up before the cosine decay, at most half the run",
     )
-    _add(hp, "seed", type=_number(int, 0, 2**31 - 1), default=0)
+    _add(hp, "seed", type=_number(int, 0, 2**31 - 1), default=0, help="seeds every draw")
     _add(hp, "top_k", type=_number(int, 1), default=3, help="predictions the endpoint returns")
 
     speed = parser.add_argument_group("speed")
@@ -265,7 +290,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="auto",
         help="DataLoader workers per process; auto: this process's share of the CPU cores",
     )
-    _add(speed, "amp", type=_choice("auto", "bf16", "fp16", "off"), default="auto")
+    _add(
+        speed,
+        "amp",
+        type=_choice("auto", "bf16", "fp16", "off"),
+        default="auto",
+        help="autocast; auto: bf16 on GPUs that have it, else fp16; off on CPUs",
+    )
     _add(speed, "channels_last", type=_tristate, default="auto", help="auto: on for GPUs")
 
     paths = parser.add_argument_group("paths (SageMaker sets the environment variables)")
@@ -279,8 +310,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="torchvision ImageNet state_dict (.pth), or a folder holding one "
         "($SM_CHANNEL_WEIGHTS); used instead of downloading when pretrained",
     )
-    _add(paths, "model_dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
-    _add(paths, "output_data_dir", default=env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    _add(paths, "model_dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"), help="$SM_MODEL_DIR")
+    _add(
+        paths,
+        "output_data_dir",
+        default=env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"),
+        help="$SM_OUTPUT_DATA_DIR; history.json goes here",
+    )
     _add(
         paths,
         "checkpoint_dir",
@@ -297,8 +333,20 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="save smdebug tensors here (a new folder) when SageMaker gives no hook config",
     )
-    _add(debug, "debugger_loss_interval", type=_number(int, 1), default=10)
-    _add(debug, "debugger_tensor_interval", type=_number(int, 1), default=100)
+    _add(
+        debug,
+        "debugger_loss_interval",
+        type=_number(int, 1),
+        default=10,
+        help="save the losses every this many steps (training and validation)",
+    )
+    _add(
+        debug,
+        "debugger_tensor_interval",
+        type=_number(int, 1),
+        default=100,
+        help="save weight and gradient reductions every this many training steps",
+    )
     return parser
 
 
@@ -461,9 +509,11 @@ class SeededAugmentation(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
-        # fork_rng keeps the main process's generator (dropout) untouched when workers=0.
+        # The transforms draw from the default CPU generator. fork_rng keeps the main
+        # process's stream (dropout on a CPU) untouched when workers=0, and seeding only the
+        # CPU generator leaves the GPU's alone.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, epoch, index))
+            torch.default_generator.manual_seed(derive_seed(self.seed, epoch, index))
             return self.dataset[index]
 
 
@@ -898,37 +948,50 @@ class Interrupted(Exception):
 # ------------------------------------------------------------------------------- debugger
 
 
+def _sagemaker_debugger_config() -> Path | None:
+    config = Path(os.environ.get("SMDEBUG_CONFIG_FILE_PATH", SAGEMAKER_DEBUGGER_CONFIG))
+    return config if config.is_file() else None
+
+
+def check_debugger_args(args: argparse.Namespace) -> None:
+    """Fail before training (and on every rank) when --debugger-local-dir cannot work."""
+    if not args.debugger_local_dir or _sagemaker_debugger_config():
+        return
+    try:
+        import smdebug.pytorch  # noqa: F401
+    except ImportError as err:
+        raise SetupError(
+            f"argument --debugger_local_dir: smdebug is not installed ({err}); "
+            "pip install -r requirements.txt"
+        ) from None
+    out_dir = Path(args.debugger_local_dir)
+    # smdebug refuses to write into an existing trial (it would mix two runs' steps).
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise SetupError(f"argument --debugger_local_dir: {out_dir} exists and is not empty")
+
+
 def create_debugger_hook(args, runtime: Runtime, model: nn.Module, losses: list[nn.Module]):
     """An smdebug hook from SageMaker's config or --debugger-local-dir; None without either."""
     if not runtime.is_main:
         return None
-    config = Path(os.environ.get("SMDEBUG_CONFIG_FILE_PATH", SAGEMAKER_DEBUGGER_CONFIG))
-    from_sagemaker = config.is_file()
-    if not from_sagemaker and not args.debugger_local_dir:
+    config = _sagemaker_debugger_config()
+    if config is None and not args.debugger_local_dir:
         return None
     try:
         import smdebug.pytorch as smd
     except ImportError as err:
-        if args.debugger_local_dir:
-            raise SetupError(
-                f"argument --debugger_local_dir: smdebug is not installed ({err}); "
-                "pip install -r requirements.txt"
-            ) from None
         print(
             f"WARNING: SageMaker Debugger is configured ({config}) but smdebug is not "
             f"installed ({err}); no tensors will be saved and Debugger rules get no data",
             flush=True,
         )
         return None
-    if from_sagemaker:
+    if config is not None:
         if args.debugger_local_dir:
             log(runtime, f"SageMaker Debugger config {config} wins over --debugger-local-dir")
         hook = smd.Hook.create_from_json_file()
     else:
         out_dir = Path(args.debugger_local_dir)
-        # smdebug refuses to write into an existing trial (it would mix two runs' steps).
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise SetupError(f"argument --debugger_local_dir: {out_dir} is not empty")
         if out_dir.exists():
             out_dir.rmdir()
         every = smd.SaveConfigMode
@@ -1120,6 +1183,7 @@ def main(args: argparse.Namespace) -> int:
     if args.weight_decay is None:
         args.weight_decay = 0.05 if args.optimizer == "adamw" else 1e-4
     serving_code_files()
+    check_debugger_args(args)
     stop = StopRequest()
     with stop.installed():
         runtime = init_runtime()

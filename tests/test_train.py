@@ -478,6 +478,16 @@ def test_batch_larger_than_a_process_share_of_the_data_is_refused(train_script, 
         train_script.main(args)
 
 
+def test_debugger_dir_holding_an_earlier_trial_is_refused_before_training(
+    train_script, data, tmp_path
+):
+    debug = tmp_path / "debug"
+    (debug / "events").mkdir(parents=True)
+    args = _args_for(train_script, data, tmp_path, "--debugger-local-dir", str(debug))
+    with pytest.raises(train_script.SetupError, match="--debugger_local_dir: .* is not empty"):
+        train_script.main(args)
+
+
 def test_weights_channel_with_torchvision_download_key_names_loads(train_script, data, tmp_path):
     from torchvision import models
 
