@@ -890,7 +890,7 @@ def test_a_failing_job_fails_the_run_with_its_exit_code_and_last_line(echo_store
     code, record = echo(echo_store, "--param", "Greeting=fail")
     assert code == 1
     reason = record["Steps"][0]["FailureReason"]
-    assert reason.startswith("AlgorithmError: ")
+    assert reason.startswith("AlgorithmError: python3 exited with code 3: ")
     assert "exited with code 3: boom: the greeting was fail" in reason
     assert Path(record["Steps"][0]["LogPath"]).is_file()
     assert "boom: the greeting was fail" in capsys.readouterr().err

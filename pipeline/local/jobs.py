@@ -333,6 +333,7 @@ def run_processing(job: Job, arguments: dict) -> dict:
     entrypoint = list(app.get("ContainerEntrypoint") or [])
     if not entrypoint:
         raise JobFailed("ClientError: AppSpecification has no ContainerEntrypoint")
+    program = _program(entrypoint)
     if entrypoint[0] in _PYTHON:
         entrypoint[0] = sys.executable
     command = [rewrite(str(part), root) for part in entrypoint]
@@ -351,7 +352,7 @@ def run_processing(job: Job, arguments: dict) -> dict:
         max_seconds=max_seconds,
     )
     if done.exit_code != 0:
-        raise JobFailed(_failure("AlgorithmError", Path(entrypoint[-1]).name, done, job.log_path))
+        raise JobFailed(_failure("AlgorithmError", program, done, job.log_path))
     for item in outputs:
         if "S3Output" in item:
             output = item["S3Output"]
@@ -369,6 +370,12 @@ def run_processing(job: Job, arguments: dict) -> dict:
         "ProcessingEndTime": now(),
         "LastModifiedTime": now(),
     }
+
+
+def _program(entrypoint: list[str]) -> str:
+    """What a failure names: the script (`preprocess.py`), else the executable."""
+    script = next((part for part in entrypoint[1:] if part.endswith((".py", ".sh"))), None)
+    return Path(script or entrypoint[0]).name
 
 
 # --------------------------------------------------------------------------- training
@@ -413,22 +420,17 @@ def _toolkit_text(value) -> str:
 @dataclass
 class TrainingResult:
     properties: dict
-    objective_log: Path
+    log_path: Path
     rule_evaluations: list[dict] = field(default_factory=list)
     profiler_report: dict | None = None
 
 
-def run_training(
-    job: Job,
-    arguments: dict,
-    *,
-    extra_args: list[str] | None = None,
-) -> TrainingResult:
+def run_training(job: Job, arguments: dict) -> TrainingResult:
     """A TrainingStep's (or a tuning trial's) job; DescribeTrainingJob-like properties."""
     started = now()
     root = job.root
     opt_ml = root / "opt" / "ml"
-    hyperparameters = {k: v for k, v in (arguments.get("HyperParameters") or {}).items()}
+    hyperparameters = dict(arguments.get("HyperParameters") or {})
     decoded = {name: decode_hyperparameter(text) for name, text in hyperparameters.items()}
     framework = {k: v for k, v in decoded.items() if k.startswith("sagemaker_")}
     user = {k: v for k, v in decoded.items() if not k.startswith("sagemaker_")}
@@ -503,7 +505,7 @@ def run_training(
         user_args += [f"--{name}", _toolkit_text(user[name])]
     # Not SageMaker's: the script's container defaults point into /opt/ml, which is the job
     # root here (docs/local-runner.md, job contract).
-    user_args += ["--checkpoint-dir", str(checkpoint_dir), *(extra_args or [])]
+    user_args += ["--checkpoint-dir", str(checkpoint_dir)]
     channel_dirs = {name: str(opt_ml / "input" / "data" / name) for name in channels}
     training_env = {
         "additional_framework_parameters": framework,

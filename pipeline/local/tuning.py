@@ -251,7 +251,7 @@ def run_tuning(
             return trial
         trial.ended = now()
         trial.status = "Completed"
-        trial.log_path = trial.result.objective_log
+        trial.log_path = trial.result.log_path
         for metric in trial.result.properties.get("FinalMetricDataList", []):
             if metric["MetricName"] == objective["MetricName"]:
                 trial.objective = metric["Value"]
