@@ -1070,7 +1070,13 @@ def train_one_epoch(
     steps = len(loader)
     report_every = max(1, steps // 5)
     started = time.perf_counter()
+    # Time blocked on the DataLoader vs the whole step: what the profiler report needs to tell
+    # an input-bound job from a compute-bound one (without a per-step GPU synchronise).
+    data_wait = 0.0
+    step_seconds: list[float] = []
+    step_started = started
     for step, (images, targets) in enumerate(loader):
+        data_wait += time.perf_counter() - step_started
         if runtime.distributed:
             if step % DISTRIBUTED_STOP_CHECK_INTERVAL == 0 and stop.agreed(runtime):
                 raise Interrupted(f"epoch {epoch} step {step}")
@@ -1101,9 +1107,31 @@ def train_one_epoch(
                 f"lr {optimizer.param_groups[0]['lr']:.3g} {rate:.1f} images/s per process",
                 flush=True,
             )
+        now = time.perf_counter()
+        step_seconds.append(now - step_started)
+        step_started = now
     if runtime.distributed and stop.agreed(runtime):
         raise Interrupted(f"epoch {epoch} end of training")
+    if runtime.is_main and step_seconds:
+        print_timing(epoch, step_seconds, data_wait)
     return _reduce_means(sums, seen, runtime)
+
+
+def print_timing(epoch: int, step_seconds: list[float], data_wait: float) -> None:
+    """`TIMING epoch=1 steps=104 step_seconds_p50=0.40 ... data_wait_seconds=12.3 ...`."""
+    ordered = sorted(step_seconds)
+    total = sum(ordered)
+
+    def percentile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+    print(
+        f"TIMING epoch={epoch} steps={len(ordered)} "
+        f"step_seconds_mean={total / len(ordered):.4f} step_seconds_p50={percentile(0.5):.4f} "
+        f"step_seconds_p95={percentile(0.95):.4f} step_seconds_max={ordered[-1]:.4f} "
+        f"data_wait_seconds={data_wait:.3f} compute_seconds={total - data_wait:.3f}",
+        flush=True,
+    )
 
 
 def _reduce_means(sums: torch.Tensor, seen: int, runtime: Runtime) -> tuple[float, float, int]:

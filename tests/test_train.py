@@ -260,6 +260,23 @@ def test_metric_lines_parse_with_the_pipeline_regexes(densenet161_run):
     assert history["hyperparameters"]["model_name"] == "densenet161"
 
 
+def test_timing_lines_give_step_times_and_dataloader_wait_per_epoch(densenet161_run, tmp_path):
+    from pipeline.local.profiler import parse_training_log
+
+    log = tmp_path / "train.log"
+    log.write_text(densenet161_run.output)
+    timings = parse_training_log(log)["timings"]
+    assert [t["epoch"] for t in timings] == [1, 2]
+    for timing in timings:
+        assert timing["steps"] >= 1
+        assert 0 <= timing["data_wait_seconds"]
+        assert timing["step_seconds_p50"] <= timing["step_seconds_max"]
+        total = timing["step_seconds_mean"] * timing["steps"]
+        assert timing["compute_seconds"] == pytest.approx(
+            total - timing["data_wait_seconds"], abs=0.01
+        )
+
+
 def test_debugger_tensors_are_readable_with_smdebug_trials(densenet161_run):
     from smdebug import modes
     from smdebug.trials import create_trial
