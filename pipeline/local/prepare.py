@@ -24,6 +24,8 @@ log = logging.getLogger("pipeline.local")
 _CODE_URI = re.compile(
     r'^"?s3://([^/"]+)/(.+)/code/([0-9a-f]{16})/(?:sourcedir\.tar\.gz|scripts/?)"?$'
 )
+# validate_parameters has checked the text (and lower-cased booleans) already.
+_TYPES = {"Integer": int, "Float": float, "Boolean": lambda text: text == "true", "String": str}
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 
@@ -36,16 +38,7 @@ def resolve_parameters(definition: dict, given: list[tuple[str, str]], pipeline:
     for declared in definition.get("Parameters") or []:
         name, kind = declared["Name"], declared.get("Type", "String")
         if name in overrides:
-            text = overrides[name]
-            values[name] = (
-                int(text)
-                if kind == "Integer"
-                else float(text)
-                if kind == "Float"
-                else text == "true"
-                if kind == "Boolean"
-                else text
-            )
+            values[name] = _TYPES.get(kind, str)(overrides[name])
         elif "DefaultValue" in declared:
             values[name] = declared["DefaultValue"]
         else:
@@ -107,16 +100,17 @@ def place_input(store: Store, source: Path, uri: str) -> str:
         target = store.path(uri)
     except StoreError as err:
         raise DefinitionError(f"InputDataUrl {uri!r}: {err}") from None
+    # Copies, never links: nothing a job does to its inputs may reach the user's files.
     if source.is_file() and uri.lower().endswith(_ARCHIVE_SUFFIXES):
         store.clear(uri)
-        store.put_file(uri, source)
+        store.put_file(uri, source, link=False)
         return uri
     store.clear(uri)
     if source.is_dir():
-        count = store.upload(source, uri)
+        count = store.upload(source, uri, link=False)
         if not count:
             raise DefinitionError(f"--input {source}: the folder holds no files")
     else:
-        store.put_file(join_uri(uri, source.name), source)
+        store.put_file(join_uri(uri, source.name), source, link=False)
     log.info("input %s -> %s (%s)", source, uri, target)
     return uri

@@ -4,7 +4,9 @@
 "folder" prefix: the objects under `key/` (S3Prefix semantics, but on whole path segments,
 so `data/train` never picks up `data/train2/...`). Objects are written through a temporary
 name and renamed, so a reader never sees half a file; files are hard-linked where the file
-system allows, because a dataset is copied into every job that reads it.
+system allows, because a dataset is copied into every job that reads it; objects are
+read-only, so a job that tried to write into an input it shares with the store would fail
+rather than change the stored object (unless it runs as root).
 """
 
 from __future__ import annotations
@@ -123,19 +125,20 @@ class Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = _temporary_beside(target)
         temporary.write_bytes(data)
+        os.chmod(temporary, 0o444)
         os.replace(temporary, target)
         return target
 
-    def put_file(self, uri: str, source: Path) -> Path:
+    def put_file(self, uri: str, source: Path, link: bool = True) -> Path:
         target = self.path(uri)
-        place_file(source, target)
+        place_file(source, target, link=link)
         return target
 
-    def upload(self, source: Path, uri: str) -> int:
+    def upload(self, source: Path, uri: str, link: bool = True) -> int:
         """Every file under the folder `source` to the prefix `uri`; the number of files."""
         count = 0
         for file in _walk(Path(source)):
-            self.put_file(join_uri(uri, file.relative_to(source).as_posix()), file)
+            self.put_file(join_uri(uri, file.relative_to(source).as_posix()), file, link=link)
             count += 1
         return count
 
@@ -159,14 +162,18 @@ def _temporary_beside(target: Path) -> Path:
     return target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
 
 
-def place_file(source: Path, target: Path) -> None:
-    """`target` gets `source`'s content: a hard link where possible, else a copy."""
+def place_file(source: Path, target: Path, link: bool = True) -> None:
+    """`target` gets `source`'s content, read-only: a hard link where possible (and
+    `link`), else a copy."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_beside(target)
     try:
+        if not link:
+            raise OSError("copy asked for")
         os.link(source, temporary)
     except OSError:
         shutil.copyfile(source, temporary)
+    os.chmod(temporary, 0o444)
     os.replace(temporary, target)
 
 
