@@ -25,7 +25,9 @@ test: $(STAMP)
 export: $(STAMP)
 	$(BIN)/dogbreed-pipeline export --out pipeline_definition.json
 
-run: export
+# The whole pipeline locally at demo size, then the served model answers a test image.
+run: $(STAMP)
+	BIN=$(BIN) bin/demo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
