@@ -15,6 +15,7 @@ from sagemaker.debugger import (
     Rule,
     rule_configs,
 )
+from sagemaker.workflow.functions import Join
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep, TuningStep
 
 from steps.common import BuildContext, job_retry_policies
@@ -65,7 +66,15 @@ def training_step(ctx: BuildContext, prepare: ProcessingStep, tuning: TuningStep
         instance_count=ctx.params.training_instance_count,
         distribution={"torch_distributed": {"enabled": True}},
         output_path=ctx.config.s3_uri("models"),
-        checkpoint_s3_uri=ctx.execution_uri("checkpoints"),
+        # Keyed by the best tuning job: a retried or spot-interrupted job resumes, a cached
+        # rerun finds its finished checkpoint, and new data (a new tuning run) starts afresh.
+        checkpoint_s3_uri=Join(
+            on="/",
+            values=[
+                ctx.config.s3_uri("checkpoints"),
+                tuning.properties.BestTrainingJob.TrainingJobName,
+            ],
+        ),
         base_job_name="dogbreed-train",
         **debugger_settings(ctx),
     )

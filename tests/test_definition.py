@@ -197,7 +197,10 @@ def test_training_carries_debugger_rules_hook_and_profiler(definition):
     }
     assert args["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
     assert args["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainingInstanceCount"}
-    assert "CheckpointConfig" in args
+    # Not per execution: a cached rerun must see the same arguments to be reused.
+    checkpoint = args["CheckpointConfig"]["S3Uri"]
+    assert "Steps.TuneHyperparameters.BestTrainingJob.TrainingJobName" in set(_gets(checkpoint))
+    assert "Execution.PipelineExecutionId" not in set(_gets(checkpoint))
 
 
 def test_debugger_can_be_switched_off():
