@@ -159,6 +159,10 @@ def cmd_run_local(args) -> int:
     except DefinitionError as err:
         raise UsageError(f"run-local: {err}") from None
     print(outcome.record["PipelineExecutionArn"], flush=True)
+    # Failed runs too: the graph shows where it stopped.
+    from pipeline.local.pictures import draw_after_run
+
+    draw_after_run(outcome.path)
     if not outcome.succeeded:
         raise ExecutionFailed(
             f"execution {outcome.record['PipelineExecutionId']} failed: "
