@@ -12,17 +12,28 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 SPLITS = ("train", "valid", "test")
-_BREEDS = ["Affenpinscher", "Afghan_hound", "Airedale_terrier", "Akita", "Alaskan_malamute",
-           "American_eskimo_dog", "American_foxhound", "Anatolian_shepherd_dog"]
+_BREEDS = [
+    "Affenpinscher",
+    "Afghan_hound",
+    "Airedale_terrier",
+    "Akita",
+    "Alaskan_malamute",
+    "American_eskimo_dog",
+    "American_foxhound",
+    "Anatolian_shepherd_dog",
+]
 
 
 def class_folders(num_classes: int) -> list[str]:
-    return [f"{i + 1:03d}.{_BREEDS[i % len(_BREEDS)]}{'' if i < len(_BREEDS) else i}"
-            for i in range(num_classes)]
+    return [
+        f"{i + 1:03d}.{_BREEDS[i % len(_BREEDS)]}{'' if i < len(_BREEDS) else i}"
+        for i in range(num_classes)
+    ]
 
 
-def make_image(class_index: int, num_classes: int, rng: random.Random,
-               size: tuple[int, int] | None = None) -> Image.Image:
+def make_image(
+    class_index: int, num_classes: int, rng: random.Random, size: tuple[int, int] | None = None
+) -> Image.Image:
     width, height = size or (rng.randint(40, 90), rng.randint(40, 90))
     hue = int(255 * class_index / max(num_classes, 1))
     base = (hue, 255 - hue, (hue * 7) % 256)
@@ -37,8 +48,9 @@ def make_image(class_index: int, num_classes: int, rng: random.Random,
     return image
 
 
-def make_imagefolder(root: str | Path, num_classes: int = 3,
-                     per_split: dict[str, int] | None = None, seed: int = 0) -> Path:
+def make_imagefolder(
+    root: str | Path, num_classes: int = 3, per_split: dict[str, int] | None = None, seed: int = 0
+) -> Path:
     """root/{train,valid,test}/NNN.Name/Name_00001.jpg, returning root."""
     root = Path(root)
     per_split = per_split or {"train": 8, "valid": 4, "test": 4}
@@ -51,6 +63,7 @@ def make_imagefolder(root: str | Path, num_classes: int = 3,
             name = folder.split(".", 1)[1]
             for _ in range(count):
                 counter += 1
-                make_image(index, num_classes, rng).save(target / f"{name}_{counter:05d}.jpg",
-                                                          quality=90)
+                make_image(index, num_classes, rng).save(
+                    target / f"{name}_{counter:05d}.jpg", quality=90
+                )
     return root
