@@ -17,6 +17,8 @@ from pipeline.errors import ExecutionFailed, UsageError
 log = logging.getLogger("pipeline.local")
 
 DEFAULT_STORE = Path("local-store")
+# `--resume` without an id: argparse's const, never a valid execution id.
+LATEST = ""
 
 DESCRIPTION = """\
 Execute the pipeline definition on this machine, without Docker or AWS: the same JSON that
@@ -118,6 +120,15 @@ def add_commands(commands) -> None:
         metavar="N",
         help="steps and tuning trials run at once (default: 1)",
     )
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const=LATEST,
+        metavar="EXECUTION_ID",
+        help="run a failed or stopped execution again from its failed step, with its saved "
+        "definition, parameters and execution id; the steps that finished are reused "
+        "(default: the latest execution in the store that did not succeed)",
+    )
     run.set_defaults(handler=cmd_run_local)
 
 
@@ -140,8 +151,13 @@ def _load_definition(args) -> dict:
 
 
 def cmd_run_local(args) -> int:
-    definition = _load_definition(args)
-    from pipeline.local.runner import DefinitionError, Options, run
+    resuming = getattr(args, "resume", None) is not None
+    if resuming and args.definition is not None:
+        raise UsageError(
+            "run-local: --resume runs the execution's saved definition; drop --definition"
+        )
+    definition = None if resuming else _load_definition(args)
+    from pipeline.local.runner import DefinitionError, Options, resume, run
 
     options = Options(
         store=args.store,
@@ -155,7 +171,10 @@ def cmd_run_local(args) -> int:
         pipeline_name=args.pipeline_name,
     )
     try:
-        outcome = run(definition, options)
+        if resuming:
+            outcome = resume(args.resume or None, options)
+        else:
+            outcome = run(definition, options)
     except DefinitionError as err:
         raise UsageError(f"run-local: {err}") from None
     print(outcome.record["PipelineExecutionArn"], flush=True)

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -38,7 +39,7 @@ log = logging.getLogger("pipeline.local")
 
 DONE = ("Succeeded", "Cached")
 
-__all__ = ["DefinitionError", "Options", "Outcome", "run"]
+__all__ = ["DefinitionError", "Options", "Outcome", "resume", "run"]
 
 
 @dataclass
@@ -89,17 +90,26 @@ class StepState:
 
 
 class Execution:
-    def __init__(self, definition: dict, options: Options, nodes: dict[str, Node]):
+    def __init__(
+        self,
+        definition: dict,
+        options: Options,
+        nodes: dict[str, Node],
+        resumed: dict | None = None,
+    ):
         self.definition = definition
         self.options = options
         self.nodes = nodes
         self.store = Store(options.store)
-        self.id = new_execution_id()
+        # A resumed execution keeps its id: job names, output URIs built from
+        # Execution.PipelineExecutionId and the reused steps' properties all carry it.
+        self.resumed = resumed
+        self.id = resumed["PipelineExecutionId"] if resumed else new_execution_id()
         self.arn = execution_arn(options.pipeline_name, self.id)
         # Job and model names carry the execution's stamp: unique, and traceable to it.
         self.tail = self.id.removeprefix("local-")
         self.dir = self.store.executions / self.id
-        self.started = jobs.now()
+        self.started = resumed["StartTime"] if resumed else jobs.now()
         self.clock = time.monotonic()
         self.states = {name: StepState(node) for name, node in nodes.items()}
         self.order: list[str] = []  # steps in the order they started (or were skipped)
@@ -238,9 +248,12 @@ class Execution:
     def _prepare(self) -> dict:
         """Parameters, code and data in place; the LocalOverrides of the record."""
         options = self.options
-        self.parameters = resolve_parameters(
-            self.definition, options.parameters, options.pipeline_name
-        )
+        if self.resumed is not None:
+            self.parameters = self.resumed.get("Parameters") or {}
+        else:
+            self.parameters = resolve_parameters(
+                self.definition, options.parameters, options.pipeline_name
+            )
         overrides = {
             "Store": str(self.store.root),
             "Seed": options.seed,
@@ -272,6 +285,23 @@ class Execution:
 
     def run(self) -> Outcome:
         overrides = self._prepare()
+        if self.resumed is not None:
+            self._reopen(overrides)
+        else:
+            self._open(overrides)
+        log.info("execution %s (record %s)", self.id, self.dir / "record.json")
+        jobs.allow_jobs()
+        try:
+            failure = self._schedule()
+        except KeyboardInterrupt:
+            # Again: a second Ctrl-C may have cut short the wait for the jobs to stop.
+            jobs.stop_all()
+            self._end("Stopped", "interrupted")
+            raise
+        self._end("Failed" if failure else "Succeeded", failure)
+        return Outcome(self.record, self.dir / "record.json")
+
+    def _open(self, overrides: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         # What ran, beside its record: a later --resume needs the definition as it was.
         definition_path = self.dir / "definition.json"
@@ -290,17 +320,50 @@ class Execution:
             "Steps": [],
         }
         self._write_record()
-        log.info("execution %s (record %s)", self.id, self.dir / "record.json")
-        jobs.allow_jobs()
-        try:
-            failure = self._schedule()
-        except KeyboardInterrupt:
-            # Again: a second Ctrl-C may have cut short the wait for the jobs to stop.
-            jobs.stop_all()
-            self._end("Stopped", "interrupted")
-            raise
-        self._end("Failed" if failure else "Succeeded", failure)
-        return Outcome(self.record, self.dir / "record.json")
+
+    def _reopen(self, overrides: dict) -> None:
+        """Take the finished steps of the record over as they are; the rest run again.
+
+        Skipped, Failed and still-Executing entries (a killed run) are dropped: the
+        scheduler decides them afresh. The Resumes entry keeps the previous status and
+        failure reason; the failed attempt's log stays (a rerun job appends to it).
+        """
+        previous = self.resumed
+        reused = []
+        for entry in previous.get("Steps") or []:
+            name = entry.get("StepName")
+            state = self.states.get(name)
+            if state is None or entry.get("Status") not in DONE:
+                continue
+            state.status = entry["Status"]
+            state.properties = entry.get("Properties")
+            state.record = entry
+            self.order.append(name)
+            reused.append(name)
+        resumes = list(previous.get("Resumes") or [])
+        resumes.append(
+            {
+                "Time": jobs.now(),
+                "PreviousStatus": previous.get("Status"),
+                "PreviousFailureReason": previous.get("FailureReason"),
+                "PreviousEndTime": previous.get("EndTime"),
+                "ReusedSteps": reused,
+                "LocalOverrides": overrides,
+            }
+        )
+        self.record = {
+            **previous,
+            "Status": "Executing",
+            "FailureReason": None,
+            "EndTime": None,
+            "Resumes": resumes,
+        }
+        self._write_record()
+        log.info(
+            "resuming %s: reusing %s",
+            self.id,
+            ", ".join(reused) or "no step (none had finished)",
+        )
 
     def _end(self, status: str, reason: str | None) -> None:
         with self.lock:
@@ -411,6 +474,9 @@ class Execution:
 
     def _job(self, job_name: str, label: str, log_name: str) -> jobs.Job:
         root = self.dir / "jobs" / job_name
+        # Only a resumed step finds its job root there: what its failed attempt left
+        # behind must not leak into the new container.
+        shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
         return jobs.Job(
             store=self.store,
@@ -560,3 +626,88 @@ def run(definition: dict, options: Options) -> Outcome:
     if options.workers < 1:
         raise DefinitionError("--workers must be at least 1")
     return Execution(definition, options, nodes).run()
+
+
+def find_execution(store: Store, execution_id: str | None) -> dict:
+    """The record of `execution_id`, or of the latest execution that did not succeed."""
+    if execution_id is not None:
+        path = store.executions / execution_id / "record.json"
+        if "/" in execution_id or execution_id in (".", "..") or not path.is_file():
+            raise DefinitionError(f"--resume: no execution {execution_id} in {store.root}")
+        return _read_record(path)
+    records = sorted(store.executions.glob("*/record.json"), reverse=True)
+    for path in records:
+        record = _read_record(path)
+        if record.get("Status") != "Succeeded":
+            return record
+    if not records:
+        raise DefinitionError(f"--resume: no execution in {store.root} to resume")
+    raise DefinitionError(
+        f"--resume: no execution in {store.root} to resume: all {len(records)} Succeeded"
+    )
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DefinitionError(f"--resume: cannot read the record {path}: {err}") from None
+
+
+def resume(execution_id: str | None, options: Options) -> Outcome:
+    """Run a failed (or stopped, or killed) execution again from where it stopped.
+
+    The saved definition and parameters, the same execution id; steps that Succeeded or
+    were Cached keep their recorded properties and do not run. `--param` may only repeat
+    the recorded values; `--seed`, `--max-trials` and `--max-epochs` come from the record,
+    because the reused steps were computed with them.
+    """
+    store = Store(options.store)
+    record = find_execution(store, execution_id)
+    execution_id = record.get("PipelineExecutionId")
+    if record.get("Status") == "Succeeded":
+        raise DefinitionError(
+            f"--resume: execution {execution_id} already succeeded; nothing to resume"
+        )
+    if options.input is not None:
+        raise DefinitionError(
+            "--resume keeps the execution's input data: --input cannot change it midway"
+        )
+    saved = store.executions / execution_id / "definition.json"
+    try:
+        definition = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DefinitionError(
+            f"--resume: cannot read the definition of {execution_id} ({saved}): {err}"
+        ) from None
+    nodes = check_definition(definition)
+    name = record.get("PipelineName") or options.pipeline_name
+    recorded = record.get("Parameters") or {}
+    given = resolve_parameters(definition, options.parameters, name)
+    for key, _ in options.parameters:
+        if given.get(key) != recorded.get(key):
+            raise DefinitionError(
+                f"--resume: --param {key}={given.get(key)!r} differs from the execution's "
+                f"{key}={recorded.get(key)!r}; a resumed execution keeps its parameters "
+                "(start a new run to change them)"
+            )
+    overrides = record.get("LocalOverrides") or {}
+    options = Options(
+        store=options.store,
+        parameters=[],
+        input=None,
+        max_trials=overrides.get("MaxTrials"),
+        max_epochs=overrides.get("MaxEpochs"),
+        seed=overrides.get("Seed", 0),
+        use_cache=options.use_cache,
+        workers=options.workers,
+        pipeline_name=name,
+    )
+    if options.workers < 1:
+        raise DefinitionError("--workers must be at least 1")
+    execution = Execution(definition, options, nodes, resumed=record)
+    try:
+        return execution.run()
+    except DefinitionError as err:
+        # The code bundle or the input data the saved definition needs is gone.
+        raise DefinitionError(f"cannot resume {execution_id}: {err}") from None
