@@ -56,6 +56,23 @@ _BAD_CREDENTIALS = {
     "AuthFailure",
     "InvalidToken",
 }
+# botocore's throttling error codes (botocore.retries.standard), the ones it retries.
+_THROTTLED = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+}
 _REJECTED = {"ValidationException", "ValidationError", "InvalidParameterValue", "ConflictException"}
 _NOT_FOUND = {"ResourceNotFound", "ResourceNotFoundException", "NoSuchBucket", "NoSuchKey", "404"}
 
@@ -161,4 +178,11 @@ def _from_client_error(exc) -> CliError:
         "ConflictException",
     }:
         return UsageError(f"{operation} rejected: {message or code}")
+    if code in _THROTTLED:
+        # botocore has retried already (standard mode): say how often, and the knob.
+        attempts = (exc.response.get("ResponseMetadata") or {}).get("RetryAttempts", 0) + 1
+        return AwsError(
+            f"AWS throttled {operation} ({code}: {message or 'no message'}) on all {attempts} "
+            "attempts; retry later, or allow more with AWS_MAX_ATTEMPTS"
+        )
     return AwsError(f"AWS {operation} failed ({code}): {message or 'no message'}; retry later")
