@@ -30,6 +30,7 @@ DEV = LOCAL + [
     "ruff>=0.6",
     "hypothesis>=6.100",
     "build",
+    "bandit>=1.7",
     "cfn-lint>=1.0",
 ]
 

@@ -45,6 +45,7 @@ import io
 import json
 import os
 import re
+import tokenize
 import warnings
 from dataclasses import dataclass
 
@@ -347,17 +348,50 @@ def _parse_json(data: bytes) -> tuple[list[str], int | None]:
     return strings, top_k
 
 
+def _check_npy_header(data: bytes) -> None:
+    """Refuse a body np.load must not see: a zip, or a header declaring more data than sent.
+
+    np.load takes any zip for an .npz archive (a broken one raises zipfile's own error), and
+    allocates the array its header declares before reading it: a 100-byte body declaring
+    10^11 elements would raise MemoryError, or take gigabytes, instead of a clean 400.
+    """
+    if data.startswith(b"PK"):
+        raise RequestError("expected a single .npy array, got a .npz archive (or another zip)")
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        # Version 3.0 only adds utf-8 field names of structured dtypes, which are refused anyway.
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    # A truncated header dict fails in numpy's tokenizer, not as a ValueError.
+    except (ValueError, EOFError, SyntaxError, tokenize.TokenError) as err:
+        raise RequestError(f"not a loadable .npy array (malformed): {err}") from None
+    # Object arrays are pickled, whatever their shape; np.load refuses them below.
+    if dtype.hasobject:
+        return
+    declared = dtype.itemsize
+    for size in shape:
+        declared *= size
+    sent = len(data) - stream.tell()
+    if declared > sent:
+        raise RequestError(
+            f"not a loadable .npy array (malformed): its header declares {declared} bytes of "
+            f"data ({'x'.join(str(n) for n in shape)} {dtype}), the body holds {sent}"
+        )
+
+
 def _parse_npy(data: bytes) -> Request:
+    _check_npy_header(data)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         # numpy names allow_pickle when the body holds pickled objects, which could run code.
         reason = "pickled data is refused" if "allow_pickle" in str(err) else "malformed"
         raise RequestError(f"not a loadable .npy array ({reason}): {err}") from None
-    if not isinstance(array, np.ndarray):
-        # np.load returns an NpzFile for .npz archives.
-        array.close()
-        raise RequestError("expected a single .npy array, got a .npz archive")
     shape = "x".join(str(n) for n in array.shape)
     if array.dtype == np.uint8:
         if array.ndim == 3:

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 - runs our own scripts and nvidia-smi, never a shell
 import sys
 import tarfile
 import threading
@@ -107,7 +107,8 @@ def run_process(
         sink.write(f"$ {' '.join(command)}\n")
         sink.flush()
         try:
-            process = subprocess.Popen(
+            # An argv list, no shell: this interpreter running a script of the bundle.
+            process = subprocess.Popen(  # nosec B603
                 command,
                 cwd=cwd,
                 env=env,
@@ -190,7 +191,8 @@ def gpu_count() -> int:
     if not smi:
         return 0
     try:
-        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+        # nvidia-smi found on PATH by shutil.which, fixed arguments, no shell.
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)  # nosec B603
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU "))

@@ -35,7 +35,7 @@ import math
 import os
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 - only nvidia-smi with fixed arguments, never a shell
 import threading
 import time
 from datetime import datetime, timezone
@@ -81,7 +81,8 @@ def _query_gpus() -> tuple[list[dict] | None, str]:
     if tool is None:
         return None, "no GPU: nvidia-smi not found"
     try:
-        done = subprocess.run(
+        # nvidia-smi found on PATH by shutil.which, fixed arguments, no shell.
+        done = subprocess.run(  # nosec B603
             [tool, f"--query-gpu={_NVIDIA_SMI_QUERY}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,

@@ -213,7 +213,7 @@ def run_tuning(
         run.seed,
         strategy,
     )
-    rng = random.Random(f"{run.seed}:{run.step_name}")  # noqa: S311 - reproducible, not secret
+    rng = random.Random(f"{run.seed}:{run.step_name}")  # noqa: S311  # nosec B311 - reproducible, not secret
     ranges = dict(config.get("ParameterRanges") or {})
     for kind, specs in (definition.get("HyperParameterRanges") or {}).items():
         ranges[kind] = [*(ranges.get(kind) or []), *specs]
