@@ -303,6 +303,11 @@ def _config(args, **overrides) -> PipelineConfig:
             bucket=overrides.get("bucket", args.bucket),
             role_arn=args.role_arn,
             enable_debugger=False if args.no_debugger else None,
+            kms_key_id=args.kms_key_id,
+            subnets=tuple(args.subnet) or None,
+            security_group_ids=tuple(args.security_group) or None,
+            enable_network_isolation=args.network_isolation or None,
+            encrypt_inter_container_traffic=args.encrypt_inter_container_traffic or None,
         )
     except ValueError as exc:
         raise UsageError(f"{exc}: fix the flag") from None
@@ -571,6 +576,39 @@ def build_parser() -> Parser:
         )
         opts.add_argument("--bucket", help="S3 bucket for code and artifacts")
         opts.add_argument("--no-debugger", action="store_true", help="leave SageMaker Debugger out")
+        security = opts.add_argument_group(
+            "security (infra/dogbreed-pipeline.yaml creates the key, bucket and roles)"
+        )
+        security.add_argument(
+            "--kms-key-id",
+            metavar="KEY",
+            help="KMS key (ID, ARN or alias) for job volumes and outputs and the endpoint",
+        )
+        security.add_argument(
+            "--subnet",
+            action="append",
+            default=[],
+            metavar="SUBNET_ID",
+            help="run jobs and the model in this VPC subnet (repeatable; needs --security-group)",
+        )
+        security.add_argument(
+            "--security-group",
+            action="append",
+            default=[],
+            metavar="SG_ID",
+            help="security group for jobs and the model (repeatable; needs --subnet)",
+        )
+        security.add_argument(
+            "--network-isolation",
+            action="store_true",
+            help="no network for training and processing containers (training then needs "
+            "Pretrained=false or weights given through a channel)",
+        )
+        security.add_argument(
+            "--encrypt-inter-container-traffic",
+            action="store_true",
+            help="encrypt traffic between the instances of distributed training",
+        )
         return opts
 
     export = commands.add_parser(

@@ -18,6 +18,13 @@ ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"
 BUCKET_RE = re.compile(r"^(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
+# What SageMaker's KmsKeyId fields accept: a key ID, a key ARN, an alias name or an alias ARN.
+KMS_KEY_RE = re.compile(
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[0-9a-f-]{36}|alias/[\w/-]+)"
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|alias/[\w/-]+)$"
+)
+SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+SECURITY_GROUP_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,18 @@ class PipelineConfig:
     enable_debugger: bool = True
     enable_caching: bool = True
     cache_expire_after: str = "P30D"
+    # Security options (infra/dogbreed-pipeline.yaml creates the key and the roles). All off by
+    # default so the committed definition stays the one every account can import.
+    # Encrypts the jobs' ML volumes and outputs and the endpoint's storage volume.
+    kms_key_id: str = ""
+    # No network for the training, tuning and processing containers: training then needs
+    # pretrained=false or ImageNet weights given through its 'weights' channel.
+    enable_network_isolation: bool = False
+    # The jobs and the model run in these subnets (both lists are needed, or neither).
+    subnets: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    # TLS between the instances of a distributed training job (costs training time).
+    encrypt_inter_container_traffic: bool = False
 
     def __post_init__(self):
         problems = []
@@ -63,8 +82,37 @@ class PipelineConfig:
             )
         if self.prefix != self.prefix.strip("/") or not self.prefix:
             problems.append(f"prefix {self.prefix!r} must be non-empty without leading/trailing /")
+        problems.extend(self._security_problems())
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _security_problems(self) -> list[str]:
+        problems = []
+        if self.kms_key_id and not KMS_KEY_RE.match(self.kms_key_id):
+            problems.append(
+                f"KMS key {self.kms_key_id!r} is not a key ID, key ARN, alias/<name> or alias ARN"
+            )
+        problems.extend(
+            f"subnet {s!r} is not a subnet ID such as subnet-0123abcd"
+            for s in self.subnets
+            if not SUBNET_RE.match(s)
+        )
+        problems.extend(
+            f"security group {g!r} is not a security group ID such as sg-0123abcd"
+            for g in self.security_group_ids
+            if not SECURITY_GROUP_RE.match(g)
+        )
+        # SageMaker rejects a VpcConfig that lacks either list.
+        if bool(self.subnets) != bool(self.security_group_ids):
+            problems.append("subnets and security groups must be given together")
+        return problems
+
+    @property
+    def vpc_config(self) -> dict | None:
+        """The VpcConfig of jobs and models, None when they run outside a VPC."""
+        if not self.subnets:
+            return None
+        return {"Subnets": list(self.subnets), "SecurityGroupIds": list(self.security_group_ids)}
 
     @property
     def account(self) -> str:

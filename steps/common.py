@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from sagemaker.network import NetworkConfig
 from sagemaker.workflow.execution_variables import ExecutionVariables
 from sagemaker.workflow.functions import Join
 from sagemaker.workflow.pipeline_context import PipelineSession
@@ -42,6 +43,42 @@ class BuildContext:
         return CacheConfig(
             enable_caching=self.config.enable_caching, expire_after=self.config.cache_expire_after
         )
+
+
+def estimator_security(ctx: BuildContext) -> dict:
+    """Encryption, VPC and isolation arguments of the training and tuning estimators.
+
+    Unset options are left out rather than passed as empty values, so the default definition
+    is exactly what the SDK writes without them.
+    """
+    config = ctx.config
+    settings = {}
+    if config.kms_key_id:
+        settings.update(volume_kms_key=config.kms_key_id, output_kms_key=config.kms_key_id)
+    if config.subnets:
+        settings.update(
+            subnets=list(config.subnets), security_group_ids=list(config.security_group_ids)
+        )
+    if config.enable_network_isolation:
+        settings["enable_network_isolation"] = True
+    if config.encrypt_inter_container_traffic:
+        settings["encrypt_inter_container_traffic"] = True
+    return settings
+
+
+def processor_security(ctx: BuildContext) -> dict:
+    """The same options for processing jobs, where VPC and isolation live in a NetworkConfig."""
+    config = ctx.config
+    settings = {}
+    if config.kms_key_id:
+        settings.update(volume_kms_key=config.kms_key_id, output_kms_key=config.kms_key_id)
+    if config.subnets or config.enable_network_isolation:
+        settings["network_config"] = NetworkConfig(
+            enable_network_isolation=config.enable_network_isolation,
+            subnets=list(config.subnets) or None,
+            security_group_ids=list(config.security_group_ids) or None,
+        )
+    return settings
 
 
 def job_retry_policies() -> list:

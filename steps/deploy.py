@@ -45,6 +45,8 @@ def deploy_steps(ctx: BuildContext, training: TrainingStep, register: ModelStep)
             model_name=create_model.properties.ModelName,
             initial_instance_count=1,
             instance_type=ctx.params.endpoint_instance_type,
+            # Encrypts the ML storage volume of the endpoint's instances.
+            kms_key=ctx.config.kms_key_id or None,
         ),
         retry_policies=service_retry_policies(),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sagemaker.pytorch import PyTorch
 
 from pipeline.metrics import METRIC_DEFINITIONS
-from steps.common import BuildContext
+from steps.common import BuildContext, estimator_security
 
 MODEL_NAME = "densenet161"
 
@@ -31,5 +31,6 @@ def pytorch_estimator(ctx: BuildContext, hyperparameters: dict, **kwargs) -> PyT
         hyperparameters=hyperparameters,
         metric_definitions=METRIC_DEFINITIONS,
         sagemaker_session=ctx.session,
+        **estimator_security(ctx),
         **kwargs,
     )

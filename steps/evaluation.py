@@ -12,7 +12,7 @@ from sagemaker.workflow.functions import Join
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
-from steps.common import CODE_DIR, BuildContext, job_retry_policies
+from steps.common import CODE_DIR, BuildContext, job_retry_policies, processor_security
 from steps.preprocess import output_uri
 from steps.training import model_artifact
 
@@ -42,6 +42,7 @@ def evaluation_step(
         entrypoint=["python3", f"{CODE_DIR}/evaluate.py"],
         base_job_name="dogbreed-evaluate",
         sagemaker_session=ctx.session,
+        **processor_security(ctx),
     )
     step_args = processor.run(
         inputs=[

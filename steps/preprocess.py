@@ -10,7 +10,7 @@ from __future__ import annotations
 from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
 from sagemaker.workflow.steps import ProcessingStep
 
-from steps.common import CODE_DIR, BuildContext, job_retry_policies
+from steps.common import CODE_DIR, BuildContext, job_retry_policies, processor_security
 
 NAME = "PrepareData"
 DISPLAY_NAME = "Prepare data"
@@ -32,6 +32,7 @@ def preprocess_step(ctx: BuildContext) -> ProcessingStep:
         entrypoint=["python3", f"{CODE_DIR}/preprocess.py"],
         base_job_name="dogbreed-prepare",
         sagemaker_session=ctx.session,
+        **processor_security(ctx),
     )
     step_args = processor.run(
         inputs=[

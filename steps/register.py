@@ -42,6 +42,8 @@ def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
             "SAGEMAKER_REGION": ctx.config.region,
         },
+        # The endpoint's containers run in the jobs' VPC when one is configured.
+        vpc_config=ctx.config.vpc_config,
         sagemaker_session=ctx.session,
     )
 
