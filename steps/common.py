@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from sagemaker.network import NetworkConfig
+from sagemaker.processing import ProcessingInput, Processor
 from sagemaker.workflow.execution_variables import ExecutionVariables
 from sagemaker.workflow.functions import Join
 from sagemaker.workflow.pipeline_context import PipelineSession
@@ -81,15 +82,22 @@ def processor_security(ctx: BuildContext) -> dict:
     return settings
 
 
-def job_retry_policies() -> list:
-    """Retry throttling and capacity shortages; never a job that failed on its own merits."""
+def service_retry_policies() -> list:
+    """For steps that call an API rather than run a job (model, endpoint config)."""
     return [
         StepRetryPolicy(
             exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
             interval_seconds=10,
             backoff_rate=2.0,
             max_attempts=5,
-        ),
+        )
+    ]
+
+
+def job_retry_policies() -> list:
+    """Retry throttling and capacity shortages; never a job that failed on its own merits."""
+    return [
+        *service_retry_policies(),
         SageMakerJobStepRetryPolicy(
             exception_types=[
                 SageMakerJobExceptionTypeEnum.CAPACITY_ERROR,
@@ -103,13 +111,24 @@ def job_retry_policies() -> list:
     ]
 
 
-def service_retry_policies() -> list:
-    """For steps that call an API rather than run a job (model, endpoint config)."""
-    return [
-        StepRetryPolicy(
-            exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
-            interval_seconds=10,
-            backoff_rate=2.0,
-            max_attempts=5,
-        )
-    ]
+def script_processor(
+    ctx: BuildContext, script: str, instance_type, base_job_name: str
+) -> Processor:
+    """A processing job running one of the bundled scripts in the training image."""
+    return Processor(
+        role=ctx.config.role_arn,
+        image_uri=ctx.training_image,
+        instance_count=1,
+        instance_type=instance_type,
+        entrypoint=["python3", f"{CODE_DIR}/{script}"],
+        base_job_name=base_job_name,
+        sagemaker_session=ctx.session,
+        **processor_security(ctx),
+    )
+
+
+def code_input(ctx: BuildContext) -> ProcessingInput:
+    """The unpacked code bundle, mounted where script_processor's entrypoint expects it."""
+    return ProcessingInput(
+        source=ctx.bundle.scripts_uri(ctx.config), destination=CODE_DIR, input_name="code"
+    )

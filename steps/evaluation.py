@@ -7,12 +7,12 @@ and a confusion-matrix PNG.
 
 from __future__ import annotations
 
-from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
+from sagemaker.processing import ProcessingInput, ProcessingOutput
 from sagemaker.workflow.functions import Join
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
-from steps.common import CODE_DIR, BuildContext, job_retry_policies, processor_security
+from steps.common import BuildContext, code_input, job_retry_policies, script_processor
 from steps.preprocess import output_uri
 from steps.training import model_artifact
 
@@ -34,21 +34,12 @@ def evaluation_step(
     ctx: BuildContext, prepare: ProcessingStep, training: TrainingStep
 ) -> tuple[ProcessingStep, PropertyFile]:
     report = PropertyFile(name=REPORT_NAME, output_name="evaluation", path=REPORT_FILE)
-    processor = Processor(
-        role=ctx.config.role_arn,
-        image_uri=ctx.training_image,
-        instance_count=1,
-        instance_type=ctx.params.evaluation_instance_type,
-        entrypoint=["python3", f"{CODE_DIR}/evaluate.py"],
-        base_job_name="dogbreed-evaluate",
-        sagemaker_session=ctx.session,
-        **processor_security(ctx),
+    processor = script_processor(
+        ctx, "evaluate.py", ctx.params.evaluation_instance_type, "dogbreed-evaluate"
     )
     step_args = processor.run(
         inputs=[
-            ProcessingInput(
-                source=ctx.bundle.scripts_uri(ctx.config), destination=CODE_DIR, input_name="code"
-            ),
+            code_input(ctx),
             ProcessingInput(
                 source=model_artifact(training), destination=MODEL_DIR, input_name="model"
             ),

@@ -7,10 +7,10 @@ Outputs: train/, valid/, test/ (JPEG ImageFolders with class_names.json) and met
 
 from __future__ import annotations
 
-from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
+from sagemaker.processing import ProcessingInput, ProcessingOutput
 from sagemaker.workflow.steps import ProcessingStep
 
-from steps.common import CODE_DIR, BuildContext, job_retry_policies, processor_security
+from steps.common import BuildContext, code_input, job_retry_policies, script_processor
 
 NAME = "PrepareData"
 DISPLAY_NAME = "Prepare data"
@@ -24,21 +24,12 @@ OUTPUTS = ("train", "valid", "test", "meta")
 
 
 def preprocess_step(ctx: BuildContext) -> ProcessingStep:
-    processor = Processor(
-        role=ctx.config.role_arn,
-        image_uri=ctx.training_image,
-        instance_count=1,
-        instance_type=ctx.params.processing_instance_type,
-        entrypoint=["python3", f"{CODE_DIR}/preprocess.py"],
-        base_job_name="dogbreed-prepare",
-        sagemaker_session=ctx.session,
-        **processor_security(ctx),
+    processor = script_processor(
+        ctx, "preprocess.py", ctx.params.processing_instance_type, "dogbreed-prepare"
     )
     step_args = processor.run(
         inputs=[
-            ProcessingInput(
-                source=ctx.bundle.scripts_uri(ctx.config), destination=CODE_DIR, input_name="code"
-            ),
+            code_input(ctx),
             ProcessingInput(
                 source=ctx.params.input_data_url, destination=INPUT_DIR, input_name="data"
             ),
