@@ -394,3 +394,65 @@ def test_invalid_dataset_exits_non_zero_with_the_message_on_stderr(dataset, tmp_
     assert done.returncode == 1
     assert "split test/ is missing" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+UNICODE_CLASS = "004.Chien de Saint-Hubert é"
+
+
+def test_animated_gif_tiny_image_and_unicode_names_flow_through(dataset, tmp_path, capsys):
+    target = dataset / "train" / FIRST
+    # Two frames, red then blue: the first frame is what gets written.
+    frames = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(target / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    Image.new("RGB", (1, 1), (0, 200, 0)).save(target / "dot.png")
+    for number, split in enumerate(("train", "valid", "test")):
+        folder = dataset / split / UNICODE_CLASS
+        folder.mkdir()
+        make_image(1, 4, random.Random(number)).save(folder / "photo 1 (copy).JPG", "JPEG")
+    out = tmp_path / "out"
+    run(dataset, out)
+
+    assert skipped_reasons(out) == {}
+    with Image.open(out / "train" / FIRST / "anim.jpg") as anim:
+        assert (anim.format, anim.mode, anim.size) == ("JPEG", "RGB", (20, 10))
+        assert getattr(anim, "n_frames", 1) == 1
+        red = anim.getpixel((10, 5))
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+    with Image.open(out / "train" / FIRST / "dot.jpg") as dot:
+        assert (dot.format, dot.mode, dot.size) == ("JPEG", "RGB", (1, 1))
+        green = dot.getpixel((0, 0))
+    assert green[1] > 150 and green[0] < 60 and green[2] < 60
+
+    names = ["Affenpinscher", "Afghan_hound", "Airedale_terrier", "Chien de Saint-Hubert é"]
+    for place in ("meta", "train", "valid", "test"):
+        assert read_json(out / place / "class_names.json") == names
+    manifest = read_json(out / "meta" / "manifest.json")
+    assert manifest["classes"][3] == {"index": 3, "folder": UNICODE_CLASS, "name": names[3]}
+    for split in ("train", "valid", "test"):
+        assert manifest["splits"][split][UNICODE_CLASS] == 1
+        written = out / split / UNICODE_CLASS / "photo 1 (copy).jpg"
+        with Image.open(written) as image:
+            assert (image.format, image.mode) == ("JPEG", "RGB")
+    assert manifest["splits"]["train"][FIRST] == 3 + 2
+    assert "4 classes" in capsys.readouterr().out
+
+
+def test_empty_class_folder_in_valid_is_reported_and_kept_empty(dataset, tmp_path, capsys):
+    for path in (dataset / "valid" / FIRST).iterdir():
+        path.unlink()
+    out = tmp_path / "out"
+    run(dataset, out)
+
+    summary = capsys.readouterr().out
+    assert f"valid:      4 written,    0 skipped; no images for 1 classes: {FIRST}" in summary
+    manifest = read_json(out / "meta" / "manifest.json")
+    assert manifest["splits"]["valid"] == {FIRST: 0, FOLDERS[1]: 2, FOLDERS[2]: 2}
+    assert manifest["totals"] == {"train": 9, "valid": 4, "test": 6, "all": 19}
+    assert (out / "valid" / FIRST).is_dir()
+    assert list((out / "valid" / FIRST).iterdir()) == []
+    assert read_json(out / "valid" / "class_names.json") == [
+        "Affenpinscher",
+        "Afghan_hound",
+        "Airedale_terrier",
+    ]
+    assert read_json(out / "meta" / "report.json")["skipped"] == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 import selectors
 import shutil
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,6 +315,44 @@ def _assert_same_result(resumed: Run, reference: Run) -> None:
         assert torch.allclose(ours[key].float(), value.float(), atol=1e-5), key
 
 
+def train_killed_after(data: Path, workdir: Path, args: list[str], delay: float, signum: int):
+    """Start training, send `signum` `delay` seconds after its first progress line (unless it
+    has exited by then), collect the rest. Returns the Run and whether the signal was sent."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        _command(args, workdir),
+        cwd=SCRIPTS,
+        env=_environment(data, workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    deadline = time.monotonic() + RUN_TIMEOUT
+    kill_at = None
+    sent = False
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            until = kill_at if kill_at is not None else deadline
+            if not selector.select(timeout=max(0.0, until - time.monotonic())):
+                if kill_at is None or time.monotonic() >= deadline:
+                    proc.kill()
+                    pytest.fail(f"run stalled:\n{''.join(lines)}")
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+                    sent = True
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if kill_at is None and re.match(r"epoch \d+/\d+ step ", line):
+                kill_at = time.monotonic() + delay
+    rest, _ = proc.communicate(timeout=RUN_TIMEOUT)
+    return _run(workdir, "".join(lines) + rest, proc.returncode), sent
+
+
 @pytest.mark.parametrize(
     ("signum", "returncode"),
     [(signal.SIGTERM, 75), (signal.SIGKILL, -signal.SIGKILL)],
@@ -336,6 +376,78 @@ def test_run_resumed_after_a_signal_ends_like_an_uninterrupted_one(
     _assert_same_result(resumed, uninterrupted)
     history = json.loads((resumed.output_dir / "history.json").read_text())
     assert [epoch["epoch"] for epoch in history["epochs"]] == [1, 2, 3, 4]
+
+
+def _history(run: Run) -> list[dict]:
+    epochs = json.loads((run.output_dir / "history.json").read_text())["epochs"]
+    # Seconds and throughput are wall-clock: everything else must match exactly.
+    return [
+        {k: v for k, v in epoch.items() if k not in ("seconds", "train_images_per_second")}
+        for epoch in epochs
+    ]
+
+
+def _killed_and_resumed(data: Path, workdir: Path, rng: random.Random, longest: float) -> Run:
+    """Kill the FAULT run `longest`-bounded random delays after its first progress line, with a
+    random SIGTERM or SIGKILL, then resume it: one kill a run, and the resume runs to the end
+    (a second kill costs ~10 s of start-up a run). The outputs of all attempts, concatenated."""
+    outputs = []
+    for attempt in range(2):
+        if attempt == 1:
+            run, sent, signum = train(data, workdir, FAULT), False, None
+        else:
+            signum = rng.choice([signal.SIGTERM, signal.SIGKILL])
+            run, sent = train_killed_after(data, workdir, FAULT, rng.uniform(0.0, longest), signum)
+        outputs.append(run.output)
+        if run.returncode == 0:
+            break
+        assert sent, run.output
+        if "model written to" in run.output:
+            # The signal landed after the artifact was written, while the interpreter was
+            # shutting down: the run had finished and needs no resume.
+            assert run.returncode == -signum, run.output
+            break
+        assert run.returncode == (75 if signum == signal.SIGTERM else -signal.SIGKILL), run.output
+    assert "model written to" in run.output, "\n".join(outputs)
+    if attempt > 0 and "METRICS epoch=" in outputs[0]:
+        # A killed run that had checkpointed an epoch resumes (one killed in its first
+        # epoch starts over, which is also fine).
+        assert "resuming from" in run.output, run.output
+    return _run(workdir, "".join(outputs), run.returncode)
+
+
+def test_runs_killed_at_random_moments_resume_to_the_same_result(data, tmp_path, uninterrupted):
+    # The uninterrupted run's training time from its first step on: a delay drawn from
+    # [0, that] lands anywhere in the run, occasionally after it has already finished.
+    longest = sum(
+        epoch["seconds"]
+        for epoch in json.loads((uninterrupted.output_dir / "history.json").read_text())["epochs"]
+    )
+    # The three runs go side by side: each is mostly single-threaded start-up, and in turn
+    # they would take over a minute. Each has its own seeded choices.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [
+            pool.submit(
+                _killed_and_resumed, data, tmp_path / f"run{n}", random.Random(1125 + n), longest
+            )
+            for n in range(3)
+        ]
+        runs = [future.result() for future in futures]
+    for combined in runs:
+        ours, theirs = _history(combined), _history(uninterrupted)
+        assert [epoch["epoch"] for epoch in ours] == [1, 2, 3, 4]
+        for mine, reference in zip(ours, theirs, strict=True):
+            assert mine == pytest.approx(reference, abs=1e-6)
+        # Every epoch's metrics came out of one attempt or another; a SIGKILL between the last
+        # checkpoint and its metric line leaves that epoch to history.json (checked above).
+        if "METRICS epoch=4 " in combined.output:
+            # Final metrics to 1e-6 absolute, every weight to 1e-5 absolute (the tolerances
+            # of the single-signal tests: resumed runs are deterministic on one CPU thread).
+            _assert_same_result(combined, uninterrupted)
+        else:
+            weights = load_state(combined.model_dir)
+            for key, value in load_state(uninterrupted.model_dir).items():
+                assert torch.allclose(weights[key].float(), value.float(), atol=1e-5), key
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(data, tmp_path, uninterrupted):
