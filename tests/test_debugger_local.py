@@ -457,7 +457,9 @@ def test_monitor_counts_the_cpu_time_of_a_grandchild(tmp_path):
     parent = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}])"
     monitor = _monitored([sys.executable, "-c", parent])
     assert max(s["processes"] for s in monitor.samples) == 2
-    assert monitor.cpu_seconds >= 0.45
+    # psutil reads CPU time in clock ticks (10 ms) and floats sum them inexactly: allow 0.1 s.
+    # The parent alone uses a few hundredths, so this still proves the grandchild is counted.
+    assert monitor.cpu_seconds >= 0.4
 
 
 def test_timing_lines_give_step_time_and_dataloader_wait(tmp_path):
