@@ -137,6 +137,15 @@ def default_bucket(region: str, account: str) -> str:
     return f"sagemaker-{region}-{account}"
 
 
+def _is_missing(exc) -> bool:
+    """SageMaker reports a missing pipeline or execution as ResourceNotFound or, for some
+    operations, as a ValidationException whose message says so."""
+    message = exc.response.get("Error", {}).get("Message", "")
+    return _status(exc) in ("ResourceNotFound", "ValidationException") and bool(
+        re.search(r"(?i)does not exist|could not find|not found", message)
+    )
+
+
 def _status(exc) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -273,10 +282,7 @@ def describe_pipeline(aws: Aws, pipeline_name: str) -> dict:
     try:
         response = aws.sagemaker.describe_pipeline(PipelineName=pipeline_name)
     except ClientError as exc:
-        message = exc.response.get("Error", {}).get("Message", "")
-        if _status(exc) in ("ResourceNotFound", "ValidationException") and re.search(
-            r"(?i)does not exist|could not find|not found", message
-        ):
+        if _is_missing(exc):
             raise UsageError(
                 f"pipeline {pipeline_name!r} does not exist in {aws.region}: create it with "
                 "`dogbreed-pipeline upsert --role-arn ...`, or check --pipeline-name / --region"
@@ -322,10 +328,7 @@ def describe_execution(aws: Aws, execution_arn: str) -> dict:
     try:
         return aws.sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
     except ClientError as exc:
-        message = exc.response.get("Error", {}).get("Message", "")
-        if _status(exc) in ("ResourceNotFound", "ValidationException") and re.search(
-            r"(?i)does not exist|could not find|not found", message
-        ):
+        if _is_missing(exc):
             raise UsageError(
                 f"no pipeline execution {execution_arn} in {aws.region}: check the ARN "
                 "(`dogbreed-pipeline status` shows the latest)"
