@@ -32,7 +32,10 @@ Speed on a GPU
     bf16 autocast (fp16 with a GradScaler where bf16 is unsupported), channels_last, cuDNN
     autotuning, and a DataLoader with one worker per CPU core of this process's share of the
     machine, pinned memory, persistent workers and deep prefetch: decoding JPEGs is the
-    bottleneck, not the GPU. On a CPU autocast and channels_last are off unless asked for.
+    bottleneck, not the GPU. Workers hand over 8-bit pixels and the device normalises them,
+    one batch ahead on a side stream; with few CPU cores per GPU, `--decode device` moves
+    JPEG decoding onto the GPU too (data.py). On a CPU autocast and channels_last are off
+    unless asked for.
 
 Distributed training (SageMaker's `torch_distributed`, i.e. torchrun)
     One process per GPU (nccl; gloo on CPUs). `batch_size` is per process. Training data is
@@ -59,48 +62,42 @@ import json
 import math
 import os
 import random
-import re
 import signal
 import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from data import (
+    DECODE_CHOICES,
+    DeviceBatches,
+    SetupError,
+    derive_seed,
+    load_data,
+)
 from metrics import print_metrics
 from model import build_model, freeze_backbone, head_of, save_artifact, serving_code_files
-from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
-from torchvision import datasets, models
-from transforms import (
-    DEFAULT_MAX_PIXELS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    eval_transform,
-    resize_size_for,
-    to_rgb,
-    train_transform,
-)
+from torchvision import models
+from transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size_for
 
 EXIT_INTERRUPTED = 75
 EXIT_USAGE = 2
 CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pt"
 CHECKPOINT_VERSION = 1
-CLASS_NAMES_FILE = "class_names.json"
 HISTORY_FILE = "history.json"
 SAGEMAKER_DEBUGGER_CONFIG = "/opt/ml/input/config/debughookconfig.json"
 # Under DDP a stop request has to be agreed on by all ranks (a collective, which also
 # synchronises host and GPU), so it is checked every few batches rather than every one.
 DISTRIBUTED_STOP_CHECK_INTERVAL = 8
-_NUMBERED_FOLDER = re.compile(r"^\d+\.(.+)$")
 # Hyperparameters that shape the training trajectory: a checkpoint is only resumed by a run
 # that agrees on all of them.
 _RUN_DEFINING = (
@@ -121,10 +118,6 @@ _RUN_DEFINING = (
     "label_smoothing",
     "seed",
 )
-
-
-class SetupError(Exception):
-    """A hyperparameter or input that makes training impossible, found before it starts."""
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -292,6 +285,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     _add(
         speed,
+        "decode",
+        type=_choice(*DECODE_CHOICES),
+        default="workers",
+        help="where JPEGs are decoded, cropped and resized: workers (the DataLoader's CPU "
+        "processes) or device (nvJPEG on the GPU; workers only read files)",
+    )
+    _add(
+        speed,
         "amp",
         type=_choice("auto", "bf16", "fp16", "off"),
         default="auto",
@@ -434,228 +435,6 @@ def barrier(runtime: Runtime) -> None:
 def log(runtime: Runtime, message: str) -> None:
     if runtime.is_main:
         print(message, flush=True)
-
-
-# ---------------------------------------------------------------------------------- data
-
-
-def class_name_of(folder: str) -> str:
-    """`001.Affenpinscher` -> `Affenpinscher`; a folder without a numeric prefix is its name."""
-    match = _NUMBERED_FOLDER.match(folder)
-    return match.group(1) if match else folder
-
-
-def load_rgb(path: str) -> Image.Image:
-    with Image.open(path) as image:
-        width, height = image.size
-        if width * height > DEFAULT_MAX_PIXELS:
-            raise ValueError(f"{path}: {width}x{height} exceeds {DEFAULT_MAX_PIXELS} pixels")
-        return to_rgb(image)
-
-
-def scan_class_folders(directory: str | os.PathLike) -> list[str]:
-    """Sorted class folders, ignoring hidden ones (.ipynb_checkpoints, sync leftovers)."""
-    return sorted(
-        entry.name
-        for entry in os.scandir(directory)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-
-
-class ClassFolders(datasets.ImageFolder):
-    def find_classes(self, directory):
-        classes = scan_class_folders(directory)
-        if not classes:
-            raise FileNotFoundError(f"no class folders in {directory}")
-        return classes, {name: index for index, name in enumerate(classes)}
-
-
-class EpochIndexSampler(Sampler):
-    """Yields (epoch, index) so each image's augmentation can be seeded by both."""
-
-    def __init__(self, sampler: DistributedSampler):
-        self.sampler = sampler
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, index) for index in self.sampler)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
-def derive_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
-
-
-class SeededAugmentation(Dataset):
-    """Draws the augmentation of image i in epoch e from a generator seeded by (seed, e, i).
-
-    Persistent loader workers keep their random state from epoch to epoch, so seeding the
-    workers alone would make an epoch's crops depend on every earlier epoch, and a resumed
-    run would diverge from the uninterrupted one.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        # The transforms draw from the default CPU generator. fork_rng keeps the main
-        # process's stream (dropout on a CPU) untouched when workers=0, and seeding only the
-        # CPU generator leaves the GPU's alone.
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(derive_seed(self.seed, epoch, index))
-            return self.dataset[index]
-
-
-def _ignore_sigterm(_worker_id: int) -> None:
-    # A SIGTERM sent to the whole process group must reach the main process's handler and
-    # let it stop cleanly, not kill the loader workers under it.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def read_class_names(directory: Path, folders: list[str]) -> list[str]:
-    """Names from the channel's class_names.json if any (checked), else from the folders."""
-    derived = [class_name_of(folder) for folder in folders]
-    path = directory / CLASS_NAMES_FILE
-    if not path.is_file():
-        return derived
-    try:
-        names = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SetupError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise SetupError(f"{path} must be a JSON list of class names")
-    if names != derived:
-        first = next(
-            (i for i, pair in enumerate(zip(names, derived, strict=False)) if pair[0] != pair[1]),
-            min(len(names), len(derived)),
-        )
-        raise SetupError(
-            f"{path} lists {len(names)} classes but {directory} has {len(derived)} class "
-            f"folders; they first differ at index {first}: "
-            f"{names[first] if first < len(names) else None!r} vs "
-            f"{derived[first] if first < len(derived) else None!r}"
-        )
-    return names
-
-
-def _class_folders(directory: Path, channel: str) -> list[str]:
-    if not directory.is_dir():
-        raise SetupError(f"{channel} channel {directory} is not a directory")
-    folders = scan_class_folders(directory)
-    if not folders:
-        raise SetupError(f"{channel} channel {directory} has no class folders")
-    return folders
-
-
-@dataclass
-class Data:
-    class_names: list[str]
-    train_loader: DataLoader
-    valid_loader: DataLoader
-    train_sampler: EpochIndexSampler
-    num_train: int
-    num_valid: int
-
-
-def resolve_workers(requested: int, runtime: Runtime) -> int:
-    if requested >= 0:
-        return requested
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, runtime.local_world_size))
-
-
-def load_data(args: argparse.Namespace, runtime: Runtime) -> Data:
-    train_dir, valid_dir = Path(args.train_dir), Path(args.valid_dir)
-    train_folders = _class_folders(train_dir, "train")
-    valid_folders = _class_folders(valid_dir, "valid")
-    if valid_folders != train_folders:
-        missing = sorted(set(train_folders) - set(valid_folders))
-        extra = sorted(set(valid_folders) - set(train_folders))
-        raise SetupError(
-            f"valid classes differ from train classes: missing from valid {missing}, "
-            f"not in train {extra}"
-        )
-    class_names = read_class_names(train_dir, train_folders)
-    if read_class_names(valid_dir, valid_folders) != class_names:
-        raise SetupError(f"{valid_dir / CLASS_NAMES_FILE} differs from the train channel's")
-    if len(class_names) < 2:
-        raise SetupError(f"need at least 2 classes, {train_dir} has {len(class_names)}")
-
-    try:
-        train_set = ClassFolders(
-            str(train_dir), transform=train_transform(args.image_size), loader=load_rgb
-        )
-        valid_set = ClassFolders(
-            str(valid_dir), transform=eval_transform(args.image_size), loader=load_rgb
-        )
-    except FileNotFoundError as err:
-        raise SetupError(str(err)) from None
-
-    # drop_last: every rank runs the same number of steps, and no BatchNorm sees a batch of 1.
-    shards = DistributedSampler(
-        train_set,
-        num_replicas=runtime.world_size,
-        rank=runtime.rank,
-        shuffle=True,
-        seed=args.seed,
-        drop_last=True,
-    )
-    if len(shards) < args.batch_size:
-        raise SetupError(
-            f"argument --batch_size: {args.batch_size} is more than the {len(shards)} training "
-            f"images each of the {runtime.world_size} process(es) gets"
-        )
-    train_sampler = EpochIndexSampler(shards)
-    # Validation is sharded without DistributedSampler's padding, so no image counts twice.
-    valid_shard = Subset(valid_set, range(runtime.rank, len(valid_set), runtime.world_size))
-
-    workers = resolve_workers(args.workers, runtime)
-    loader_options = {
-        "num_workers": workers,
-        "pin_memory": runtime.device.type == "cuda",
-        "persistent_workers": workers > 0,
-        "prefetch_factor": 4 if workers > 0 else None,
-        "worker_init_fn": _ignore_sigterm if workers > 0 else None,
-    }
-    # Own generators: otherwise each new loader iterator draws its base seed from the global
-    # generator, and when that happens would depend on where a run was resumed.
-    train_loader = DataLoader(
-        SeededAugmentation(train_set, args.seed),
-        batch_size=args.batch_size,
-        sampler=train_sampler,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(args.seed),
-        **loader_options,
-    )
-    valid_loader = DataLoader(
-        valid_shard,
-        batch_size=args.batch_size,
-        shuffle=False,
-        generator=torch.Generator().manual_seed(args.seed),
-        **loader_options,
-    )
-    log(
-        runtime,
-        f"data: {len(class_names)} classes, {len(train_set)} train and {len(valid_set)} valid "
-        f"images, {workers} loader worker(s) per process",
-    )
-    return Data(
-        class_names, train_loader, valid_loader, train_sampler, len(train_set), len(valid_set)
-    )
 
 
 # ------------------------------------------------------------------- model and optimiser
@@ -1041,12 +820,6 @@ class StepContext:
     hook: object
 
 
-def _to_device(images, targets, ctx: StepContext):
-    device = ctx.runtime.device
-    images = images.to(device, non_blocking=True, memory_format=ctx.memory_format)
-    return images, targets.to(device, non_blocking=True)
-
-
 def train_one_epoch(
     model: nn.Module,
     bare_model: nn.Module,
@@ -1054,7 +827,7 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler,
     scaler: torch.amp.GradScaler,
-    loader: DataLoader,
+    loader: DeviceBatches,
     epoch: int,
     args: argparse.Namespace,
     ctx: StepContext,
@@ -1082,7 +855,6 @@ def train_one_epoch(
                 raise Interrupted(f"epoch {epoch} step {step}")
         elif stop.requested:
             raise Interrupted(f"epoch {epoch} step {step}")
-        images, targets = _to_device(images, targets, ctx)
         with torch.autocast(
             runtime.device.type, dtype=ctx.amp_dtype, enabled=ctx.amp_dtype is not None
         ):
@@ -1145,7 +917,7 @@ def _reduce_means(sums: torch.Tensor, seen: int, runtime: Runtime) -> tuple[floa
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, criterion: nn.Module, loader: DataLoader, ctx: StepContext
+    model: nn.Module, criterion: nn.Module, loader: DeviceBatches, ctx: StepContext
 ) -> tuple[float, float, int]:
     """(mean loss, accuracy, images) over the whole validation set, all shards together.
 
@@ -1157,7 +929,6 @@ def evaluate(
     sums = torch.zeros(2, dtype=torch.float64, device=ctx.runtime.device)
     seen = 0
     for images, targets in loader:
-        images, targets = _to_device(images, targets, ctx)
         with torch.autocast(
             ctx.runtime.device.type, dtype=ctx.amp_dtype, enabled=ctx.amp_dtype is not None
         ):
@@ -1231,7 +1002,16 @@ def _train(args: argparse.Namespace, runtime: Runtime, stop: StopRequest) -> int
     log(runtime, _describe_runtime(runtime, amp_dtype, channels_last))
     _warn_about_unused_hardware(runtime)
 
-    data = load_data(args, runtime)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if args.decode == "device" and runtime.device.type != "cuda":
+        log(runtime, "decode device: no CUDA device, so the CPU decodes in this process")
+    data = load_data(args, runtime, memory_format)
+    log(
+        runtime,
+        f"data: {len(data.class_names)} classes, {data.num_train} train and {data.num_valid} "
+        f"valid images, {data.workers} loader worker(s) per process, decoding on "
+        f"{'the ' + runtime.device.type.upper() if args.decode == 'device' else 'the workers'}",
+    )
     num_classes = len(data.class_names)
     if args.top_k > num_classes:
         log(
@@ -1241,7 +1021,6 @@ def _train(args: argparse.Namespace, runtime: Runtime, stop: StopRequest) -> int
         args.top_k = num_classes
 
     bare_model = create_model(args, num_classes, runtime)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     bare_model.to(runtime.device, memory_format=memory_format)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     # Validation loss without smoothing, so trials with different smoothing compare.
