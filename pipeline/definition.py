@@ -9,6 +9,8 @@ nothing. The JSON is re-serialised with sorted keys so it is byte-identical ever
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import json
 import logging
 import os
@@ -45,7 +47,7 @@ SDK_CONFIG = {
 }
 
 
-def _offline_session(config: PipelineConfig):
+def _offline_session(config: PipelineConfig, botocore_session=None):
     import boto3
     from sagemaker.workflow.pipeline_context import PipelineSession
 
@@ -53,6 +55,7 @@ def _offline_session(config: PipelineConfig):
         aws_access_key_id="offline-build",
         aws_secret_access_key="offline-build",  # noqa: S106  # nosec B106 - inert: no call made
         region_name=config.region,
+        botocore_session=botocore_session,
     )
     return PipelineSession(
         boto_session=boto_session,
@@ -62,39 +65,110 @@ def _offline_session(config: PipelineConfig):
 
 
 @contextlib.contextmanager
-def _config_validated_once():
-    """The SDK re-validates its config against a JSON schema on every lookup (~0.7 s each,
-    about 90 lookups per build). Ours is a constant that Session() validates once: skip the
-    repeats."""
-    import sagemaker.utils as sdk_utils
-
-    validate = sdk_utils.validate_sagemaker_config
-
-    def validate_unless_ours(config=None):
-        if config is not SDK_CONFIG:
-            validate(config)
-
-    sdk_utils.validate_sagemaker_config = validate_unless_ours
+def _patched(owner, name: str, value):
+    """Set `owner.name` to `value` for the block, then put the original back."""
+    original = getattr(owner, name)
+    setattr(owner, name, value)
     try:
-        yield
+        yield original
     finally:
-        sdk_utils.validate_sagemaker_config = validate
+        setattr(owner, name, original)
 
 
-def _image_uri(config: PipelineConfig, scope: str) -> str:
+@contextlib.contextmanager
+def _offline_build(config: PipelineConfig):
+    """The offline PipelineSession, with set-up work the SDK repeats done once per build.
+
+    Without these shortcuts a build spends over a second re-reading the same files. Each one
+    is checked by tests/test_definition.py, so an SDK or botocore upgrade that makes one of
+    them ineffective fails there (the definition would still be right, only slower). All are
+    undone when the block ends.
+    """
+    import botocore.loaders
+    import botocore.session
+
+    with contextlib.ExitStack() as stack:
+        # The SDK's first import and the build create ~400,000 objects and almost no garbage;
+        # the cyclic collector would walk the growing heap again and again meanwhile (~0.4 s
+        # of an export's CPU time). Pause it for the build; it resumes as it was afterwards.
+        if gc.isenabled():
+            gc.disable()
+            stack.callback(gc.enable)
+
+        # botocore gives every session, and sagemaker.utils._botocore_resolver every image
+        # URI lookup, a new data loader, so the same JSON models are parsed again and again:
+        # the 1.2 MB endpoints.json 10 times, the SageMaker API model 4 times (~0.1 s each).
+        # One loader per search path for the build: its cache keeps each file parsed once,
+        # and the data is read-only. Patched before the SDK's first import, which builds a
+        # Session (sagemaker.jumpstart.constants) whose clients then share it too.
+        loaders: dict = {}
+        create_loader = botocore.loaders.create_loader
+
+        def shared_loader(search_path_string=None):
+            if search_path_string not in loaders:
+                loaders[search_path_string] = create_loader(search_path_string)
+            return loaders[search_path_string]
+
+        stack.enter_context(_patched(botocore.loaders, "create_loader", shared_loader))
+        stack.enter_context(_patched(botocore.session, "create_loader", shared_loader))
+
+        import boto3
+        import sagemaker.session as sdk_session
+        import sagemaker.utils as sdk_utils
+
+        validate = sdk_utils.validate_sagemaker_config
+
+        def validate_unless_ours(sagemaker_config=None):
+            # SDK_CONFIG is a constant, validated against the SDK's schema by a test. The SDK
+            # re-validates it at Session() and at each of ~90 config lookups, ~0.4 s each
+            # (jsonschema checks the schema itself every time).
+            if sagemaker_config is not SDK_CONFIG:
+                validate(sagemaker_config)
+
+        stack.enter_context(_patched(sdk_utils, "validate_sagemaker_config", validate_unless_ours))
+        stack.enter_context(
+            _patched(sdk_session, "validate_sagemaker_config", validate_unless_ours)
+        )
+
+        core = botocore.session.get_session()
+        session = _offline_session(config, core)
+        # Every estimator calls `boto3.client("sagemaker")` on boto3's default session
+        # (sagemaker.interactive_apps). Make that our session for the build: no second
+        # session set-up, and its client gets the inert credentials instead of searching the
+        # credential chain (files, SSO, instance metadata) of the machine.
+        previous_default = boto3.DEFAULT_SESSION
+        boto3.setup_default_session(botocore_session=core)
+        stack.callback(setattr, boto3, "DEFAULT_SESSION", previous_default)
+        yield session
+
+
+@functools.cache
+def _image_uri(region: str, version: str, py_version: str, instance_type: str, scope: str):
+    """The PyTorch image for a scope; memoised, as the lookup is fixed per argument set."""
     from sagemaker import image_uris
 
     return image_uris.retrieve(
         framework="pytorch",
-        region=config.region,
-        version=config.framework_version,
-        py_version=config.py_version,
-        instance_type=config.image_instance_type,
+        region=region,
+        version=version,
+        py_version=py_version,
+        instance_type=instance_type,
         image_scope=scope,
     )
 
 
-def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = None):
+def _pytorch_image(config: PipelineConfig, scope: str) -> str:
+    return _image_uri(
+        config.region,
+        config.framework_version,
+        config.py_version,
+        config.image_instance_type,
+        scope,
+    )
+
+
+def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = None, session=None):
+    """The Pipeline; `session` defaults to a fresh offline PipelineSession."""
     from sagemaker.workflow.pipeline import Pipeline
     from sagemaker.workflow.pipeline_definition_config import PipelineDefinitionConfig
 
@@ -110,14 +184,14 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
 
     config = config or PipelineConfig()
     params = get_parameters(config)
-    session = _offline_session(config)
+    session = session or _offline_session(config)
     ctx = BuildContext(
         config=config,
         params=params,
         session=session,
         bundle=bundle or Bundle.from_dir(),
-        training_image=_image_uri(config, "training"),
-        inference_image=_image_uri(config, "inference"),
+        training_image=_pytorch_image(config, "training"),
+        inference_image=_pytorch_image(config, "inference"),
     )
     prepare = preprocess_step(ctx)
     tuning = tuning_step(ctx, prepare)
@@ -161,10 +235,11 @@ def _all_steps(steps: list):
 
 
 def definition_dict(config: PipelineConfig | None = None) -> dict:
-    with _config_validated_once(), warnings.catch_warnings():
+    config = config or PipelineConfig()
+    with _offline_build(config) as session, warnings.catch_warnings():
         # "Running within a PipelineSession ... No Job being started": exactly what we want.
         warnings.filterwarnings("ignore", message="Running within a PipelineSession")
-        pipeline = get_pipeline(config)
+        pipeline = get_pipeline(config, session=session)
         return _sort_collections(json.loads(pipeline.definition()))
 
 
