@@ -179,9 +179,17 @@ def _decode(path: str, settings: Settings) -> Image.Image:
                 # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly, never below this size.
                 image.draft(None, size)
             image.load()
-            upright_swaps_sides = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+            orientation = image.getexif().get(ORIENTATION, 1)
         except Exception as err:
             raise Unusable(CORRUPT, f"{type(err).__name__}: {err}") from None
+        if image.mode == "RGB" and orientation == 1:
+            # Most photos: to_rgb would hand back two successive copies of them unchanged
+            # (about 0.5 of 9 ms CPU per photo, and half the job's system time in page faults
+            # for the fresh buffers), so resize them, or copy them before closing, directly.
+            if image.size == size:
+                return image.copy()
+            return image.resize(size, Image.Resampling.LANCZOS)
+        upright_swaps_sides = orientation in (5, 6, 7, 8)
         try:
             rgb = to_rgb(image)
         except Exception as err:
@@ -226,9 +234,11 @@ def run_jobs(
         with _pixel_limit_in_this_process(settings.max_pixels):
             yield from map(work, jobs)
         return
-    # Chunks amortise the inter-process round trip while leaving enough of them to balance
-    # the load when image sizes differ.
-    chunksize = max(1, min(64, len(jobs) // (workers * 8)))
+    # Chunks amortise the inter-process round trip (a fraction of a millisecond, against about
+    # 10 ms per photo), but the last one handed out decides how long the other workers sit
+    # idle at the end: with 600 photos on 2 workers, chunks of 37 left up to 0.46 s of one
+    # core unused, chunks of 8 at most 0.19 s, while single jobs doubled the parent's CPU time.
+    chunksize = max(1, min(8, len(jobs) // (workers * 8)))
     pool = ProcessPoolExecutor(
         max_workers=workers, initializer=_pixel_limit, initargs=(settings.max_pixels,)
     )

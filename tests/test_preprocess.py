@@ -456,3 +456,36 @@ def test_empty_class_folder_in_valid_is_reported_and_kept_empty(dataset, tmp_pat
         "Airedale_terrier",
     ]
     assert read_json(out / "meta" / "report.json")["skipped"] == []
+
+
+def test_upright_rgb_photos_come_out_as_through_to_rgb(dataset, tmp_path):
+    # Upright RGB images skip to_rgb (it would only copy them): the bytes written must be the
+    # ones the general path gives, resized or not, with an orientation tag of 1 or none.
+    from images import to_rgb
+
+    target = dataset / "test" / FIRST
+    rng = np.random.default_rng(5)
+    upright = Image.Exif()
+    upright[0x0112] = 1
+    sources = {
+        "big.jpg": (Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)), {}),
+        "tagged.jpg": (
+            Image.fromarray(rng.integers(0, 256, (120, 70, 3), dtype=np.uint8)),
+            {"exif": upright, "comment": b"kept as before"},
+        ),
+        "small.png": (Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)), {}),
+    }
+    for name, (image, save_args) in sources.items():
+        image.save(target / name, **save_args)
+    out = tmp_path / "out"
+    run(dataset, out, "--max-side", "40")
+
+    for name in sources:
+        with Image.open(target / name) as image:
+            size = preprocess.target_size(*image.size, 40)
+            if image.format == "JPEG":
+                image.draft(None, size)
+            rgb = to_rgb(image)
+        expected = rgb if rgb.size == size else rgb.resize(size, Image.Resampling.LANCZOS)
+        written = (out / "test" / FIRST / f"{Path(name).stem}.jpg").read_bytes()
+        assert written == jpeg_bytes(expected, quality=95), name
