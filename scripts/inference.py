@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import model as artifact
 import numpy as np
+import serving_speed
 import torch
 from PIL import Image, UnidentifiedImageError
 from transforms import DEFAULT_MAX_PIXELS, serve_transform, to_rgb
@@ -128,6 +129,9 @@ class Classifier:
     transform: object
     device: torch.device
     default_top_k: int
+    # The serving mode (serving_speed.MODES) and the callable running the network in it.
+    mode: str
+    runner: object
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,19 @@ class Request:
 
 
 def model_fn(model_dir: str) -> Classifier:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # One parameter only: the inference toolkit passes its context to a two-parameter model_fn.
+    return load_classifier(model_dir)
+
+
+def load_classifier(
+    model_dir: str, mode: str | None = None, device: str | torch.device | None = None
+) -> Classifier:
+    """What model_fn returns; `mode` overrides DOGBREED_SERVING_MODE (for tests and benchmarks)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    # Checked before the weights are read, so a bad setting fails in milliseconds.
+    mode = serving_speed.serving_mode(device, mode)
     # load_artifact reads the state_dict with torch.load(weights_only=True): no unpickling.
     network, class_names, settings = artifact.load_artifact(model_dir, device)
     return Classifier(
@@ -150,6 +166,8 @@ def model_fn(model_dir: str) -> Classifier:
         transform=serve_transform(settings),
         device=device,
         default_top_k=int(settings.get("top_k") or DEFAULT_TOP_K),
+        mode=mode,
+        runner=serving_speed.prepare(network, device, mode, int(settings["image_size"])),
     )
 
 
@@ -472,7 +490,7 @@ def predict_fn(input_data: Request, model: Classifier) -> dict:
     batch = _batch(input_data, model)
     k = min(input_data.top_k or model.default_top_k, len(model.class_names))
     with torch.inference_mode():
-        logits = model.network(batch.to(model.device))
+        logits = model.runner(batch)
         probabilities, indices = torch.softmax(logits.float(), dim=1).topk(k, dim=1)
     return {
         "predictions": [

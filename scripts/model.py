@@ -20,7 +20,7 @@ WEIGHTS_FILE = "model.pth"
 CLASS_NAMES_FILE = "class_names.json"
 SETTINGS_FILE = "model_settings.json"
 # Copied into <model_dir>/code so the SageMaker PyTorch serving container finds the handlers.
-SERVING_CODE = ("inference.py", "transforms.py", "images.py", "model.py")
+SERVING_CODE = ("inference.py", "serving_speed.py", "transforms.py", "images.py", "model.py")
 
 _HEAD_ATTRIBUTES = ("classifier", "fc", "head", "heads")
 
@@ -148,13 +148,23 @@ def load_artifact(model_dir: str | os.PathLike, device: str | torch.device = "cp
             f"{CLASS_NAMES_FILE} lists {len(class_names)} classes but {SETTINGS_FILE} "
             f"says {settings['num_classes']}"
         )
-    model = build_model(
-        settings["model_name"],
-        settings["num_classes"],
-        settings.get("hidden_units", 512),
-        settings.get("dropout", 0.3),
-    )
     state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    # Built without memory ("meta" tensors), then the loaded tensors are adopted as they are:
+    # skips randomly initialising weights that are overwritten at once (about half the load).
+    with torch.device("meta"):
+        model = build_model(
+            settings["model_name"],
+            settings["num_classes"],
+            settings.get("hidden_units", 512),
+            settings.get("dropout", 0.3),
+        )
+    model.load_state_dict(state, assign=True)  # strict: a missing or extra key raises
+    unloaded = [
+        name
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_meta
+    ]
+    if unloaded:
+        raise ValueError(f"{WEIGHTS_FILE} in {model_dir} does not set {unloaded[:5]}")
     model.to(device).eval()
     return model, class_names, settings

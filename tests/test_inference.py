@@ -592,3 +592,23 @@ def test_pixels_of_all_images_in_a_request_are_capped_together(classifier, monke
         inference.input_fn(json.dumps([image, image]), "application/json")
     assert "up to instance 1 hold 6000 pixels together, over the limit of 5000" in str(raised.value)
     assert len(inference.input_fn(json.dumps([image]), "application/json").images) == 1
+
+
+def test_model_fn_refuses_weights_that_miss_a_layer(model_artifact, tmp_path):
+    # The network is built without memory and adopts the loaded tensors: a missing one must
+    # stop the load rather than leave an uninitialised layer.
+    model_dir = tmp_path / "model"
+    shutil.copytree(model_artifact.model_dir, model_dir)
+    state = torch.load(model_dir / "model.pth", weights_only=True)
+    del state["classifier.3.bias"]
+    torch.save(state, model_dir / "model.pth")
+    with pytest.raises(RuntimeError, match="Missing key.*classifier.3.bias"):
+        inference.model_fn(str(model_dir))
+
+
+def test_loaded_weights_are_exactly_the_saved_ones(classifier, model_artifact):
+    saved = torch.load(model_artifact.model_dir / "model.pth", weights_only=True)
+    loaded = classifier.network.state_dict()
+    assert saved.keys() == loaded.keys()
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name].cpu(), tensor), name

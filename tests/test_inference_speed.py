@@ -1,0 +1,211 @@
+"""Serving modes (scripts/serving_speed.py): same answers as eager fp32, clear configuration errors,
+and the latency benchmark's smoke run. No timing is asserted here: bench/inference_latency.py
+measures speed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import subprocess
+import sys
+
+import inference
+import model
+import numpy as np
+import pytest
+import serving_speed
+import torch
+from conftest import ROOT
+from PIL import Image
+from transforms import resize_size_for
+
+ON_CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
+MODES_HERE = [
+    mode
+    for mode in serving_speed.MODES
+    if mode != "auto" and (ON_CUDA or mode not in serving_speed.CUDA_ONLY_MODES)
+]
+# fp32 modes reorder the same arithmetic (logits differ by ~1e-6 relative, which a saturated
+# softmax can turn into ~1e-4 of probability); reduced-precision autocast gets a looser bound.
+PROBABILITY_TOLERANCE = {"bf16": 2e-2, "fp16": 5e-3}
+FP32_TOLERANCE = 1e-3
+
+
+def photo(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Smooth colour blobs plus grain, the way photos compress and decode."""
+    coarse = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32)
+    return np.clip(field + rng.normal(0, 10, field.shape), 0, 255).astype(np.uint8)
+
+
+def jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def random_artifact(tmp_path_factory):
+    """A randomly initialised DenseNet-161 with 133 classes: near-uniform, tie-prone outputs."""
+    torch.manual_seed(133)
+    net = model.build_model("densenet161", 133, hidden_units=64)
+    settings = {"model_name": "densenet161", "image_size": 32, "hidden_units": 64}
+    settings["resize_size"] = resize_size_for(32)
+    folder = tmp_path_factory.mktemp("random-model")
+    model.save_artifact(folder, net, [f"breed_{i}" for i in range(133)], settings)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def generated_images():
+    """24 varied JPEGs: sizes, aspect ratios, grey ones among them."""
+    rng = np.random.default_rng(7)
+    images = []
+    for i in range(24):
+        width, height = (int(v) for v in rng.integers(24, 160, size=2))
+        array = photo(rng, width, height)
+        if i % 5 == 0:
+            array = np.repeat(array.mean(2, keepdims=True).astype(np.uint8), 3, axis=2)
+        images.append(jpeg(array))
+    return images
+
+
+def all_probabilities(classifier, images: list[bytes]) -> np.ndarray:
+    """Images x classes through the handlers, as one JSON request per 16 images."""
+    import base64
+
+    classes = len(classifier.class_names)
+    rows = []
+    for start in range(0, len(images), 16):
+        body = json.dumps(
+            {
+                "instances": [base64.b64encode(b).decode() for b in images[start : start + 16]],
+                "top_k": classes,
+            }
+        )
+        request = inference.input_fn(body, "application/json")
+        answer = json.loads(inference.output_fn(inference.predict_fn(request, classifier), None)[0])
+        for entries in answer["predictions"]:
+            row = np.zeros(classes)
+            for entry in entries:
+                row[entry["index"]] = entry["probability"]
+            rows.append(row)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("which", ["trained", "random"])
+@pytest.mark.parametrize("mode", MODES_HERE)
+def test_every_mode_gives_the_top1_and_probabilities_of_eager_fp32(
+    mode, which, model_artifact, random_artifact, generated_images
+):
+    model_dir = str(model_artifact.model_dir if which == "trained" else random_artifact)
+    eager = inference.load_classifier(model_dir, mode="eager")
+    fast = inference.load_classifier(model_dir, mode=mode)
+    assert fast.mode == mode
+    expected = all_probabilities(eager, generated_images)
+    got = all_probabilities(fast, generated_images)
+    tolerance = PROBABILITY_TOLERANCE.get(mode, FP32_TOLERANCE)
+    assert np.abs(got - expected).max() <= tolerance
+    if mode not in PROBABILITY_TOLERANCE:
+        # Exact top-1 is the promise of every fp32 mode, random near-uniform outputs included.
+        np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
+    else:
+        # Reduced precision may swap near-ties of a random network; a trained one must agree.
+        agreement = (got.argmax(1) == expected.argmax(1)).mean()
+        assert agreement == 1.0 if which == "trained" else agreement >= 0.9
+
+
+def test_one_image_and_batched_requests_agree_in_every_mode(model_artifact, generated_images):
+    """CUDA graphs serve one-image requests from a captured graph, batches eagerly."""
+    for mode in MODES_HERE:
+        classifier = inference.load_classifier(str(model_artifact.model_dir), mode=mode)
+        batched = all_probabilities(classifier, generated_images[:6])
+        single = np.concatenate([all_probabilities(classifier, [b]) for b in generated_images[:6]])
+        tolerance = PROBABILITY_TOLERANCE.get(mode, FP32_TOLERANCE)
+        assert np.abs(batched - single).max() <= tolerance, mode
+
+
+def test_auto_is_the_default_and_resolves_per_device(model_artifact, monkeypatch):
+    monkeypatch.delenv(serving_speed.SERVING_MODE_ENV, raising=False)
+    classifier = inference.model_fn(str(model_artifact.model_dir))
+    assert classifier.mode == serving_speed.AUTO_MODE[DEVICE.type]
+    for raw in ("auto", " AUTO ", ""):
+        monkeypatch.setenv(serving_speed.SERVING_MODE_ENV, raw)
+        assert serving_speed.serving_mode(torch.device("cpu")) == serving_speed.AUTO_MODE["cpu"]
+        assert serving_speed.serving_mode(torch.device("cuda")) == serving_speed.AUTO_MODE["cuda"]
+    # The default on the CPU keeps top-1 identical (tested above), so it must be an fp32 mode.
+    assert serving_speed.AUTO_MODE["cpu"] in ("eager", "channels_last")
+
+
+def test_the_mode_comes_from_the_environment_variable(model_artifact, monkeypatch):
+    monkeypatch.setenv(serving_speed.SERVING_MODE_ENV, "Channels-Last")
+    classifier = inference.model_fn(str(model_artifact.model_dir))
+    assert classifier.mode == "channels_last"
+    conv = next(m for m in classifier.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setenv(serving_speed.SERVING_MODE_ENV, "eager")
+    classifier = inference.model_fn(str(model_artifact.model_dir))
+    assert classifier.mode == "eager"
+    conv = next(m for m in classifier.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()
+
+
+@pytest.mark.parametrize("raw", ["turbo", "fp32", "channels last", "1"])
+def test_an_unknown_mode_is_refused_naming_the_variable_and_the_choices(raw, monkeypatch, tmp_path):
+    monkeypatch.setenv(serving_speed.SERVING_MODE_ENV, raw)
+    # Checked before the weights are read: the empty folder is never looked at.
+    with pytest.raises(ValueError) as raised:
+        inference.model_fn(str(tmp_path))
+    message = str(raised.value)
+    assert f"DOGBREED_SERVING_MODE={raw!r} is not one of" in message
+    assert "auto, eager, channels_last, bf16, fp16, cuda_graph" in message
+
+
+@pytest.mark.skipif(ON_CUDA, reason="checks the refusal on a host without CUDA")
+@pytest.mark.parametrize("raw", serving_speed.CUDA_ONLY_MODES)
+def test_a_gpu_only_mode_is_refused_on_a_cpu_host(raw, monkeypatch, tmp_path):
+    monkeypatch.setenv(serving_speed.SERVING_MODE_ENV, raw)
+    with pytest.raises(ValueError, match=rf"DOGBREED_SERVING_MODE='{raw}' needs a CUDA GPU"):
+        inference.model_fn(str(tmp_path))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        serving_speed.prepare(torch.nn.Identity(), torch.device("cpu"), raw, 32)
+
+
+def test_model_fn_keeps_the_one_parameter_the_toolkit_expects():
+    # The inference toolkit passes its context as a second argument to a model_fn taking two.
+    assert len(inspect.signature(inference.model_fn).parameters) == 1
+    assert "serving_speed.py" in model.SERVING_CODE
+
+
+def test_latency_benchmark_smoke_run_prints_json_lines_and_a_table():
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "inference_latency.py"),
+        *("--model", "resnet18", "--image-size", "64", "--repeat", "3", "--batch", "4"),
+        *("--warmup", "1", "--batch-repeat", "1", "--agreement-images", "8", "--threads", "1"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [r["variant"] for r in records] == MODES_HERE
+    for record in records:
+        assert record["bench"] == "inference"
+        assert record["device"] == DEVICE.type
+        assert record["model"] == "resnet18" and record["batch"] == 4
+        assert record["top1"] == 1.0
+        assert record["max_dp"] <= PROBABILITY_TOLERANCE.get(record["variant"], FP32_TOLERANCE)
+        for key in ("load_s", "first_s", "p50_ms", "p95_ms", "pre_ms", "img_s"):
+            assert record[key] > 0, key
+        assert record["p95_ms"] >= record["p50_ms"]
+        assert {"cpu", "cpus", "torch"} <= set(record["machine"])
+    header = next(i for i, line in enumerate(lines) if line.startswith("variant "))
+    assert lines[header].split() == [
+        "variant", "device", "load_s", "first_s", "p50_ms", "p95_ms", "pre_ms", "img_s",
+        "top1", "max_dp",
+    ]  # fmt: skip
+    table = [line.split()[0] for line in lines[header + 2 :] if line.strip()]
+    assert table == MODES_HERE
