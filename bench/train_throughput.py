@@ -14,7 +14,9 @@ Three measurements in one run, on the GPU when there is one, else on the CPU:
     python bench/train_throughput.py                     # defaults sized for the device
     python bench/train_throughput.py --workers 16,8,4 --decode workers,device
 
-Prints one JSON object a measurement, then a table; `vs_compute` is pipeline / compute.
+Prints one JSON object a measurement, then a table; `vs_compute` is pipeline / compute, and
+`input_only_images_per_s` is what the same pipeline delivers with no step to feed (what a
+faster device could get from these CPUs).
 """
 
 from __future__ import annotations
@@ -246,11 +248,26 @@ def measure_pipeline(step: Step, folder: Path, args, decode: str, workers: int) 
     with cpus_limited_to(max(1, workers)) as cpus:
         data = load_data(loader_args, _Runtime(step.device), step.memory_format)
         rate = timed(step, _endless(data), args.warmup, args.steps)
+        # The same pipeline with nothing to feed: what it could deliver to a faster model.
+        alone = timed(_NoStep(step), _endless(data), args.warmup, args.steps)
         del data
-    return {"decode": decode, "workers": workers, "cpus": cpus, "images_per_s": rate}
+    return {
+        "decode": decode, "workers": workers, "cpus": cpus, "images_per_s": rate,
+        "input_only_images_per_s": alone,
+    }  # fmt: skip
 
 
-def measure_baseline(step: Step, raw: Path, args) -> float:
+class _NoStep:
+    """Consumes batches the way `Step` does, without computing anything."""
+
+    def __init__(self, step: Step):
+        self.sync = step.sync
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        pass
+
+
+def measure_baseline(step: Step, raw: Path, args) -> tuple[float, float]:
     """The course script's loop: PIL transforms in the main process, fp32, batch 32."""
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
@@ -271,7 +288,10 @@ def measure_baseline(step: Step, raw: Path, args) -> float:
             for images, targets in loader:
                 yield images.to(step.device), targets.to(step.device)
 
-    return timed(step, batches(), 1, args.baseline_steps)
+    return (
+        timed(step, batches(), 1, args.baseline_steps),
+        timed(_NoStep(step), batches(), 1, args.baseline_steps),
+    )
 
 
 def main(argv=None) -> int:
@@ -312,10 +332,11 @@ def main(argv=None) -> int:
                 device,
                 args.classes,
             )
-            baseline = measure_baseline(baseline_step, raw, args)
+            baseline, alone = measure_baseline(baseline_step, raw, args)
             del baseline_step
             emit(
-                case="baseline", images_per_s=baseline, batch=args.baseline_batch,
+                case="baseline", images_per_s=baseline, input_only_images_per_s=alone,
+                batch=args.baseline_batch,
                 precision="fp32", channels_last=False, decode="PIL", workers=0,
             )  # fmt: skip
         if "pipeline" not in args.skip:
@@ -341,7 +362,7 @@ def _report(records: list[dict]) -> int:
     common.print_table(
         records,
         ["case", "decode", "workers", "cpus", "batch", "precision", "images_per_s", "vs_compute"]
-        + ["vs_baseline"],
+        + ["vs_baseline", "input_only_images_per_s"],
         title=f"training throughput ({records[0].get('gpu') or records[0]['cpu']})"
         if records
         else "",

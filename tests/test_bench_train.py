@@ -60,6 +60,8 @@ def test_training_benchmark_measures_compute_pipeline_and_baseline(tmp_path):
     ]
     for record in records:
         assert record["bench"] == "train" and record["images_per_s"] > 0
+        if record["case"] != "compute":
+            assert record["input_only_images_per_s"] > 0
         assert record["model"] == "resnet18" and record["cpus"] >= 1 and record["date"]
     pipeline = [r for r in records if r["case"] == "pipeline"]
     assert all(r["vs_compute"] > 0 and r["vs_baseline"] > 0 for r in pipeline)
