@@ -265,7 +265,7 @@ def test_reference_decoders_agree_on_a_plain_jpeg():
     buffer = io.BytesIO()
     _photo(np.random.default_rng(0), 321, 243).save(buffer, "JPEG", quality=85)
     data = buffer.getvalue()
-    pillow = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    pillow = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB")))
     assert torch.equal(
         decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)),
         pillow.permute(2, 0, 1),
