@@ -11,8 +11,8 @@ from setuptools import setup
 # smdebug 1.0.34 forgets requests, pandas and psutil; it pins protobuf<=3.20.3, and its
 # tensor writer calls ndarray.tostring(), removed in numpy 2.3.
 LOCAL = [
-    "torch>=2.2",
-    "torchvision>=0.17",
+    "torch>=2.6",
+    "torchvision>=0.21",
     "Pillow>=10.0",
     "numpy>=1.24,<2.3",
     "smdebug==1.0.34",
