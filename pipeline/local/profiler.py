@@ -348,13 +348,14 @@ def _observations(cpu: dict | None, gpus: list[dict], cores: int, training: dict
             notes.append(
                 f"CPUBottleneck: the CPUs were {cpu['p95'] / cores:.0f}% busy (p95) while GPU "
                 f"{gpu['index']} idled at {utilisation['p50']}% (p50): decoding and augmenting "
-                "images limits training."
+                "images limits training; train.py's decode=device moves it onto the GPU."
             )
     wait = training.get("data_wait")
     if wait and wait["share"] > DATA_WAIT_SHARE:
         notes.append(
             f"Dataloader: {wait['share']:.0%} of the training time was spent waiting for "
-            "batches: more workers, pre-resized images or GPU decoding would help."
+            "batches: more workers, pre-resized images (MaxImageSide) or decoding on the GPU "
+            "(train.py's decode=device) would help."
         )
     return notes
 
