@@ -816,7 +816,6 @@ def set_debugger_mode(hook, mode: str) -> None:
 class StepContext:
     runtime: Runtime
     amp_dtype: torch.dtype | None
-    memory_format: torch.memory_format
     hook: object
 
 
@@ -1056,7 +1055,7 @@ def _train(args: argparse.Namespace, runtime: Runtime, stop: StopRequest) -> int
             gradient_as_bucket_view=True,
         )
     hook = create_debugger_hook(args, runtime, bare_model, [criterion, valid_criterion])
-    ctx = StepContext(runtime, amp_dtype, memory_format, hook)
+    ctx = StepContext(runtime, amp_dtype, hook)
     output_dir = Path(args.output_data_dir)
 
     for epoch in range(start_epoch + 1, args.epochs + 1):
