@@ -273,7 +273,7 @@ def main(argv=None) -> list[dict]:
                 "max_dp": float(np.abs(got - expected).max()),
                 "agreement_images": args.agreement_images,
                 "repeat": args.repeat,
-                "machine": common.machine(device.type),
+                **common.machine(device.type),
             }
             records.append(common.emit(record))
     common.print_table(

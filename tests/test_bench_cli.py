@@ -5,13 +5,8 @@ Only the shape: timings depend on the machine's load and never go into assertion
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from benchrun import run_bench, table_from
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench" / "cli_times.py"
 FIELDS = {
     "bench",
     "command",
@@ -29,17 +24,8 @@ COLUMNS = ["command", "runs", "best_s", "median_s", "target_s", "within_target"]
 
 
 def test_one_round_prints_a_json_line_per_command_and_a_table():
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--repeat", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done, records, lines = run_bench("cli_times.py", "--repeat", "1")
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    records = [json.loads(line) for line in lines if line.startswith("{")]
     assert [r["command"] for r in records] == ["--help", "export"]
     for record in records:
         assert FIELDS <= record.keys(), FIELDS - record.keys()
@@ -49,21 +35,13 @@ def test_one_round_prints_a_json_line_per_command_and_a_table():
         assert record["target_s"] > 0
         assert isinstance(record["within_target"], bool)
 
-    header = lines.index(next(line for line in lines if line.startswith("command ")))
-    table = lines[header:]
+    table = table_from(lines, "command")
     assert table[0].split() == COLUMNS
     assert set(table[1]) <= {"-", " "}
     assert [row.split()[0] for row in table[2:]] == ["--help", "export"]
 
 
 def test_repeat_must_be_positive():
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--repeat", "0"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done, _, _ = run_bench("cli_times.py", "--repeat", "0", timeout=60)
     assert done.returncode == 2
     assert "--repeat" in done.stderr

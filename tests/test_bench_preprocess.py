@@ -5,13 +5,8 @@ Only the shape: timings depend on the machine's load and never go into assertion
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from benchrun import run_bench, table_from
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench" / "preprocess_throughput.py"
 FIELDS = {
     "bench",
     "stat",
@@ -29,30 +24,20 @@ FIELDS = {
 
 
 def test_tiny_benchmark_prints_json_lines_and_a_table():
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--images",
-            "6",
-            "--classes",
-            "2",
-            "--max-side",
-            "64",
-            "--workers-list",
-            "1,2",
-            "--repeat",
-            "2",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done, records, lines = run_bench(
+        "preprocess_throughput.py",
+        "--images",
+        "6",
+        "--classes",
+        "2",
+        "--max-side",
+        "64",
+        "--workers-list",
+        "1,2",
+        "--repeat",
+        "2",
     )
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    records = [json.loads(line) for line in lines if line.startswith("{")]
     # Two rounds of two worker counts, then best and median per worker count.
     assert [(r["stat"], r["workers"]) for r in records] == [
         ("run", 1),
@@ -73,7 +58,7 @@ def test_tiny_benchmark_prints_json_lines_and_a_table():
     assert [r["repeat"] for r in records if r["stat"] == "run"] == [0, 0, 1, 1]
     assert all(r["speedup"] == 1.0 for r in records if r["workers"] == 1)
 
-    table = lines[lines.index(next(line for line in lines if line.startswith("stat "))) :]
+    table = table_from(lines, "stat")
     assert table[0].split() == [
         "stat",
         "workers",
@@ -89,13 +74,6 @@ def test_tiny_benchmark_prints_json_lines_and_a_table():
 
 
 def test_worker_list_is_validated():
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--workers-list", "1,many"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done, _, _ = run_bench("preprocess_throughput.py", "--workers-list", "1,many", timeout=60)
     assert done.returncode == 2
     assert "not a worker count: 'many'" in done.stderr

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "train_throughput.py"
+from benchrun import run_bench
 
 
 def test_training_benchmark_measures_compute_pipeline_and_baseline(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
+    proc, records, lines = run_bench(
+        "train_throughput.py",
+        *[
             "--device",
             "cpu",
             "--model",
@@ -42,13 +36,9 @@ def test_training_benchmark_measures_compute_pipeline_and_baseline(tmp_path):
             "--data",
             str(tmp_path),
         ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=300,
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     cases = [(r["case"], r.get("decode"), r.get("workers")) for r in records]
     assert cases == [
         ("compute", None, None),
@@ -66,6 +56,7 @@ def test_training_benchmark_measures_compute_pipeline_and_baseline(tmp_path):
     pipeline = [r for r in records if r["case"] == "pipeline"]
     assert all(r["vs_compute"] > 0 and r["vs_baseline"] > 0 for r in pipeline)
     assert all(r["cpus"] == 1 for r in pipeline)
-    assert "training throughput" in proc.stdout and "vs_compute" in proc.stdout
+    assert any(line.startswith("training throughput") for line in lines)
+    assert any("vs_compute" in line for line in lines)
     # The generated data was kept where --data asked, raw and prepared.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared-64", "raw"]

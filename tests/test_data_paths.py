@@ -25,6 +25,7 @@ from data import (
     load_data,
     read_image,
 )
+from datagen import photo_array
 from PIL import Image
 from train import Runtime
 from transforms import eval_transform, to_rgb, train_transform
@@ -35,10 +36,7 @@ CLASSES = ("001.Alpha", "002.Beta", "003.Gamma")
 
 
 def _photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    coarse = rng.integers(0, 256, size=(height // 16 + 2, width // 16 + 2, 3)).astype(np.uint8)
-    smooth = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
-    grain = rng.normal(0, 10, size=(height, width, 3))
-    return Image.fromarray(np.clip(np.asarray(smooth) + grain, 0, 255).astype(np.uint8))
+    return Image.fromarray(photo_array(rng, width, height))
 
 
 def _write(image: Image.Image, path: Path, kind: str) -> None:

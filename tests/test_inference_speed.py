@@ -8,8 +8,6 @@ from __future__ import annotations
 import inspect
 import io
 import json
-import subprocess
-import sys
 
 import inference
 import model
@@ -17,7 +15,8 @@ import numpy as np
 import pytest
 import serving_speed
 import torch
-from conftest import ROOT
+from benchrun import run_bench
+from datagen import photo_array
 from PIL import Image
 from transforms import resize_size_for
 
@@ -32,13 +31,6 @@ MODES_HERE = [
 # softmax can turn into ~1e-4 of probability); reduced-precision autocast gets a looser bound.
 PROBABILITY_TOLERANCE = {"bf16": 2e-2, "fp16": 5e-3}
 FP32_TOLERANCE = 1e-3
-
-
-def photo(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Smooth colour blobs plus grain, the way photos compress and decode."""
-    coarse = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32)
-    return np.clip(field + rng.normal(0, 10, field.shape), 0, 255).astype(np.uint8)
 
 
 def jpeg(array: np.ndarray) -> bytes:
@@ -66,7 +58,7 @@ def generated_images():
     images = []
     for i in range(24):
         width, height = (int(v) for v in rng.integers(24, 160, size=2))
-        array = photo(rng, width, height)
+        array = photo_array(rng, width, height)
         if i % 5 == 0:
             array = np.repeat(array.mean(2, keepdims=True).astype(np.uint8), 3, axis=2)
         images.append(jpeg(array))
@@ -181,16 +173,12 @@ def test_model_fn_keeps_the_one_parameter_the_toolkit_expects():
 
 
 def test_latency_benchmark_smoke_run_prints_json_lines_and_a_table():
-    command = [
-        sys.executable,
-        str(ROOT / "bench" / "inference_latency.py"),
+    done, records, lines = run_bench(
+        "inference_latency.py",
         *("--model", "resnet18", "--image-size", "64", "--repeat", "3", "--batch", "4"),
         *("--warmup", "1", "--batch-repeat", "1", "--agreement-images", "8", "--threads", "1"),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    records = [json.loads(line) for line in lines if line.startswith("{")]
     assert [r["variant"] for r in records] == MODES_HERE
     for record in records:
         assert record["bench"] == "inference"
@@ -201,7 +189,7 @@ def test_latency_benchmark_smoke_run_prints_json_lines_and_a_table():
         for key in ("load_s", "first_s", "p50_ms", "p95_ms", "pre_ms", "img_s"):
             assert record[key] > 0, key
         assert record["p95_ms"] >= record["p50_ms"]
-        assert {"cpu", "cpus", "torch"} <= set(record["machine"])
+        assert {"cpu", "cpus", "torch", "date"} <= record.keys()
     header = next(i for i, line in enumerate(lines) if line.startswith("variant "))
     assert lines[header].split() == [
         "variant", "device", "load_s", "first_s", "p50_ms", "p95_ms", "pre_ms", "img_s",
