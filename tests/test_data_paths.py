@@ -193,14 +193,17 @@ def test_training_crops_come_from_the_seed_epoch_and_index_only(folders):
     assert dataset[(3, 4)].crop != dataset[(4, 4)].crop
 
 
-def test_unknown_decode_value_is_refused_naming_the_argument():
+def test_unknown_decode_value_is_refused_naming_the_argument(capsys):
     import train
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         train.parse_args(["--train_dir", "/t", "--valid_dir", "/v", "--decode", "gpu"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "argument --decode: expected one of workers, device, got 'gpu'" in message
 
 
-def test_bad_data_still_fails_with_a_setup_error(folders, tmp_path):
+def test_bad_data_still_fails_with_a_setup_error(folders):
     args = _args(folders, "device", 0, batch_size=500)
     with pytest.raises(SetupError, match="argument --batch_size: 500 is more than"):
         load_data(args, CPU)
