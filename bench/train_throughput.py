@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from data import load_data  # noqa: E402
 from model import build_model  # noqa: E402
 from torch import nn  # noqa: E402
+from train import Runtime  # noqa: E402
 from transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch  # noqa: E402
 
 # Sized so each figure is steady on the device at hand within a minute or so.
@@ -228,13 +229,6 @@ def cpus_limited_to(count: int):
         torch.set_num_threads(threads)
 
 
-class _Runtime:
-    rank, world_size, local_rank, local_world_size = 0, 1, 0, 1
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-
 def measure_pipeline(step: Step, folder: Path, args, decode: str, workers: int) -> dict:
     loader_args = argparse.Namespace(
         train_dir=str(folder / "train"),
@@ -246,7 +240,10 @@ def measure_pipeline(step: Step, folder: Path, args, decode: str, workers: int) 
         decode=decode,
     )
     with cpus_limited_to(max(1, workers)) as cpus:
-        data = load_data(loader_args, _Runtime(step.device), step.memory_format)
+        one_process = Runtime(
+            rank=0, world_size=1, local_rank=0, local_world_size=1, device=step.device
+        )
+        data = load_data(loader_args, one_process, step.memory_format)
         rate = timed(step, _endless(data), args.warmup, args.steps)
         # The same pipeline with nothing to feed: what it could deliver to a faster model.
         alone = timed(_NoStep(step), _endless(data), args.warmup, args.steps)
