@@ -1,79 +1,34 @@
-"""Shared fixtures: scripts/ importable as SageMaker imports it, and one small trained model.
+"""Shared fixtures: the AWS test environment, and one small trained model.
 
-The container scripts import their siblings as top-level modules (`import model`), the way
-they run under /opt/ml/.../code, so the tests put scripts/ on sys.path the same way.
+tests/unit/ is the fast loop; everything under tests/e2e/ runs the real scripts end to end
+and is marked `slow` here, by directory. pytest's `pythonpath` (pyproject.toml) puts scripts/
+on sys.path the way the containers import them (`import model`) and tests/ for `helpers`.
 """
 
 from __future__ import annotations
 
-import sys
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.artifact import IMAGE_SIZE, NUM_CLASSES, ModelArtifact, train_head
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ROOT / "scripts"
-TESTS = ROOT / "tests"
-for _path in (SCRIPTS, TESTS):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+pytest_plugins = ["helpers.aws_fixtures"]
 
-# Small enough for two slow CPU cores, big enough that DenseNet-161's five downsamplings fit.
-IMAGE_SIZE = 32
-NUM_CLASSES = 6
+E2E = Path(__file__).resolve().parent / "e2e"
 
 
-@dataclass(frozen=True)
-class ModelArtifact:
-    model_dir: Path  # the extracted artifact, as SageMaker mounts it at /opt/ml/model
-    data_root: Path  # the ImageFolder the model was fitted on: train/ and test/
-    class_names: list[str]
-    settings: dict
-
-
-def _train_head(net, images, labels, steps: int = 150) -> None:
-    """Fit only the new head on frozen, randomly initialised DenseNet features.
-
-    The generated classes differ in colour and stripes, which even random convolutions
-    separate; computing the features once keeps this to a few seconds on a CPU.
-    """
-    import torch
-    from torch import nn
-
-    head = net.classifier
-    net.classifier = nn.Identity()
-    net.eval()
-    with torch.inference_mode():
-        features = net(images)
-    net.classifier = head
-    features = features.clone()
-    # Standardising the inputs of the first layer lets one learning rate suit any feature scale.
-    mean, std = features.mean(0), features.std(0) + 1e-6
-    first = head[0]
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
-    head.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        # Label smoothing keeps probabilities away from 0 and 1, so comparisons between
-        # requests see real differences rather than saturated softmax outputs.
-        logits = head((features - mean) / std)
-        loss = nn.functional.cross_entropy(logits, labels, label_smoothing=0.3)
-        loss.backward()
-        optimizer.step()
-    # Fold the standardisation into the first Linear so the saved network needs nothing extra.
-    with torch.no_grad():
-        first.bias -= first.weight @ (mean / std)
-        first.weight /= std
-    net.eval()
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if E2E in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def model_artifact(tmp_path_factory) -> ModelArtifact:
     import model
     import torch
-    from datagen import make_imagefolder
+    from helpers.datagen import make_imagefolder
     from PIL import Image
     from transforms import eval_transform, resize_size_for, to_rgb
 
@@ -91,7 +46,7 @@ def model_artifact(tmp_path_factory) -> ModelArtifact:
                 images.append(transform(to_rgb(image)))
             labels.append(index)
     net = model.build_model("densenet161", NUM_CLASSES, hidden_units=32, dropout=0.0)
-    _train_head(net, torch.stack(images), torch.tensor(labels))
+    train_head(net, torch.stack(images), torch.tensor(labels))
 
     settings = {
         "model_name": "densenet161",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import types
-from pathlib import Path
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
@@ -130,6 +129,3 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1, err
     assert no_traceback(err), err
     return lines[0]
-
-
-ROOT = Path(__file__).resolve().parent.parent

@@ -30,12 +30,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
-from datagen import make_imagefolder
+from helpers.datagen import make_imagefolder
+from helpers.paths import SCRIPTS
 
 from pipeline.local.debugger import evaluate_rules
 from pipeline.local.profiler import SystemMonitor, write_report
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 RUN_TIMEOUT = 300
 # 24 train images, batch 8: 3 steps an epoch; 6 valid images: 1 evaluation step.
 SPLITS = {"train": 8, "valid": 2}

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers.paths import ROOT as REPO
 
 
 def run_bench(script: str, *args: str, timeout: int = 300, env=None):

@@ -15,6 +15,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from helpers.paths import ROOT
 from PIL import Image
 
 from pipeline.cli import main
@@ -36,7 +37,6 @@ from pipeline.local.pictures import (
 from pipeline.local.plan import check_definition
 from pipeline.local.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
 EXECUTION_ID = "local-20260101T000000-abcd"
 MODELS = "s3://b/models"
 TUNING = "s3://b/tuning"

@@ -10,12 +10,11 @@ import urllib.request
 
 import boto3
 import pytest
-from awsfakes import (
+from helpers.awsfakes import (
     ACCOUNT,
     DEFAULT_BUCKET,
     REGION,
     ROLE,
-    ROOT,
     SCHEDULER_ROLE,
     SECRET,
     aws_error,
@@ -24,35 +23,17 @@ from awsfakes import (
     one_error_line,
     steps_response,
 )
+from helpers.paths import ROOT
 
 from pipeline import cli
 from pipeline.config import PipelineConfig
 
 # aws_env, moto, calls: a clean AWS environment, moto, and a recorder of AWS calls.
-pytest_plugins = ["aws_fixtures"]
 
 CLI = os.path.join(os.path.dirname(sys.executable), "dogbreed-pipeline")
 UPSERT = ["upsert", "--role-arn", ROLE]
 # The configuration those flags give (bucket: the SageMaker default for moto's account).
 UPSERT_CONFIG = PipelineConfig(role_arn=ROLE, bucket=DEFAULT_BUCKET, region=REGION)
-
-_built: dict = {}
-
-
-@pytest.fixture
-def definitions(monkeypatch):
-    """The real definition_json, memoised per config: a build takes tens of seconds here."""
-    import pipeline.definition
-
-    real = pipeline.definition.definition_json
-
-    def definition_json(config):
-        if config not in _built:
-            _built[config] = real(config)
-        return _built[config]
-
-    monkeypatch.setattr(pipeline.definition, "definition_json", definition_json)
-    return definition_json
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import ROOT
 
 cfn_yaml = pytest.importorskip("cfnlint.decode.cfn_yaml")
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "infra" / "dogbreed-pipeline.yaml"
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 

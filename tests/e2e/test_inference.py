@@ -19,7 +19,7 @@ import inference
 import numpy as np
 import pytest
 import torch
-from conftest import SCRIPTS
+from helpers.paths import SCRIPTS
 from PIL import Image
 from transforms import serve_transform
 

@@ -17,11 +17,9 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
-from awsfakes import DEFAULT_BUCKET, DEFINITION, REGION, ROLE, one_error_line
+from helpers.awsfakes import DEFAULT_BUCKET, DEFINITION, REGION, ROLE, one_error_line
 
 from pipeline import cli
-
-pytest_plugins = ["aws_fixtures"]
 
 THROTTLED = (
     400,

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import serving_speed
 import torch
-from benchrun import run_bench
-from datagen import photo_array
+from helpers.benchrun import run_bench
+from helpers.datagen import photo_array
 from PIL import Image
 from transforms import resize_size_for
 

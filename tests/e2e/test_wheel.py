@@ -7,14 +7,12 @@ import subprocess
 import sys
 import sysconfig
 import venv
-from pathlib import Path
 
 import pytest
+from helpers.paths import ROOT
 
 from pipeline.config import PipelineConfig
 from pipeline.definition import definition_json
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchrun import run_bench
+from helpers.benchrun import run_bench
 
 
 def test_training_benchmark_measures_compute_pipeline_and_baseline(tmp_path):

@@ -21,7 +21,7 @@ import inference
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE_SIZE
+from helpers.artifact import IMAGE_SIZE
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -5,7 +5,7 @@ Only the shape: timings depend on the machine's load and never go into assertion
 
 from __future__ import annotations
 
-from benchrun import run_bench, table_from
+from helpers.benchrun import run_bench, table_from
 
 FIELDS = {
     "bench",

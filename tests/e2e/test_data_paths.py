@@ -25,12 +25,12 @@ from data import (
     load_data,
     read_image,
 )
-from datagen import photo_array
+from helpers.datagen import photo_array
+from helpers.paths import SCRIPTS
 from PIL import Image
 from train import Runtime
 from transforms import eval_transform, to_rgb, train_transform
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 IMAGE_SIZE = 48
 CLASSES = ("001.Alpha", "002.Beta", "003.Gamma")
 

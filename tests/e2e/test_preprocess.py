@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import preprocess
 import pytest
-from datagen import class_folders, make_image, make_imagefolder
+from helpers.datagen import class_folders, make_image, make_imagefolder
 from PIL import Image
 
 SCRIPT = Path(preprocess.__file__).resolve()

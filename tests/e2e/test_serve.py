@@ -30,12 +30,12 @@ from urllib.parse import unquote, urlsplit
 import inference
 import numpy as np
 import pytest
+from helpers.paths import ROOT
 from PIL import Image
 
 from pipeline import cli
 from pipeline.local.serve import EndpointApp, LocalEndpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 # Large enough for every good request below, small enough to cross cheaply.
 MAX_BODY = 200_000
 

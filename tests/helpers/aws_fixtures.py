@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from awsfakes import REGION, SECRET, Calls
+
+from helpers.awsfakes import REGION, SECRET, Calls
 
 
 @pytest.fixture
@@ -63,3 +64,22 @@ def moto_server():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+_built: dict = {}
+
+
+@pytest.fixture
+def definitions(monkeypatch):
+    """The real definition_json, memoised per config: a build takes tens of seconds here."""
+    import pipeline.definition
+
+    real = pipeline.definition.definition_json
+
+    def definition_json(config):
+        if config not in _built:
+            _built[config] = real(config)
+        return _built[config]
+
+    monkeypatch.setattr(pipeline.definition, "definition_json", definition_json)
+    return definition_json

@@ -7,7 +7,8 @@ import urllib.request
 
 import boto3
 import pytest
-from awsfakes import (
+from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+from helpers.awsfakes import (
     ACCOUNT,
     REGION,
     ROLE,
@@ -17,14 +18,12 @@ from awsfakes import (
     moto_execution,
     steps_response,
 )
-from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
 from pipeline import aws
 from pipeline.config import PipelineConfig
 from pipeline.errors import AwsError, ExecutionFailed, UsageError, from_botocore, redact
 
 # aws_env, moto, calls: a clean AWS environment, moto, and a recorder of AWS calls.
-pytest_plugins = ["aws_fixtures"]
 
 BUCKET = "dogbreed-test-artifacts"
 CONFIG = PipelineConfig(bucket=BUCKET, role_arn=ROLE, region=REGION)

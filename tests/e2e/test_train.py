@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from datagen import class_folders, make_imagefolder
+from helpers.datagen import class_folders, make_imagefolder
+from helpers.paths import SCRIPTS
 from PIL import Image
 
 from pipeline.metrics import METRIC_DEFINITIONS
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 NUM_CLASSES = 3
 # 4 train images a class, batch 6: two optimiser steps an epoch; 9 valid images split 5/4
 # between two DDP ranks, so a wrong reduction (mean of means, padding) shows.

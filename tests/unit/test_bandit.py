@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers.paths import ROOT
 
 BANDIT = os.path.join(os.path.dirname(sys.executable), "bandit")
 

@@ -19,7 +19,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from datagen import make_imagefolder
+from helpers.datagen import make_imagefolder
+from helpers.paths import ROOT
 
 from pipeline.cli import main
 from pipeline.local import registry
@@ -30,7 +31,6 @@ from pipeline.local.runner import Options, run
 from pipeline.local.store import Store
 from pipeline.local.tuning import TuningError, TuningRun, run_tuning, sample
 
-ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "dogbreed-classifier"
 GROUP = "dogbreed-classifier"
 # Small enough for two shared CPU cores; MaxImageSide and ImageSize differ from their

@@ -14,15 +14,10 @@ import urllib.request
 
 import boto3
 import pytest
-from awsfakes import ACCOUNT, DEFAULT_BUCKET, REGION, ROLE, aws_error
+from helpers.awsfakes import ACCOUNT, DEFAULT_BUCKET, REGION, ROLE, aws_error
 from PIL import Image
 
-# The build of the definition is memoised across modules (tens of seconds per build here).
-from test_cli import definitions  # noqa: F401 - a fixture, used by name
-
 from pipeline import cli
-
-pytest_plugins = ["aws_fixtures"]
 
 KEY_ID = "AKIAFUZZSECRET0KEY1D"
 SECRET = "fuzzSecretAccessKey/DoNotPrint+0123456789abcdefXYZ"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import ROOT
 
 from pipeline.bundle import Bundle, scripts_dir
 from pipeline.config import PipelineConfig
@@ -18,7 +19,6 @@ from pipeline.definition import definition_dict, definition_json
 from pipeline.graph import mermaid
 from pipeline.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 
-ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).parent / "dogbreed-pipeline"
 
 

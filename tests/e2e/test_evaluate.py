@@ -25,7 +25,7 @@ import inference
 import numpy as np
 import pytest
 from archive import UnsafeArchiveError
-from conftest import SCRIPTS
+from helpers.paths import SCRIPTS
 from PIL import Image
 
 MULTICLASS_KEYS = {

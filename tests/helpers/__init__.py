@@ -1,0 +1,1 @@
+"""Shared test helpers: generated data, AWS fakes and fixtures, benchmark runner, paths."""
