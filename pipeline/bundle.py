@@ -4,17 +4,23 @@ The tarball is built reproducibly (sorted names, fixed mtimes, owners and modes,
 a timestamp), so its hash depends on the scripts' contents alone and the exported definition
 is byte-identical on every machine. Jobs find the code at an S3 key that contains the hash:
 a changed script means a new key, never a stale cache hit.
+
+`contract()` is the one door from host code into scripts/: the module of every name and line
+format the scripts and the host share, loaded from the same files the jobs run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
+import importlib.util
 import io
 import tarfile
 from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 
 from pipeline.config import PipelineConfig
 
@@ -31,6 +37,22 @@ def scripts_dir() -> Path:
         if (path / "model.py").is_file():
             return path
     raise FileNotFoundError(f"the container scripts are missing: no model.py in {candidates}")
+
+
+@functools.cache
+def contract() -> ModuleType:
+    """scripts/contract.py (stdlib only), loaded by path under a private module name.
+
+    The scripts import it flat (`import contract`); putting scripts/ on sys.path here would let
+    their other modules, which import torch, shadow or be shadowed by the host's.
+    """
+    path = scripts_dir() / "contract.py"
+    spec = importlib.util.spec_from_file_location("pipeline._scripts_contract", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the scripts' contract from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclasses.dataclass(frozen=True)

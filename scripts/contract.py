@@ -1,0 +1,191 @@
+"""Every literal that crosses from the container scripts to the host (pipeline/, steps/).
+
+The scripts import this module flat (`import contract`), as SageMaker runs them; host code
+reaches it through `pipeline.bundle.contract()`, the one door from the host into scripts/.
+Standard library only: the host imports no torch, and this file is read by both sides, so a
+name or a line format written here is the same on both by construction.
+
+Printed lines the host reads (one line each, `KEY=value` pairs after a prefix):
+    METRICS  what SageMaker's metric regexes (pipeline/metrics.py) and the local runner read;
+    EPOCH    one per finished epoch: its time and training throughput;
+    STEP     training progress, printed with each human progress line;
+    TIMING   one per epoch: step-time percentiles and the DataLoader's share of the time.
+The human lines beside them are for people and may change; these may not.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ------------------------------------------------------------------------- entry points
+
+TRAIN_SCRIPT = "train.py"
+PREPROCESS_SCRIPT = "preprocess.py"
+EVALUATE_SCRIPT = "evaluate.py"
+SERVING_SCRIPT = "inference.py"
+
+# ------------------------------------------------------------------ splits and outputs
+
+TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT = "train", "valid", "test"
+SPLITS = (TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT)
+# preprocess.py's outputs: one folder a split, and the class index, manifest and report.
+META_OUTPUT = "meta"
+PREPROCESS_OUTPUTS = (*SPLITS, META_OUTPUT)
+# The training job's input channels (SM_CHANNEL_TRAIN, SM_CHANNEL_VALID); test stays unseen.
+TRAINING_CHANNELS = (TRAIN_SPLIT, VALID_SPLIT)
+# evaluate.py's processing output, which holds EVALUATION_FILE and CONFUSION_MATRIX_FILE.
+EVALUATION_OUTPUT = "evaluation"
+
+# --------------------------------------------------------------------------- file names
+
+CLASS_NAMES_FILE = "class_names.json"
+WEIGHTS_FILE = "model.pth"
+SETTINGS_FILE = "model_settings.json"
+# SageMaker tars a training job's SM_MODEL_DIR into MODEL_ARCHIVE and SM_OUTPUT_DATA_DIR
+# into OUTPUT_ARCHIVE; HISTORY_FILE is in the latter.
+MODEL_ARCHIVE = "model.tar.gz"
+OUTPUT_ARCHIVE = "output.tar.gz"
+HISTORY_FILE = "history.json"
+EVALUATION_FILE = "evaluation.json"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+# What preprocess.py unpacks as a dataset (and the local runner fetches as a file, not a prefix).
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+_NUMBERED_FOLDER = re.compile(r"^\d+\.(.+)$")
+
+
+def class_name_of(folder: str) -> str:
+    """`001.Affenpinscher` -> `Affenpinscher`; a folder without a numeric prefix is its name."""
+    match = _NUMBERED_FOLDER.match(folder)
+    return match.group(1) if match else folder
+
+
+# ------------------------------------------------------------------------------- lines
+
+METRICS_PREFIX = "METRICS"
+EPOCH_PREFIX = "EPOCH"
+STEP_PREFIX = "STEP"
+TIMING_PREFIX = "TIMING"
+
+# The keys train.py prints on its METRICS line, one a SageMaker metric.
+TRAINING_METRIC_KEYS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "epoch")
+EPOCH_FIELDS = ("epoch", "epochs", "steps", "seconds", "train_images_per_second")
+STEP_FIELDS = ("epoch", "epochs", "step", "steps")
+TIMING_FIELDS = (
+    "epoch",
+    "steps",
+    "step_seconds_mean",
+    "step_seconds_p50",
+    "step_seconds_p95",
+    "step_seconds_max",
+    "data_wait_seconds",
+    "compute_seconds",
+)
+_INTEGER_FIELDS = frozenset({"epoch", "epochs", "step", "steps"})
+# A number as the METRICS line prints it (never negative: losses, accuracies, counts).
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
+_PAIR = re.compile(r"(\w+)=(\S+)")
+
+
+def _line(prefix: str, pairs: list[str]) -> str:
+    return " ".join([prefix, *pairs])
+
+
+def format_metrics(**values: float) -> str:
+    """`METRICS epoch=3 train_loss=1.234567 ...`; integers as such, floats with 6 decimals."""
+    return _line(
+        METRICS_PREFIX,
+        [f"{k}={v}" if isinstance(v, int) else f"{k}={v:.6f}" for k, v in values.items()],
+    )
+
+
+def parse_metrics(line: str) -> dict[str, str] | None:
+    """The pairs of a METRICS line, as printed (strings); None for any other line."""
+    if not line.startswith(f"{METRICS_PREFIX} "):
+        return None
+    return dict(_PAIR.findall(line))
+
+
+def metric_regex(key: str) -> str:
+    """The SageMaker metric regex whose group 1 is `key`'s value on a METRICS line."""
+    return rf"{METRICS_PREFIX} .*\b{key}={_NUMBER}"
+
+
+def format_epoch(
+    epoch: int, epochs: int, steps: int, seconds: float, images_per_second: float
+) -> str:
+    """`EPOCH epoch=1 epochs=4 steps=2 seconds=12.345678 train_images_per_second=4.567890`."""
+    return _line(
+        EPOCH_PREFIX,
+        [
+            f"epoch={epoch}",
+            f"epochs={epochs}",
+            f"steps={steps}",
+            f"seconds={seconds:.6f}",
+            f"train_images_per_second={images_per_second:.6f}",
+        ],
+    )
+
+
+def format_step(epoch: int, epochs: int, step: int, steps: int) -> str:
+    """`STEP epoch=1 epochs=4 step=2 steps=2`: `step` training steps of the epoch are done."""
+    return _line(
+        STEP_PREFIX, [f"epoch={epoch}", f"epochs={epochs}", f"step={step}", f"steps={steps}"]
+    )
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def format_timing(epoch: int, step_seconds: list[float], data_wait: float) -> str:
+    """`TIMING epoch=1 steps=104 step_seconds_mean=0.41 ... data_wait_seconds=12.3 ...`.
+
+    `step_seconds`: each step's wall time, DataLoader wait included; `data_wait`: their sum of
+    time blocked on the DataLoader, what tells an input-bound job from a compute-bound one.
+    """
+    ordered = sorted(step_seconds)
+    total = sum(ordered)
+    return _line(
+        TIMING_PREFIX,
+        [
+            f"epoch={epoch}",
+            f"steps={len(ordered)}",
+            f"step_seconds_mean={total / len(ordered):.4f}",
+            f"step_seconds_p50={_percentile(ordered, 0.5):.4f}",
+            f"step_seconds_p95={_percentile(ordered, 0.95):.4f}",
+            f"step_seconds_max={ordered[-1]:.4f}",
+            f"data_wait_seconds={data_wait:.3f}",
+            f"compute_seconds={total - data_wait:.3f}",
+        ],
+    )
+
+
+def _parse_fields(line: str, prefix: str, fields: tuple[str, ...]) -> dict | None:
+    """The known fields of a `prefix` line, typed; None for another line or one without epoch.
+
+    A value that does not parse is left out rather than failing: a log is read after the fact,
+    and one damaged line should cost that figure, not the report.
+    """
+    if not line.startswith(f"{prefix} "):
+        return None
+    parsed = {}
+    for name, value in _PAIR.findall(line):
+        if name in fields:
+            try:
+                parsed[name] = int(value) if name in _INTEGER_FIELDS else float(value)
+            except ValueError:
+                continue
+    return parsed if "epoch" in parsed else None
+
+
+def parse_epoch(line: str) -> dict | None:
+    return _parse_fields(line, EPOCH_PREFIX, EPOCH_FIELDS)
+
+
+def parse_step(line: str) -> dict | None:
+    return _parse_fields(line, STEP_PREFIX, STEP_FIELDS)
+
+
+def parse_timing(line: str) -> dict | None:
+    return _parse_fields(line, TIMING_PREFIX, TIMING_FIELDS)
