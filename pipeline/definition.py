@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import json
 import logging
 import os
@@ -65,81 +64,39 @@ def _offline_session(config: PipelineConfig, botocore_session=None):
 
 
 @contextlib.contextmanager
-def _patched(owner, name: str, value):
-    """Set `owner.name` to `value` for the block, then put the original back."""
-    original = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield original
-    finally:
-        setattr(owner, name, original)
-
-
-@contextlib.contextmanager
 def _offline_build(config: PipelineConfig):
-    """The offline PipelineSession, with set-up work the SDK repeats done once per build.
+    """The offline PipelineSession, with two public SDK/boto3 hooks set for the build only.
 
-    Without these shortcuts a build spends over a second re-reading the same files. Each one
-    is checked by tests/test_definition.py, so an SDK or botocore upgrade that makes one of
-    them ineffective fails there (the definition would still be right, only slower). All are
-    undone when the block ends.
+    - The SDK re-validates its config against a JSON schema at each of ~90 config lookups
+      (~0.07 s each, jsonschema re-checking the schema itself every time): 6 of an export's
+      8 seconds. SDK_CONFIG is a constant that `Session()` validates once, as the SDK
+      intends; the lookups skip validating that same object again.
+    - Every estimator calls `boto3.client("sagemaker")` on boto3's default session
+      (sagemaker.interactive_apps). `boto3.setup_default_session` makes that the offline
+      session: its client gets the inert credentials instead of searching this machine's
+      credential chain (files, SSO, instance metadata).
+    Both are put back when the block ends.
     """
-    import botocore.loaders
+    import boto3
     import botocore.session
+    import sagemaker.utils as sdk_utils
 
-    with contextlib.ExitStack() as stack:
-        # The SDK's first import and the build create ~400,000 objects and almost no garbage;
-        # the cyclic collector would walk the growing heap again and again meanwhile (~0.4 s
-        # of an export's CPU time). Pause it for the build; it resumes as it was afterwards.
-        if gc.isenabled():
-            gc.disable()
-            stack.callback(gc.enable)
+    validate = sdk_utils.validate_sagemaker_config
 
-        # botocore gives every session, and sagemaker.utils._botocore_resolver every image
-        # URI lookup, a new data loader, so the same JSON models are parsed again and again:
-        # the 1.2 MB endpoints.json 10 times, the SageMaker API model 4 times (~0.1 s each).
-        # One loader per search path for the build: its cache keeps each file parsed once,
-        # and the data is read-only. Patched before the SDK's first import, which builds a
-        # Session (sagemaker.jumpstart.constants) whose clients then share it too.
-        loaders: dict = {}
-        create_loader = botocore.loaders.create_loader
+    def validate_unless_ours(sagemaker_config=None):
+        if sagemaker_config is not SDK_CONFIG:
+            validate(sagemaker_config)
 
-        def shared_loader(search_path_string=None):
-            if search_path_string not in loaders:
-                loaders[search_path_string] = create_loader(search_path_string)
-            return loaders[search_path_string]
-
-        stack.enter_context(_patched(botocore.loaders, "create_loader", shared_loader))
-        stack.enter_context(_patched(botocore.session, "create_loader", shared_loader))
-
-        import boto3
-        import sagemaker.session as sdk_session
-        import sagemaker.utils as sdk_utils
-
-        validate = sdk_utils.validate_sagemaker_config
-
-        def validate_unless_ours(sagemaker_config=None):
-            # SDK_CONFIG is a constant, validated against the SDK's schema by a test. The SDK
-            # re-validates it at Session() and at each of ~90 config lookups, ~0.4 s each
-            # (jsonschema checks the schema itself every time).
-            if sagemaker_config is not SDK_CONFIG:
-                validate(sagemaker_config)
-
-        stack.enter_context(_patched(sdk_utils, "validate_sagemaker_config", validate_unless_ours))
-        stack.enter_context(
-            _patched(sdk_session, "validate_sagemaker_config", validate_unless_ours)
-        )
-
-        core = botocore.session.get_session()
-        session = _offline_session(config, core)
-        # Every estimator calls `boto3.client("sagemaker")` on boto3's default session
-        # (sagemaker.interactive_apps). Make that our session for the build: no second
-        # session set-up, and its client gets the inert credentials instead of searching the
-        # credential chain (files, SSO, instance metadata) of the machine.
-        previous_default = boto3.DEFAULT_SESSION
-        boto3.setup_default_session(botocore_session=core)
-        stack.callback(setattr, boto3, "DEFAULT_SESSION", previous_default)
+    core = botocore.session.get_session()
+    session = _offline_session(config, core)
+    previous_default = boto3.DEFAULT_SESSION
+    boto3.setup_default_session(botocore_session=core)
+    sdk_utils.validate_sagemaker_config = validate_unless_ours
+    try:
         yield session
+    finally:
+        sdk_utils.validate_sagemaker_config = validate
+        boto3.DEFAULT_SESSION = previous_default
 
 
 @functools.cache
