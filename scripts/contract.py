@@ -28,7 +28,8 @@ SERVING_SCRIPT = "inference.py"
 
 TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT = "train", "valid", "test"
 SPLITS = (TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT)
-# preprocess.py's outputs: one folder a split, and the class index, manifest and report.
+# preprocess.py's outputs: one folder a split, then the class index, manifest and report;
+# meta/ goes last, as its manifest is the marker of a finished run.
 META_OUTPUT = "meta"
 PREPROCESS_OUTPUTS = (*SPLITS, META_OUTPUT)
 # The training job's input channels (SM_CHANNEL_TRAIN, SM_CHANNEL_VALID); test stays unseen.

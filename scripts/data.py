@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from contract import CLASS_NAMES_FILE, class_name_of
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torchvision import datasets
@@ -48,19 +48,11 @@ from transforms import (
 )
 
 DECODE_CHOICES = ("workers", "device")
-CLASS_NAMES_FILE = "class_names.json"
-_NUMBERED_FOLDER = re.compile(r"^\d+\.(.+)$")
 _ORIENTATION = 0x0112  # EXIF orientation: a rotated photo needs Pillow's exif_transpose
 
 
 class SetupError(Exception):
     """A hyperparameter or input that makes training impossible, found before it starts."""
-
-
-def class_name_of(folder: str) -> str:
-    """`001.Affenpinscher` -> `Affenpinscher`; a folder without a numeric prefix is its name."""
-    match = _NUMBERED_FOLDER.match(folder)
-    return match.group(1) if match else folder
 
 
 def scan_class_folders(directory: str | os.PathLike) -> list[str]:

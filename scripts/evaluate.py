@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,14 @@ import archive
 import model as artifact
 import numpy as np
 import torch
-from metrics import print_metrics
+from contract import (
+    CONFUSION_MATRIX_FILE,
+    EVALUATION_FILE,
+    MODEL_ARCHIVE,
+    WEIGHTS_FILE,
+    class_name_of,
+    format_metrics,
+)
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
@@ -36,14 +42,9 @@ from transforms import serve_transform, to_rgb
 
 LOG = logging.getLogger("evaluate")
 
-MODEL_ARCHIVE = "model.tar.gz"
-EVALUATION_FILE = "evaluation.json"
-CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 TOP_K = 5
 # Above this many classes the per-cell counts become unreadable, so the plot shows colour only.
 ANNOTATE_MAX_CLASSES = 30
-
-_NUMBERED_FOLDER = re.compile(r"^\d+\.(.+)$")
 
 
 class ClassMismatchError(ValueError):
@@ -73,12 +74,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def class_name_of(folder: str) -> str:
-    """`001.Affenpinscher` -> `Affenpinscher`; a folder without a numeric prefix is its name."""
-    match = _NUMBERED_FOLDER.match(folder)
-    return match.group(1) if match else folder
-
-
 def resolve_model_dir(model_dir: str | os.PathLike, scratch: str | os.PathLike) -> Path:
     """The folder holding `model.pth`: extracting `model.tar.gz` into `scratch` when given one."""
     model_dir = Path(model_dir)
@@ -86,12 +81,11 @@ def resolve_model_dir(model_dir: str | os.PathLike, scratch: str | os.PathLike) 
         tarball = model_dir
     elif (model_dir / MODEL_ARCHIVE).is_file():
         tarball = model_dir / MODEL_ARCHIVE
-    elif (model_dir / artifact.WEIGHTS_FILE).is_file():
+    elif (model_dir / WEIGHTS_FILE).is_file():
         return model_dir
     else:
         raise FileNotFoundError(
-            f"{model_dir} holds neither {MODEL_ARCHIVE} nor an extracted artifact "
-            f"({artifact.WEIGHTS_FILE})"
+            f"{model_dir} holds neither {MODEL_ARCHIVE} nor an extracted artifact ({WEIGHTS_FILE})"
         )
     archive.extract(tarball, scratch)
     return Path(scratch)
@@ -340,12 +334,15 @@ def main(argv: list[str] | None = None) -> dict:
     title = f"test accuracy {summary['accuracy']['value']:.4f} on {details['num_images']} images"
     figure = confusion_matrix_figure(counts, class_names, title)
     figure.savefig(output_dir / CONFUSION_MATRIX_FILE, dpi=100)
-    print_metrics(
-        test_accuracy=summary["accuracy"]["value"],
-        test_top5_accuracy=details["top5_accuracy"],
-        test_macro_f1=details["macro_f1"],
-        test_weighted_f1=summary["weighted_f1"]["value"],
-        test_images=details["num_images"],
+    print(
+        format_metrics(
+            test_accuracy=summary["accuracy"]["value"],
+            test_top5_accuracy=details["top5_accuracy"],
+            test_macro_f1=details["macro_f1"],
+            test_weighted_f1=summary["weighted_f1"]["value"],
+            test_images=details["num_images"],
+        ),
+        flush=True,
     )
     return report
 

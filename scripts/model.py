@@ -13,14 +13,19 @@ import shutil
 from pathlib import Path
 
 import torch
+from contract import CLASS_NAMES_FILE, SERVING_SCRIPT, SETTINGS_FILE, WEIGHTS_FILE
 from torch import nn
 from torchvision import models
 
-WEIGHTS_FILE = "model.pth"
-CLASS_NAMES_FILE = "class_names.json"
-SETTINGS_FILE = "model_settings.json"
 # Copied into <model_dir>/code so the SageMaker PyTorch serving container finds the handlers.
-SERVING_CODE = ("inference.py", "serving_speed.py", "transforms.py", "images.py", "model.py")
+SERVING_CODE = (
+    SERVING_SCRIPT,
+    "serving_speed.py",
+    "transforms.py",
+    "images.py",
+    "model.py",
+    "contract.py",
+)
 
 _HEAD_ATTRIBUTES = ("classifier", "fc", "head", "heads")
 

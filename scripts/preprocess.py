@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 import tarfile
@@ -41,14 +40,17 @@ from functools import partial
 from pathlib import Path
 
 import archive
+from contract import (
+    ARCHIVE_SUFFIXES,
+    CLASS_NAMES_FILE,
+    META_OUTPUT,
+    PREPROCESS_OUTPUTS,
+    SPLITS,
+    class_name_of,
+)
 from images import DEFAULT_MAX_PIXELS, to_rgb
 from PIL import Image, UnidentifiedImageError
 
-SPLITS = ("train", "valid", "test")
-# meta/ goes last: its manifest is the marker of a finished run.
-OUTPUTS = (*SPLITS, "meta")
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-_NUMBERED_FOLDER = re.compile(r"^\d+\.(.+)$")
 ORIENTATION = 0x0112  # the EXIF tag that ImageOps.exif_transpose applies
 
 # Reasons in report.json; the summary counts by them, so per-file specifics go in "detail".
@@ -99,12 +101,6 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="processes converting images (0: one per available core, 1: in this process)",
     )
     return parser
-
-
-def class_name(folder: str) -> str:
-    """`001.Affenpinscher` -> `Affenpinscher`; a folder without a numeric prefix is its name."""
-    match = _NUMBERED_FOLDER.match(folder)
-    return match.group(1) if match else folder
 
 
 @dataclass(frozen=True)
@@ -477,7 +473,7 @@ def plan(root: Path, display: str) -> Plan:
     folders = sorted(classes["train"])
     by_name: dict[str, list[str]] = {}
     for folder in folders:
-        by_name.setdefault(class_name(folder), []).append(folder)
+        by_name.setdefault(class_name_of(folder), []).append(folder)
     for name, same in by_name.items():
         if len(same) > 1:
             problems.append(f"class folders {', '.join(same)} all give the class name {name!r}")
@@ -516,7 +512,7 @@ def require_training_images(
 
 def _require_empty_outputs(output: Path) -> None:
     # SageMaker creates each output's (empty) folder before the job starts: those are fine.
-    for name in OUTPUTS:
+    for name in PREPROCESS_OUTPUTS:
         target = output / name
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise SystemExit(
@@ -537,13 +533,13 @@ def _write_meta(
     display: str,
     settings: Settings,
 ) -> None:
-    names = [class_name(folder) for folder in plan_.folders]
-    for name in OUTPUTS:
+    names = [class_name_of(folder) for folder in plan_.folders]
+    for name in PREPROCESS_OUTPUTS:
         (staged / name).mkdir(parents=True, exist_ok=True)
-        _write_json(staged / name / "class_names.json", names)
+        _write_json(staged / name / CLASS_NAMES_FILE, names)
     manifest = {
         "classes": [
-            {"index": index, "folder": folder, "name": class_name(folder)}
+            {"index": index, "folder": folder, "name": class_name_of(folder)}
             for index, folder in enumerate(plan_.folders)
         ],
         "splits": written,
@@ -557,14 +553,14 @@ def _write_meta(
             "max_pixels": settings.max_pixels,
         },
     }
-    _write_json(staged / "meta" / "manifest.json", manifest)
+    _write_json(staged / META_OUTPUT / "manifest.json", manifest)
     report = {
         "source": display,
         "skipped": skipped,
         "renamed": plan_.renamed,
         "counts": _counts(written, skipped),
     }
-    _write_json(staged / "meta" / "report.json", report)
+    _write_json(staged / META_OUTPUT / "report.json", report)
 
 
 def _counts(written: dict[str, dict[str, int]], skipped: list[dict]) -> dict:
@@ -578,7 +574,7 @@ def _counts(written: dict[str, dict[str, int]], skipped: list[dict]) -> dict:
 
 
 def _publish(staged: Path, output: Path) -> None:
-    for name in OUTPUTS:
+    for name in PREPROCESS_OUTPUTS:
         source, target = staged / name, output / name
         if not target.exists():
             shutil.move(source, target)

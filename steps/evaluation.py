@@ -12,6 +12,7 @@ from sagemaker.workflow.functions import Join
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
+from pipeline.bundle import contract
 from steps.common import BuildContext, code_input, job_retry_policies, script_processor
 from steps.preprocess import output_uri
 from steps.training import model_artifact
@@ -23,7 +24,8 @@ DESCRIPTION = (
     "model on the test split, written as evaluation.json for the registry."
 )
 REPORT_NAME = "EvaluationReport"
-REPORT_FILE = "evaluation.json"
+REPORT_FILE = contract().EVALUATION_FILE
+OUTPUT_NAME = contract().EVALUATION_OUTPUT
 ACCURACY_PATH = "multiclass_classification_metrics.accuracy.value"
 MODEL_DIR = "/opt/ml/processing/model"
 TEST_DIR = "/opt/ml/processing/test"
@@ -33,9 +35,9 @@ OUTPUT_DIR = "/opt/ml/processing/evaluation"
 def evaluation_step(
     ctx: BuildContext, prepare: ProcessingStep, training: TrainingStep
 ) -> tuple[ProcessingStep, PropertyFile]:
-    report = PropertyFile(name=REPORT_NAME, output_name="evaluation", path=REPORT_FILE)
+    report = PropertyFile(name=REPORT_NAME, output_name=OUTPUT_NAME, path=REPORT_FILE)
     processor = script_processor(
-        ctx, "evaluate.py", ctx.params.evaluation_instance_type, "dogbreed-evaluate"
+        ctx, contract().EVALUATE_SCRIPT, ctx.params.evaluation_instance_type, "dogbreed-evaluate"
     )
     step_args = processor.run(
         inputs=[
@@ -44,12 +46,14 @@ def evaluation_step(
                 source=model_artifact(training), destination=MODEL_DIR, input_name="model"
             ),
             ProcessingInput(
-                source=output_uri(prepare, "test"), destination=TEST_DIR, input_name="test"
+                source=output_uri(prepare, contract().TEST_SPLIT),
+                destination=TEST_DIR,
+                input_name="test",
             ),
         ],
         outputs=[
             ProcessingOutput(
-                output_name="evaluation",
+                output_name=OUTPUT_NAME,
                 source=OUTPUT_DIR,
                 destination=ctx.execution_uri("evaluation"),
             )
@@ -69,5 +73,5 @@ def evaluation_step(
 
 
 def report_uri(step: ProcessingStep):
-    base = step.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri
+    base = step.properties.ProcessingOutputConfig.Outputs[OUTPUT_NAME].S3Output.S3Uri
     return Join(on="/", values=[base, REPORT_FILE])

@@ -11,6 +11,7 @@ from sagemaker.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.workflow.model_step import ModelStep
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
+from pipeline.bundle import contract
 from steps.common import BuildContext, service_retry_policies
 from steps.evaluation import report_uri
 from steps.training import model_artifact
@@ -37,7 +38,7 @@ def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
         model_data=model_artifact(training),
         role=ctx.config.role_arn,
         env={
-            "SAGEMAKER_PROGRAM": "inference.py",
+            "SAGEMAKER_PROGRAM": contract().SERVING_SCRIPT,
             "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
             "SAGEMAKER_REGION": ctx.config.region,

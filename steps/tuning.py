@@ -15,6 +15,7 @@ from sagemaker.tuner import (
 )
 from sagemaker.workflow.steps import ProcessingStep, TuningStep
 
+from pipeline.bundle import contract
 from pipeline.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 from steps.common import BuildContext, job_retry_policies
 from steps.estimator import pytorch_estimator, static_hyperparameters
@@ -36,7 +37,7 @@ HYPERPARAMETER_RANGES = {
 def channels(prepare: ProcessingStep) -> dict:
     return {
         name: TrainingInput(s3_data=output_uri(prepare, name), content_type="application/x-image")
-        for name in ("train", "valid")
+        for name in contract().TRAINING_CHANNELS
     }
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.bundle import contract
 from pipeline.local.plan import DefinitionError, Node, check_definition
 from pipeline.local.runner import DONE
 from pipeline.local.store import Store, StoreError, join_uri
@@ -41,13 +42,11 @@ log = logging.getLogger("pipeline.local")
 
 PICTURES_DIR = "pictures"
 TRAINING_CURVES = "training_curves.png"
-CONFUSION_MATRIX = "confusion_matrix.png"
+# The name evaluate.py gives the picture, kept for the copy.
+CONFUSION_MATRIX = contract().CONFUSION_MATRIX_FILE
 PIPELINE_GRAPH = "pipeline_graph.png"
-# The container scripts' file names (scripts/train.py HISTORY_FILE, scripts/evaluate.py
-# CONFUSION_MATRIX_FILE): scripts/ is container code that imports torch, so it is not
-# imported here; tests/test_pictures.py checks that the names agree.
-HISTORY_FILE = "history.json"
-TRAINING_OUTPUT_ARCHIVE = "output.tar.gz"
+HISTORY_FILE = contract().HISTORY_FILE
+TRAINING_OUTPUT_ARCHIVE = contract().OUTPUT_ARCHIVE
 
 NOT_RUN = "not run"
 # (face, edge) per step status; "not run" is a step of the definition absent from the record.

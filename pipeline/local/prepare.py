@@ -1,7 +1,5 @@
-"""What a run needs before its first step: parameter values, the code bundle, the data.
+"""What a run needs before its first step besides its parameters: the code bundle, the data.
 
-- Parameters: the definition's defaults, overridden by `--param Name=Value`, checked as
-  `start` checks them (type, EnumValues) and converted to the declared type.
 - The code bundle: the definition names it by content hash
   (`s3://<bucket>/<prefix>/code/<sha256[:16]>/...`); scripts/ is bundled and placed at that
   key when it hashes the same. A definition exported from other scripts runs only when the
@@ -16,6 +14,7 @@ import logging
 import re
 from pathlib import Path
 
+from pipeline.bundle import contract
 from pipeline.local.plan import DefinitionError
 from pipeline.local.store import Store, StoreError, join_uri
 
@@ -24,26 +23,7 @@ log = logging.getLogger("pipeline.local")
 _CODE_URI = re.compile(
     r'^"?s3://([^/"]+)/(.+)/code/([0-9a-f]{16})/(?:sourcedir\.tar\.gz|scripts/?)"?$'
 )
-# validate_parameters has checked the text (and lower-cased booleans) already.
-_TYPES = {"Integer": int, "Float": float, "Boolean": lambda text: text == "true", "String": str}
-_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-
-
-def resolve_parameters(definition: dict, given: list[tuple[str, str]], pipeline: str) -> dict:
-    """Typed parameter values: defaults, then --param values checked as `start` checks them."""
-    from pipeline.cli import validate_parameters
-
-    overrides = {p["Name"]: p["Value"] for p in validate_parameters(definition, given, pipeline)}
-    values = {}
-    for declared in definition.get("Parameters") or []:
-        name, kind = declared["Name"], declared.get("Type", "String")
-        if name in overrides:
-            values[name] = _TYPES.get(kind, str)(overrides[name])
-        elif "DefaultValue" in declared:
-            values[name] = declared["DefaultValue"]
-        else:
-            raise DefinitionError(f"parameter {name} has no default: pass --param {name}=VALUE")
-    return values
+_ARCHIVE_SUFFIXES = contract().ARCHIVE_SUFFIXES
 
 
 def place_code(store: Store, definition: dict) -> list[str]:

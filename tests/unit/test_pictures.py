@@ -7,7 +7,6 @@ one run-local of a tiny processing definition checks that the CLI draws them aft
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import subprocess
@@ -331,20 +330,6 @@ def test_a_corrupt_history_is_a_warning_and_the_other_pictures_are_still_drawn(t
     assert any(
         r.levelname == "WARNING" and TRAINING_CURVES in r.getMessage() for r in caplog.records
     )
-
-
-def test_the_file_names_are_the_ones_the_container_scripts_write():
-    def constant(script: str, name: str) -> str:
-        tree = ast.parse((ROOT / "scripts" / script).read_text())
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == name for t in node.targets
-            ):
-                return ast.literal_eval(node.value)
-        raise AssertionError(f"{script} defines no {name}")
-
-    assert constant("train.py", "HISTORY_FILE") == HISTORY_FILE
-    assert constant("evaluate.py", "CONFUSION_MATRIX_FILE") == CONFUSION_MATRIX
 
 
 def test_importing_the_cli_and_the_pictures_module_does_not_load_matplotlib():
