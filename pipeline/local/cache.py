@@ -17,14 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pipeline.local.jobs import now
 from pipeline.local.plan import Node
+from pipeline.local.records import now, write_json
 from pipeline.local.store import Store, join_uri
 
 log = logging.getLogger("pipeline.local")
@@ -178,8 +176,6 @@ class StepCache:
     ) -> None:
         if key is None:
             return
-        path = self._path(node, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         entry = {
             "PipelineExecutionArn": execution_arn,
             "StepName": node.name,
@@ -188,6 +184,4 @@ class StepCache:
             "Extra": extra,
             "Outputs": _outputs(node, arguments, properties, self.store),
         }
-        temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-        temporary.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        write_json(self._path(node, key), entry)

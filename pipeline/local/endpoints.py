@@ -11,13 +11,11 @@ as UpdateEndpoint does.
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 from pathlib import Path
 
-from pipeline.local import registry
-from pipeline.local.jobs import arn, now
+from pipeline.local import properties, registry
+from pipeline.local.records import arn, now, write_json
 from pipeline.local.store import Store, StoreError
 
 MODELS = "models"
@@ -29,13 +27,6 @@ _RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")
 
 class EndpointError(ValueError):
     """A model, configuration or endpoint that cannot be created; the message says why."""
-
-
-def _write(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _resource_path(store: Store, kind: str, name) -> Path:
@@ -52,25 +43,17 @@ def load(store: Store, kind: str, name) -> dict:
 
 
 def create_model(store: Store, name: str, arguments: dict) -> dict:
-    properties = {
-        **arguments,
-        "ModelName": name,
-        "ModelArn": arn("model", name),
-        "CreationTime": now(),
-    }
-    _write(_resource_path(store, MODELS, name), properties)
-    return properties
+    model = properties.model(arguments, name=name, arn=arn("model", name), created=now())
+    write_json(_resource_path(store, MODELS, name), model)
+    return model
 
 
 def create_endpoint_config(store: Store, name: str, arguments: dict) -> dict:
-    properties = {
-        **arguments,
-        "EndpointConfigName": name,
-        "EndpointConfigArn": arn("endpoint-config", name),
-        "CreationTime": now(),
-    }
-    _write(_resource_path(store, ENDPOINT_CONFIGS, name), properties)
-    return properties
+    config = properties.endpoint_config(
+        arguments, name=name, arn=arn("endpoint-config", name), created=now()
+    )
+    write_json(_resource_path(store, ENDPOINT_CONFIGS, name), config)
+    return config
 
 
 def deploy(store: Store, arguments: dict, execution_arn: str) -> tuple[dict, dict, bool]:
@@ -116,19 +99,5 @@ def deploy(store: Store, arguments: dict, execution_arn: str) -> tuple[dict, dic
         "CreationTime": previous.get("CreationTime", stamp) if previous else stamp,
         "LastModifiedTime": stamp,
     }
-    _write(path, record)
-    properties = {
-        **arguments,
-        **{
-            key: record[key]
-            for key in (
-                "EndpointName",
-                "EndpointArn",
-                "EndpointConfigName",
-                "EndpointStatus",
-                "CreationTime",
-                "LastModifiedTime",
-            )
-        },
-    }
-    return record, properties, previous is None
+    write_json(path, record)
+    return record, properties.endpoint(arguments, record), previous is None

@@ -4,7 +4,7 @@
 and reports every problem at once: an unsupported step type, an expression other than Get,
 Std:Join and Std:JsonGet, a reference to an undeclared parameter, an unknown execution
 variable, a step that does not exist, or a property path that the referenced step will
-never have (`skeleton()` is the shape of each step type's properties), unsupported
+never have (properties.placeholders() is the shape of each step type's properties), unsupported
 condition types, DependsOn names and dependency cycles. A typo in a definition then fails
 in a second, not after the training it would have followed.
 """
@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 from pipeline.local import expressions as ex
-from pipeline.local.tuning import range_names
+from pipeline.local import properties
 
 JOB_TYPES = ("Processing", "Training", "Tuning")
 SUPPORTED_TYPES = (
@@ -83,112 +83,6 @@ def _flatten(steps: list, problems: list[str]) -> dict[str, Node]:
     return nodes
 
 
-def skeleton(node: Node):
-    """The shape of the properties this step will have, for checking references up front.
-
-    Placeholders are "" and `ex.OPEN` (anything below is accepted); the real properties are
-    built by jobs.py, tuning.py and the step handlers here, and a test compares the two.
-    """
-    args = node.arguments
-    if node.type == "Processing":
-        return {
-            **args,
-            "ProcessingJobName": "",
-            "ProcessingJobArn": "",
-            "ProcessingJobStatus": "",
-            "ExitMessage": "",
-            "CreationTime": "",
-            "ProcessingStartTime": "",
-            "ProcessingEndTime": "",
-            "LastModifiedTime": "",
-            "PropertyFiles": {
-                pf.get("PropertyFileName"): "" for pf in node.step.get("PropertyFiles") or []
-            },
-        }
-    if node.type == "Training":
-        metrics = (args.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
-        shape = {
-            **args,
-            "TrainingJobName": "",
-            "TrainingJobArn": "",
-            "TrainingJobStatus": "",
-            "SecondaryStatus": "",
-            "ModelArtifacts": {"S3ModelArtifacts": ""},
-            "FinalMetricDataList": [
-                {"MetricName": m.get("Name"), "Value": "", "Timestamp": ""} for m in metrics
-            ],
-            "CreationTime": "",
-            "TrainingStartTime": "",
-            "TrainingEndTime": "",
-            "LastModifiedTime": "",
-            "TrainingTimeInSeconds": "",
-            "BillableTimeInSeconds": "",
-        }
-        if args.get("DebugRuleConfigurations"):
-            shape["DebugRuleEvaluationStatuses"] = ex.OPEN
-        if args.get("ProfilerRuleConfigurations"):
-            shape["ProfilerRuleEvaluationStatuses"] = ex.OPEN
-        return shape
-    if node.type == "Tuning":
-        config = args.get("HyperParameterTuningJobConfig") or {}
-        summary = {
-            "TrainingJobName": "",
-            "TrainingJobArn": "",
-            "CreationTime": "",
-            "TrainingStartTime": "",
-            "TrainingEndTime": "",
-            "TrainingJobStatus": "",
-            "TunedHyperParameters": {name: "" for name in range_names(config)},
-            "ObjectiveStatus": "",
-            "FinalHyperParameterTuningJobObjectiveMetric": {
-                "Type": "",
-                "MetricName": "",
-                "Value": "",
-            },
-        }
-        return {
-            **args,
-            "HyperParameterTuningJobName": "",
-            "HyperParameterTuningJobArn": "",
-            "HyperParameterTuningJobStatus": "",
-            "CreationTime": "",
-            "HyperParameterTuningEndTime": "",
-            "LastModifiedTime": "",
-            "TrainingJobStatusCounters": ex.OPEN,
-            "ObjectiveStatusCounters": ex.OPEN,
-            "BestTrainingJob": summary,
-            "TrainingJobSummaries": ex.OPEN,
-        }
-    if node.type == "Condition":
-        return {"Outcome": ""}
-    if node.type == "RegisterModel":
-        return {
-            **args,
-            "ModelPackageName": "",
-            "ModelPackageGroupName": "",
-            "ModelPackageVersion": "",
-            "ModelPackageArn": "",
-            "ModelPackageStatus": "",
-            "ModelApprovalStatus": "",
-            "CreationTime": "",
-        }
-    if node.type == "Model":
-        return {**args, "ModelName": "", "ModelArn": "", "CreationTime": ""}
-    if node.type == "EndpointConfig":
-        return {**args, "EndpointConfigName": "", "EndpointConfigArn": "", "CreationTime": ""}
-    if node.type == "Endpoint":
-        return {
-            **args,
-            "EndpointName": "",
-            "EndpointArn": "",
-            "EndpointConfigName": "",
-            "EndpointStatus": "",
-            "CreationTime": "",
-            "LastModifiedTime": "",
-        }
-    return {}
-
-
 def check_definition(definition: dict) -> dict[str, Node]:
     """The step graph, or DefinitionError listing everything that would stop a run."""
     if not isinstance(definition, dict) or not isinstance(definition.get("Steps"), list):
@@ -250,7 +144,9 @@ def _check_expressions(node: Node, nodes: dict, declared: set, problems: list) -
                 problems.append(f"{at}: Get {ref.text}: a step cannot read its own properties")
                 continue
             try:
-                ex.check_path(skeleton(target), ref.path, f"{ref.name} ({target.type})")
+                ex.check_path(
+                    properties.placeholders(target.step), ref.path, f"{ref.name} ({target.type})"
+                )
             except ex.ExpressionError as err:
                 problems.append(f"{at}: Get {ref.text}: {err}")
                 continue

@@ -1,17 +1,16 @@
 """The local model registry: `<store>/registry/<group>/<version>.json`, one file a version.
 
 Versions count from 1 within a group, as SageMaker numbers model package versions. A new
-version's file is created exclusively (O_EXCL), so two runs registering at once get two
-numbers rather than one overwriting the other.
+version's file is written exclusively (records.write_json), so two runs registering at once
+get two numbers rather than one overwriting the other.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from pipeline.local.jobs import arn, now
+from pipeline.local.records import arn, now, write_json
 from pipeline.local.store import Store, StoreError
 
 APPROVAL_STATUSES = ("Approved", "Rejected", "PendingManualApproval")
@@ -43,7 +42,7 @@ def versions(root: Path, group: str) -> list[dict]:
         try:
             found.append(json.loads(path.read_text(encoding="utf-8")))
         except ValueError:
-            continue  # a version another run is writing at this moment
+            continue  # damaged by hand: the other versions still list
     return sorted(found, key=lambda record: record["ModelPackageVersion"])
 
 
@@ -73,29 +72,24 @@ def register(root: Path, group: str, package: dict) -> dict:
             f"ModelApprovalStatus {status!r} is not one of {', '.join(APPROVAL_STATUSES)}"
         )
     folder = _group_dir(root, group)
-    folder.mkdir(parents=True, exist_ok=True)
     version = max((r["ModelPackageVersion"] for r in versions(root, group)), default=0) + 1
     while True:
-        path = folder / f"{version}.json"
+        record = {
+            **package,
+            "ModelPackageGroupName": group,
+            "ModelPackageVersion": version,
+            "ModelPackageArn": package_arn(group, version),
+            "ModelPackageName": group,
+            "ModelPackageStatus": "Completed",
+            "ModelApprovalStatus": status,
+            "CreationTime": now(),
+        }
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            write_json(folder / f"{version}.json", record, exclusive=True)
         except FileExistsError:
             version += 1
             continue
-        break
-    record = {
-        **package,
-        "ModelPackageGroupName": group,
-        "ModelPackageVersion": version,
-        "ModelPackageArn": package_arn(group, version),
-        "ModelPackageName": group,
-        "ModelPackageStatus": "Completed",
-        "ModelApprovalStatus": status,
-        "CreationTime": now(),
-    }
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    return record
+        return record
 
 
 def package_from_step(store: Store, arguments: dict, execution_arn: str) -> tuple[str, dict]:

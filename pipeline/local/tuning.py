@@ -28,7 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.local.jobs import JobFailed, TrainingResult, arn, clamp_epochs, now
+from pipeline.local import properties
+from pipeline.local.records import arn, now
+from pipeline.local.supervisor import JobFailed
+from pipeline.local.training_job import TrainingResult, clamp_epochs
 
 log = logging.getLogger("pipeline.local")
 
@@ -65,25 +68,21 @@ class Trial:
     log_path: Path | None = None
 
     def summary(self, objective: dict) -> dict:
-        summary = {
-            "TrainingJobName": self.job_name,
-            "TrainingJobArn": arn("training-job", self.job_name),
-            "CreationTime": self.started,
-            "TrainingStartTime": self.started,
-            "TrainingEndTime": self.ended,
-            "TrainingJobStatus": self.status,
-            "TunedHyperParameters": dict(self.tuned),
-            "ObjectiveStatus": "Succeeded" if self.objective is not None else "Failed",
-        }
+        metric = None
         if self.objective is not None:
-            summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
-                "Type": objective["Type"],
-                "MetricName": objective["MetricName"],
-                "Value": self.objective,
-            }
-        if self.failure:
-            summary["FailureReason"] = self.failure
-        return summary
+            metric = properties.objective_metric(
+                objective["Type"], objective["MetricName"], self.objective
+            )
+        return properties.training_job_summary(
+            name=self.job_name,
+            arn=arn("training-job", self.job_name),
+            created=self.started,
+            ended=self.ended,
+            status=self.status,
+            tuned=self.tuned,
+            objective=metric,
+            failure=self.failure,
+        )
 
     def record(self) -> dict:
         return {
@@ -152,19 +151,6 @@ def sample(ranges: dict, rng: random.Random) -> dict[str, str]:
             raise TuningError(f"categorical range {spec.get('Name')!r} has no Values")
         point[spec["Name"]] = rng.choice(values)
     return point
-
-
-def range_names(tuning_config: dict) -> list[str]:
-    ranges = tuning_config.get("ParameterRanges") or {}
-    return [
-        spec["Name"]
-        for kind in (
-            "ContinuousParameterRanges",
-            "IntegerParameterRanges",
-            "CategoricalParameterRanges",
-        )
-        for spec in ranges.get(kind) or []
-    ]
 
 
 # ----------------------------------------------------------------------------- running
@@ -304,27 +290,26 @@ def run_tuning(
     )
     failed = sum(1 for trial in trials if trial.status == "Failed")
     ended = now()
-    properties = {
-        **arguments,
-        "HyperParameterTuningJobName": run.job_name,
-        "HyperParameterTuningJobArn": arn("hyper-parameter-tuning-job", run.job_name),
-        "HyperParameterTuningJobStatus": "Completed",
-        "CreationTime": started,
-        "HyperParameterTuningEndTime": ended,
-        "LastModifiedTime": ended,
-        "TrainingJobStatusCounters": {
+    tuning = properties.tuning_job(
+        arguments,
+        name=run.job_name,
+        arn=arn("hyper-parameter-tuning-job", run.job_name),
+        status="Completed",
+        created=started,
+        ended=ended,
+        status_counters={
             "Completed": len(trials) - failed,
             "InProgress": 0,
             "RetryableError": 0,
             "NonRetryableError": failed,
             "Stopped": 0,
         },
-        "ObjectiveStatusCounters": {
+        objective_counters={
             "Succeeded": len(scored),
             "Pending": 0,
             "Failed": len(trials) - len(scored),
         },
-        "BestTrainingJob": best.summary(objective),
-        "TrainingJobSummaries": [trial.summary(objective) for trial in [*ranked, *unscored]],
-    }
-    return properties, trials
+        best=best.summary(objective),
+        summaries=[trial.summary(objective) for trial in [*ranked, *unscored]],
+    )
+    return tuning, trials

@@ -23,12 +23,14 @@ from helpers.datagen import make_imagefolder
 from helpers.paths import ROOT
 
 from pipeline.cli import main
+from pipeline.local import expressions as ex
 from pipeline.local import registry
 from pipeline.local.cache import StepCache, parse_duration
-from pipeline.local.jobs import JobFailed, TrainingResult, clamp_epochs
-from pipeline.local.plan import DefinitionError, check_definition, skeleton
+from pipeline.local.plan import DefinitionError, check_definition
 from pipeline.local.runner import Options, run
 from pipeline.local.store import Store
+from pipeline.local.supervisor import JobFailed
+from pipeline.local.training_job import TrainingResult, clamp_epochs
 from pipeline.local.tuning import TuningError, TuningRun, run_tuning, sample
 
 ENDPOINT = "dogbreed-classifier"
@@ -300,25 +302,26 @@ def test_a_json_get_path_that_is_not_in_the_file_fails_naming_the_step_and_path(
     assert "step CheckAccuracy failed" in result.stderr
 
 
-def test_recorded_properties_have_the_shape_the_up_front_check_assumes(pipeline, exported):
+def test_every_step_reference_of_the_definition_is_a_path_of_the_real_runs_properties(
+    pipeline, exported
+):
     nodes = check_definition(quick(exported))
     steps = steps_by_name(pipeline.record("deployed"))
-    for name, step in steps.items():
-        if step["Status"] != "Succeeded":
-            continue
-        shape = skeleton(nodes[name])
-        shape.pop("PropertyFiles", None)  # read by Std:JsonGet, not a property
-        properties = step["Properties"]
-        assert set(shape) <= set(properties), (name, set(shape) - set(properties))
-        if name == "TuneHyperparameters":
-            best = properties["BestTrainingJob"]
-            assert set(shape["BestTrainingJob"]) <= set(best)
-            assert set(best["TunedHyperParameters"]) == set(
-                shape["BestTrainingJob"]["TunedHyperParameters"]
-            )
-        if name == "TrainModel":
-            metrics = [m["MetricName"] for m in properties["FinalMetricDataList"]]
-            assert metrics == [m["MetricName"] for m in shape["FinalMetricDataList"]]
+    checked = set()
+    for node in nodes.values():
+        for _, function, argument in ex.iter_functions(node.expressions_of):
+            if function != "Get":
+                continue
+            ref = ex.parse_reference(argument)
+            # PropertyFiles name a file for Std:JsonGet, not a property of the job.
+            if ref.root != "Steps" or ref.path[:1] == ("PropertyFiles",):
+                continue
+            target = steps[ref.name]
+            assert target["Status"] == "Succeeded", (ref.text, target["Status"])
+            ex.check_path(target["Properties"], ref.path, ref.name)
+            checked.add(ref.name)
+    # The references that matter most: the model, the tuned values, the evaluation's outputs.
+    assert {"TuneHyperparameters", "TrainModel", "EvaluateModel"} <= checked, checked
 
 
 # ------------------------------------------------------------- up-front checks (CLI)

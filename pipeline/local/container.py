@@ -1,0 +1,101 @@
+"""A job's container on this machine: its root standing in for `/`, its inputs and outputs.
+
+A job gets its own root, `<execution>/jobs/<job>/`: every `/opt/ml/...` path of the job
+(arguments, LocalPaths, SM_* variables) is rewritten into it. Inputs are placed there from
+the store before the script starts and outputs go back to their S3 URIs after it
+succeeded, as SageMaker downloads and uploads them. What the job prints goes to its log
+file; METRICS lines are also shown as progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.bundle import contract
+from pipeline.local.store import Store, StoreError
+from pipeline.local.supervisor import JobFailed, Supervisor
+
+log = logging.getLogger("pipeline.local")
+
+HOST = "algo-1"
+_CONTAINER_ROOT = re.compile(r"(?<![\w./-])/opt/ml(?=/|$)")
+# The scripts print METRICS lines in the format their contract defines; it parses them too.
+_parse_metrics = contract().parse_metrics
+
+
+@dataclass
+class Job:
+    """What every job needs besides its arguments."""
+
+    store: Store
+    name: str
+    root: Path
+    log_path: Path
+    label: str  # how progress lines name it: the step, or the step and trial
+    supervisor: Supervisor
+    env: dict[str, str] = field(default_factory=dict)  # extra environment (thread limits)
+
+    @property
+    def opt_ml(self) -> Path:
+        return self.root / "opt" / "ml"
+
+
+def container_path(root: Path, path: str) -> Path:
+    """Where the container path `/opt/ml/...` (or any absolute path) lives in the job root."""
+    return root / path.lstrip("/")
+
+
+def rewrite(text: str, root: Path) -> str:
+    """Every /opt/ml path inside `text` moved into the job root."""
+    return _CONTAINER_ROOT.sub(lambda _: str(root / "opt" / "ml"), text)
+
+
+def environment(job: Job, extra: dict) -> dict[str, str]:
+    """The job's process environment: this one's, the runner's limits, then the job's own."""
+    env = dict(os.environ)
+    env.update(job.env)
+    env.update({key: str(value) for key, value in extra.items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def place_input(store: Store, uri: str, destination: Path, what: str) -> int:
+    """The objects at `uri` under `destination`, as SageMaker downloads an input; how many."""
+    try:
+        return store.download(uri, destination)
+    except StoreError as err:
+        raise JobFailed(f"ClientError: {what}: {err}") from None
+
+
+def discard(folder: Path) -> None:
+    """Drop a finished job's copy of its inputs: the store keeps the originals, and a job
+    folder per trial holding the whole dataset would fill the disk. A failed job keeps
+    everything, for its post-mortem."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def tar_folder(folder: Path, tarball: Path) -> None:
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    # Level 1: float weights hardly compress, and the default level costs seconds per job.
+    with tarfile.open(tarball, "w:gz", compresslevel=1) as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+
+
+def echo_metrics(job: Job) -> Callable[[str], None]:
+    """A line handler that shows the job's METRICS lines as progress."""
+
+    def on_line(line: str) -> None:
+        metrics = _parse_metrics(line)
+        if metrics:
+            shown = " ".join(f"{key}={value}" for key, value in metrics.items())
+            log.info("[%s] %s", job.label, shown)
+
+    return on_line

@@ -1,0 +1,535 @@
+"""A TrainingStep's (or a tuning trial's) job, under the SageMaker training toolkit's contract.
+
+Hyperparameters are JSON-decoded and passed as sorted `--name value` pairs (str() of the
+decoded value, so JSON `true` arrives as `True`), the `sagemaker_*` ones are the runner's
+(program, code tarball, distribution), the model dir becomes `model.tar.gz` at
+`<S3OutputPath>/<job>/output/`, and final metrics are the last match of each
+MetricDefinitions regex in the log. Debugger rules and the ProfilerReport run after the
+job, as SageMaker's rule containers do; neither can fail the job it watches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess  # nosec B404 - nvidia-smi with fixed arguments, never a shell
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.local import properties, records
+from pipeline.local.container import (
+    HOST,
+    Job,
+    discard,
+    echo_metrics,
+    environment,
+    place_input,
+    rewrite,
+    tar_folder,
+)
+from pipeline.local.store import Store, StoreError, join_uri
+from pipeline.local.supervisor import Completed, JobFailed, failure_reason
+
+log = logging.getLogger("pipeline.local")
+
+
+@dataclass
+class TrainingResult:
+    properties: dict
+    log_path: Path
+    rule_evaluations: list[dict] = field(default_factory=list)
+    profiler_report: dict | None = None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The training container's folders, under the job root's /opt/ml."""
+
+    opt_ml: Path
+
+    @property
+    def code(self) -> Path:
+        return self.opt_ml / "code"
+
+    @property
+    def input(self) -> Path:
+        return self.opt_ml / "input"
+
+    @property
+    def config(self) -> Path:
+        return self.input / "config"
+
+    @property
+    def data(self) -> Path:
+        return self.input / "data"
+
+    @property
+    def model(self) -> Path:
+        return self.opt_ml / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.opt_ml / "output"
+
+    @property
+    def output_data(self) -> Path:
+        return self.output / "data"
+
+    @property
+    def tensors(self) -> Path:
+        return self.output / "tensors"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.opt_ml / "checkpoints"
+
+
+@dataclass
+class _Program:
+    """What the toolkit runs: the entry point, from where, and the framework's settings."""
+
+    name: str  # sagemaker_program
+    submit: str  # sagemaker_submit_directory
+    framework: dict  # the decoded sagemaker_* hyperparameters
+    user: dict  # the decoded others, the script's own
+
+
+# ---------------------------------------------------------------------- hyperparameters
+
+
+def decode_hyperparameter(text):
+    """The value the training toolkit sees: JSON-decoded when it parses, else the text."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def clamp_epochs(hyperparameters: dict, max_epochs: int | None) -> tuple[dict, dict]:
+    """(hyperparameters with epochs at most max_epochs, {"epochs": [was, now]} if changed).
+
+    The value keeps its encoding: a JSON-quoted categorical stays quoted.
+    """
+    text = hyperparameters.get("epochs")
+    if max_epochs is None or text is None:
+        return hyperparameters, {}
+    value = decode_hyperparameter(text)
+    quoted = isinstance(value, str)
+    try:
+        epochs = int(float(value))
+    except (TypeError, ValueError):
+        return hyperparameters, {}
+    if epochs <= max_epochs:
+        return hyperparameters, {}
+    clamped = json.dumps(str(max_epochs)) if quoted else str(max_epochs)
+    return {**hyperparameters, "epochs": clamped}, {"epochs": [text, clamped]}
+
+
+def _toolkit_text(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{key}={item}" for key, item in sorted(value.items()))
+    return "" if value is None else str(value)
+
+
+def gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        # nvidia-smi found on PATH by shutil.which, fixed arguments, no shell.
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)  # nosec B603
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU "))
+
+
+# ---------------------------------------------------------------------------- the job
+
+
+def run_training(job: Job, arguments: dict) -> TrainingResult:
+    """Run the job; its DescribeTrainingJob-like properties and the rules' findings."""
+    started = records.now()
+    layout = _Layout(job.opt_ml)
+    program = _program(arguments)
+    _unpack_code(job.store, program.submit, layout.code)
+    if not (layout.code / program.name).is_file():
+        raise JobFailed(f"ClientError: {program.name} is not in {program.submit}")
+    channels = _place_channels(job, arguments, layout)
+    for folder in (layout.model, layout.output_data, layout.checkpoints):
+        folder.mkdir(parents=True, exist_ok=True)
+    checkpoint_uri = (arguments.get("CheckpointConfig") or {}).get("S3Uri")
+    if checkpoint_uri and job.store.exists(checkpoint_uri):
+        # SageMaker restores the checkpoint prefix before the script starts (spot resume).
+        job.store.download(checkpoint_uri, layout.checkpoints)
+    _warn_single_host(job, arguments)
+    gpus = gpu_count()
+    _write_config(arguments, channels, layout)
+    user_args = _user_args(program, layout)
+    own = {k: rewrite(str(v), job.root) for k, v in (arguments.get("Environment") or {}).items()}
+    toolkit = _toolkit_environment(job, program, channels, layout, user_args, gpus)
+    env = environment(job, {**toolkit, **own})
+    interval = _profiling_interval(arguments)
+    started_clock = time.monotonic()
+    done = job.supervisor.run(
+        _command(program, user_args, gpus),
+        cwd=layout.code,
+        env=env,
+        log_path=job.log_path,
+        on_line=echo_metrics(job),
+        max_seconds=(arguments.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds"),
+        monitor_factory=_system_monitor(job, interval) if interval else None,
+    )
+    seconds = int(round(time.monotonic() - started_clock))
+    if checkpoint_uri and any(layout.checkpoints.iterdir()):
+        job.store.upload(layout.checkpoints, checkpoint_uri)
+    if done.exit_code != 0:
+        raise JobFailed(failure_reason("AlgorithmError", program.name, done, job.log_path))
+    discard(layout.data)
+    model_uri = _upload_outputs(job, arguments, layout)
+    ended = records.now()
+    definitions = (arguments.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
+    metrics = final_metrics(job.log_path, definitions, ended)
+    result = TrainingResult({}, job.log_path)
+    rule_statuses = _debugger_outputs(job, arguments, layout, result, ended)
+    profiler_statuses = _profiler_outputs(job, arguments, done, result, ended)
+    result.properties = properties.training_job(
+        arguments,
+        name=job.name,
+        arn=records.arn("training-job", job.name),
+        status="Completed",
+        model_uri=model_uri,
+        metrics=metrics,
+        created=started,
+        ended=ended,
+        seconds=seconds,
+        rule_statuses=rule_statuses,
+        profiler_statuses=profiler_statuses,
+    )
+    return result
+
+
+def _program(arguments: dict) -> _Program:
+    decoded = {
+        name: decode_hyperparameter(text)
+        for name, text in (arguments.get("HyperParameters") or {}).items()
+    }
+    framework = {k: v for k, v in decoded.items() if k.startswith("sagemaker_")}
+    user = {k: v for k, v in decoded.items() if not k.startswith("sagemaker_")}
+    name = framework.get("sagemaker_program")
+    submit = framework.get("sagemaker_submit_directory")
+    if not name or not submit:
+        raise JobFailed(
+            "ClientError: HyperParameters need sagemaker_program and sagemaker_submit_directory "
+            "(the SDK's framework estimators set them)"
+        )
+    return _Program(name, str(submit), framework, user)
+
+
+def _unpack_code(store: Store, submit: str, code_dir: Path) -> None:
+    if not submit.startswith("s3://"):
+        raise JobFailed(f"ClientError: sagemaker_submit_directory {submit!r} is not an s3:// URI")
+    try:
+        tarball = store.path(submit)
+    except StoreError as err:
+        raise JobFailed(f"ClientError: sagemaker_submit_directory: {err}") from None
+    if not tarball.is_file():
+        raise JobFailed(f"ClientError: the code tarball {submit} is not in the store ({tarball})")
+    code_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(code_dir, filter="data")
+    except (tarfile.TarError, OSError) as err:
+        raise JobFailed(f"ClientError: cannot unpack {submit}: {err}") from None
+
+
+def _place_channels(job: Job, arguments: dict, layout: _Layout) -> dict[str, dict]:
+    """Every input channel's objects in /opt/ml/input/data/<channel>; the channels by name."""
+    channels = {}
+    for channel in arguments.get("InputDataConfig") or []:
+        name = channel["ChannelName"]
+        source = channel.get("DataSource", {}).get("S3DataSource")
+        if not source:
+            raise JobFailed(f"ClientError: channel {name}: only S3DataSource is supported locally")
+        if source.get("S3DataType", "S3Prefix") != "S3Prefix":
+            raise JobFailed(f"ClientError: channel {name}: only S3DataType S3Prefix is supported")
+        place_input(job.store, source["S3Uri"], layout.data / name, f"channel {name}")
+        channels[name] = channel
+    return channels
+
+
+def _warn_single_host(job: Job, arguments: dict) -> None:
+    instance_count = int((arguments.get("ResourceConfig") or {}).get("InstanceCount") or 1)
+    if instance_count > 1:
+        log.warning(
+            "[%s] InstanceCount %d: runs on this one machine as a single host",
+            job.label,
+            instance_count,
+        )
+
+
+def _write_config(arguments: dict, channels: dict, layout: _Layout) -> None:
+    """/opt/ml/input/config as the toolkit reads it, and the Debugger hook's configuration."""
+    hook = arguments.get("DebugHookConfig")
+    if hook:
+        records.write_json(
+            layout.config / "debughookconfig.json",
+            {
+                "LocalPath": str(layout.tensors),
+                "HookParameters": hook.get("HookParameters", {}),
+                "CollectionConfigurations": hook.get("CollectionConfigurations", []),
+            },
+        )
+    records.write_json(
+        layout.config / "hyperparameters.json", dict(arguments.get("HyperParameters") or {})
+    )
+    records.write_json(
+        layout.config / "inputdataconfig.json",
+        {name: {"ContentType": c.get("ContentType", "")} for name, c in channels.items()},
+    )
+    records.write_json(
+        layout.config / "resourceconfig.json",
+        {"current_host": HOST, "hosts": [HOST], "network_interface_name": "lo"},
+    )
+
+
+def _user_args(program: _Program, layout: _Layout) -> list[str]:
+    user_args: list[str] = []
+    for name in sorted(program.user):
+        user_args += [f"--{name}", _toolkit_text(program.user[name])]
+    # Not SageMaker's: the script's container defaults point into /opt/ml, which is the job
+    # root here (docs/local-runner.md, job contract).
+    user_args += ["--checkpoint-dir", str(layout.checkpoints)]
+    return user_args
+
+
+def _toolkit_environment(
+    job: Job, program: _Program, channels: dict, layout: _Layout, user_args: list, gpus: int
+) -> dict:
+    """The SM_* variables (SM_TRAINING_ENV among them) the training toolkit sets."""
+    hosts = [HOST]
+    module_name = Path(program.name).stem
+    channel_dirs = {name: str(layout.data / name) for name in channels}
+    training_env = {
+        "additional_framework_parameters": program.framework,
+        "channel_input_dirs": channel_dirs,
+        "current_host": HOST,
+        "hosts": hosts,
+        "hyperparameters": program.user,
+        "input_config_dir": str(layout.config),
+        "input_data_config": {name: {} for name in channels},
+        "input_dir": str(layout.input),
+        "job_name": job.name,
+        "log_level": int(program.framework.get("sagemaker_container_log_level", 20)),
+        "model_dir": str(layout.model),
+        "module_dir": program.submit,
+        "module_name": module_name,
+        "num_cpus": records.cpu_count(),
+        "num_gpus": gpus,
+        "output_data_dir": str(layout.output_data),
+        "output_dir": str(layout.output),
+        "resource_config": {"current_host": HOST, "hosts": hosts},
+        "user_entry_point": program.name,
+    }
+    env = {
+        "SM_MODEL_DIR": layout.model,
+        "SM_CHANNELS": json.dumps(sorted(channels)),
+        "SM_OUTPUT_DATA_DIR": layout.output_data,
+        "SM_OUTPUT_DIR": layout.output,
+        "SM_INPUT_DIR": layout.input,
+        "SM_INPUT_CONFIG_DIR": layout.config,
+        "SM_NUM_GPUS": gpus,
+        "SM_NUM_CPUS": records.cpu_count(),
+        "SM_HOSTS": json.dumps(hosts),
+        "SM_CURRENT_HOST": HOST,
+        "SM_HPS": json.dumps(program.user, sort_keys=True),
+        "SM_USER_ARGS": json.dumps(user_args),
+        "SM_USER_ENTRY_POINT": program.name,
+        "SM_MODULE_NAME": module_name,
+        "SM_MODULE_DIR": program.submit,
+        "SM_LOG_LEVEL": training_env["log_level"],
+        "SM_TRAINING_ENV": json.dumps(training_env, sort_keys=True),
+        "SMDEBUG_CONFIG_FILE_PATH": layout.config / "debughookconfig.json",
+        "TRAINING_JOB_NAME": job.name,
+        "TRAINING_JOB_ARN": records.arn("training-job", job.name),
+    }
+    for name, value in sorted(channel_dirs.items()):
+        env[f"SM_CHANNEL_{name.upper()}"] = value
+    for name, value in program.user.items():
+        env[f"SM_HP_{name.upper()}"] = _toolkit_text(value)
+    return env
+
+
+def _command(program: _Program, user_args: list[str], gpus: int) -> list[str]:
+    distributed = program.framework.get("sagemaker_torch_distributed_enabled", "")
+    if str(distributed).lower() == "true" and gpus > 1:
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={gpus}", program.name, *user_args,
+        ]  # fmt: skip
+    return [sys.executable, program.name, *user_args]
+
+
+def _upload_outputs(job: Job, arguments: dict, layout: _Layout) -> str:
+    """model.tar.gz (and output.tar.gz when the job wrote output data) to the store; the
+    model's URI."""
+    output_path = (arguments.get("OutputDataConfig") or {}).get("S3OutputPath")
+    if not output_path:
+        raise JobFailed("ClientError: OutputDataConfig.S3OutputPath is missing")
+    job_output = join_uri(output_path, job.name, "output")
+    model_tarball = job.root / "model.tar.gz"
+    tar_folder(layout.model, model_tarball)
+    model_uri = join_uri(job_output, "model.tar.gz")
+    job.store.put_file(model_uri, model_tarball)
+    if any(layout.output_data.iterdir()):
+        output_tarball = job.root / "output.tar.gz"
+        tar_folder(layout.output_data, output_tarball)
+        job.store.put_file(join_uri(job_output, "output.tar.gz"), output_tarball)
+    return model_uri
+
+
+def final_metrics(log_path: Path, definitions: list[dict], timestamp: str) -> list[dict]:
+    """FinalMetricDataList: the last value each regex matched in the log."""
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    found = []
+    for definition in definitions:
+        try:
+            pattern = re.compile(definition["Regex"])
+        except re.error as err:
+            raise JobFailed(
+                f"ClientError: metric {definition.get('Name')}: bad Regex: {err}"
+            ) from None
+        value = None
+        for line in text.splitlines():
+            match = pattern.search(line)
+            if match:
+                with contextlib.suppress(ValueError, IndexError):
+                    value = float(match.group(1))
+        if value is not None:
+            found.append(properties.final_metric(definition["Name"], value, timestamp))
+    return found
+
+
+# ------------------------------------------------------------------ Debugger, profiler
+
+
+def _debugger_outputs(
+    job: Job, arguments: dict, layout: _Layout, result: TrainingResult, ended: str
+) -> list[dict] | None:
+    """The tensors to the hook's S3OutputPath, the rules evaluated on them; the
+    DebugRuleEvaluationStatuses, None when the job has no rules."""
+    hook = arguments.get("DebugHookConfig")
+    if hook and layout.tensors.is_dir() and hook.get("S3OutputPath"):
+        job.store.upload(layout.tensors, join_uri(hook["S3OutputPath"], job.name, "debug-output"))
+    rules = arguments.get("DebugRuleConfigurations") or []
+    if not rules:
+        return None
+    result.rule_evaluations = _evaluate_rules(job, rules, layout.tensors)
+    return [{**status, "LastModifiedTime": ended} for status in result.rule_evaluations]
+
+
+def _evaluate_rules(job: Job, rules: list[dict], tensors_dir: Path) -> list[dict]:
+    """Every rule's status. As on SageMaker, a rule that cannot be evaluated is reported
+    with status Error and never fails the training job it watches."""
+    log.info("[%s] evaluating %d Debugger rule(s)", job.label, len(rules))
+    try:
+        # Loaded here: smdebug and numpy cost seconds, and most jobs set no rule.
+        from pipeline.local.debugger import evaluate_rules
+
+        statuses = evaluate_rules(rules, tensors_dir)
+    except Exception as err:
+        log.warning("[%s] Debugger rules not evaluated: %s: %s", job.label, type(err).__name__, err)
+        statuses = [
+            {
+                "RuleConfigurationName": rule.get("RuleConfigurationName"),
+                "RuleEvaluationStatus": "Error",
+                "StatusDetails": f"{type(err).__name__}: {err}",
+            }
+            for rule in rules
+        ]
+    for status in statuses:
+        level = (
+            logging.WARNING if status["RuleEvaluationStatus"] != "NoIssuesFound" else logging.INFO
+        )
+        detail = status.get("StatusDetails") or ""
+        log.log(
+            level,
+            "[%s] rule %s: %s%s",
+            job.label,
+            status["RuleConfigurationName"],
+            status["RuleEvaluationStatus"],
+            f" ({detail})" if detail else "",
+        )
+    return statuses
+
+
+def _profiling_interval(arguments: dict) -> int | None:
+    """The system monitor interval (ms) when the job asks for the profiler report."""
+    if not properties.profiled(arguments):
+        return None
+    config = arguments.get("ProfilerConfig") or {}
+    return int(config.get("ProfilingIntervalInMilliseconds") or 500)
+
+
+def _system_monitor(job: Job, interval_ms: int):
+    """A factory of the profiler's monitor, or None (a warning) when it cannot be loaded."""
+    try:
+        # Loaded here: psutil is an optional dependency, and only profiled jobs need it.
+        from pipeline.local.profiler import SystemMonitor
+    except ImportError as err:
+        log.warning("[%s] no system profiler: %s", job.label, err)
+        return None
+    return lambda pid: SystemMonitor(pid, interval_ms)
+
+
+def _profiler_outputs(
+    job: Job, arguments: dict, done: Completed, result: TrainingResult, ended: str
+) -> list[dict] | None:
+    """The ProfilerReport, written and uploaded where SageMaker's rule leaves it; the
+    ProfilerRuleEvaluationStatuses, None when the job is not profiled."""
+    if not properties.profiled(arguments):
+        return None
+    result.profiler_report = _profiler_report(job, done.monitor)
+    report_uri = (arguments.get("ProfilerConfig") or {}).get("S3OutputPath")
+    files = (result.profiler_report or {}).get("files") or {}
+    if report_uri:
+        destination = join_uri(
+            report_uri, job.name, "rule-output", "ProfilerReport", "profiler-output"
+        )
+        for path in files.values():
+            if path and Path(path).is_file():
+                job.store.put_file(join_uri(destination, Path(path).name), Path(path))
+    return [
+        {
+            "RuleConfigurationName": rule.get("RuleConfigurationName"),
+            "RuleEvaluationStatus": "NoIssuesFound" if result.profiler_report else "Error",
+            "LastModifiedTime": ended,
+        }
+        for rule in arguments.get("ProfilerRuleConfigurations") or []
+    ]
+
+
+def _profiler_report(job: Job, monitor) -> dict | None:
+    """The ProfilerReport summary; None (a warning) when it could not be written."""
+    if monitor is None:
+        return None
+    try:
+        from pipeline.local.profiler import write_report
+
+        report = write_report(monitor, job.root, job.log_path)
+    except Exception as err:
+        log.warning("[%s] no profiler report: %s: %s", job.label, type(err).__name__, err)
+        return None
+    log.info("[%s] profiler report written under %s", job.label, job.root)
+    return report
