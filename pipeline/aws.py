@@ -40,7 +40,6 @@ EXECUTION_ARN_RE = re.compile(
     r"^arn:aws[a-z-]*:sagemaker:(?P<region>[a-z0-9-]+):\d{12}:pipeline/"
     r"(?P<pipeline>[a-zA-Z0-9-]+)/execution/[a-zA-Z0-9]+$"
 )
-SCHEDULE_NAME_RE = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")
 
 
 def endpoint_overridden() -> bool:
@@ -334,6 +333,17 @@ def describe_execution(aws: Aws, execution_arn: str) -> dict:
                 "(`dogbreed-pipeline status` shows the latest)"
             ) from None
         raise
+
+
+def listed_steps(aws: Aws, execution_arn: str) -> list[dict]:
+    """The execution's steps, or none with a warning when they cannot be listed."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return execution_steps(aws, execution_arn)
+    except ClientError as exc:
+        log.warning("cannot list the steps: %s", one_line(exc))
+        return []
 
 
 def execution_steps(aws: Aws, execution_arn: str) -> list[dict]:

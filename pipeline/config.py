@@ -25,6 +25,13 @@ KMS_KEY_RE = re.compile(
 )
 SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
+# SageMaker's rule for endpoint names; it also keeps a name from leaving <store>/endpoints/.
+ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# EventBridge Scheduler's rule for schedule names.
+SCHEDULE_NAME_RE = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")
+
+# run-local's S3, registry, endpoints and records, relative to the working directory.
+LOCAL_STORE = "local-store"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,19 +14,16 @@ Everything is found from record.json and the definition.json saved beside it (st
 properties, output URIs), not from step names. A picture with nothing to draw from is skipped
 with a message. matplotlib (the `[local]` extra) is imported when drawing starts, and only
 its object-oriented API with the Agg canvas is used: no pyplot state, no display.
-
-`python -m pipeline.local.pictures <store>/executions/<id>` draws them again.
+`run-local` draws them after every run, failed and resumed ones included.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
 import math
 import shutil
-import sys
 import tarfile
 import textwrap
 from collections.abc import Callable
@@ -700,33 +697,3 @@ def _seconds_between(start, end) -> float | None:
         return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
     except (TypeError, ValueError):
         return None
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.local.pictures",
-        description="Draw the pictures of a local execution (training curves, confusion "
-        "matrix, pipeline graph) again.",
-    )
-    parser.add_argument("execution", type=Path, help="<store>/executions/<execution-id>")
-    parser.add_argument(
-        "--out", type=Path, help="folder for the PNGs (default: <execution>/pictures)"
-    )
-    parser.add_argument("--dpi", type=int, default=100, help="resolution (default: 100)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not (args.execution / "record.json").is_file():
-        parser.error(f"{args.execution} holds no record.json")
-    pictures = draw(args.execution, args.out, args.dpi)
-    for path in pictures.written:
-        print(path)
-    for reason in pictures.skipped:
-        print(f"skipped {reason}", file=sys.stderr)
-    return 0 if pictures.written else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,8 +10,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline import cli
+from pipeline.cli import options
 from pipeline.config import PipelineConfig
 from pipeline.definition import definition_dict
+from pipeline.errors import UsageError
 
 KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 SUBNETS = ("subnet-0123456789abcdef0", "subnet-0fedcba9876543210")
@@ -180,7 +182,7 @@ def test_cli_flags_reach_the_config(command):
     ]
     if command == "upsert":
         argv += ["--role-arn", "arn:aws:iam::111122223333:role/DogbreedPipelineExecutionRole"]
-    config = cli._config(cli.build_parser().parse_args(argv))
+    config = options.config_from(cli.build_parser().parse_args(argv))
     assert config.kms_key_id == KEY
     assert config.subnets == SUBNETS
     assert config.security_group_ids == GROUPS
@@ -189,11 +191,11 @@ def test_cli_flags_reach_the_config(command):
 
 
 def test_cli_without_flags_keeps_every_option_off():
-    config = cli._config(cli.build_parser().parse_args(["export"]))
+    config = options.config_from(cli.build_parser().parse_args(["export"]))
     assert config == PipelineConfig()
 
 
 def test_cli_reports_a_lone_subnet_as_a_usage_error():
     args = cli.build_parser().parse_args(["export", "--subnet", SUBNETS[0]])
-    with pytest.raises(cli.UsageError, match="together"):
-        cli._config(args)
+    with pytest.raises(UsageError, match="together"):
+        options.config_from(args)

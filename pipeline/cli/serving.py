@@ -1,8 +1,4 @@
-"""The `serve-local`, `predict` and `sample-data` commands of `dogbreed-pipeline`.
-
-`add_commands(commands)` adds them to the CLI's subparsers. Importing this module costs
-argparse and the standard library only: waitress, torch, numpy, Pillow and boto3 are imported
-inside the commands, so `dogbreed-pipeline --help` stays instant.
+"""`serve-local` and `predict`: the SageMaker endpoint contract on this machine.
 
 - `serve-local` serves a model deployed by `run-local` (its record in
   `<store>/endpoints/<name>.json`) or any `model.tar.gz` (`--model-data`), behind the SageMaker
@@ -11,30 +7,34 @@ inside the commands, so `dogbreed-pipeline --help` stays instant.
   endpoint (`sagemaker-runtime` InvokeEndpoint, through the standard boto3 environment, so
   AWS_ENDPOINT_URL reaches a test double) and prints the top breeds per image. It sends the
   file's bytes, never a URL, and fetches nothing itself.
-- `sample-data` writes the demo dataset (pipeline/sample_data.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import ipaddress
 import json
 import logging
 import os
 import re
+import signal
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pipeline.errors import CliError, UsageError
+import pipeline.cli.argtypes as argtypes
+import pipeline.cli.options as options
+from pipeline import aws
+from pipeline.errors import CliError, UsageError, one_line
+from pipeline.local import serve
+from pipeline.local.store import Store, StoreError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pipeline.local.serve_commands")
 
-DEFAULT_STORE = Path("local-store")
-DEFAULT_LOCAL_URL = "http://127.0.0.1:8080"
+DEFAULT_LOCAL_URL = f"http://{serve.DEFAULT_HOST}:{serve.DEFAULT_PORT}"
 # SageMaker gives a real-time endpoint 60 s to answer; the local server gets the same.
 INVOKE_TIMEOUT_SECONDS = 60
-# SageMaker's rule for endpoint names; it also keeps a name from leaving <store>/endpoints/.
-ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
 _OTHER_FORMATS = (
@@ -46,35 +46,7 @@ _OTHER_FORMATS = (
 )
 
 
-# --------------------------------------------------------------------------- argument types
-
-
-def endpoint_name(text: str) -> str:
-    if not ENDPOINT_NAME_RE.match(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: endpoint names hold letters, digits and hyphens (at most 63)"
-        )
-    return text
-
-
-def _int_in(low: int, high: int | None = None, what: str = "number"):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            bounds = f"{low}-{high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {what} ({bounds})")
-        return value
-
-    parse.__name__ = what
-    return parse
-
-
 def local_url(text: str) -> str:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(
@@ -87,9 +59,6 @@ def local_url(text: str) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- serve-local
-
-
 def _known_endpoints(store: Path) -> list[str]:
     folder = store / "endpoints"
     if not folder.is_dir():
@@ -98,11 +67,10 @@ def _known_endpoints(store: Path) -> list[str]:
 
 
 def _store_path(store: Path, s3_uri: str) -> Path | None:
-    """Where the local store keeps an s3:// object (see docs/local-runner.md)."""
-    match = re.match(r"^s3://([^/]+)/(.+)$", s3_uri or "")
-    if not match:
+    try:
+        return Store(store).path(s3_uri)
+    except StoreError:
         return None
-    return store / "s3" / match.group(1) / match.group(2)
 
 
 def resolve_endpoint(store: Path, name: str | None) -> tuple[Path, dict, str]:
@@ -157,8 +125,6 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve_until_signal(endpoint) -> None:
-    import signal
-
     def stop(signum, frame):
         if endpoint.stopping:
             log.info("stopping now")
@@ -176,9 +142,7 @@ def _serve_until_signal(endpoint) -> None:
             signal.signal(sig, handler)
 
 
-def cmd_serve_local(args) -> int:
-    from pipeline.local.serve import DEFAULT_PROGRAM, LocalEndpoint, ServeError
-
+def serve_local(args) -> int:
     if args.model_data is not None:
         model_data, environment, label = args.model_data, {}, str(args.model_data)
         if not model_data.exists():
@@ -188,13 +152,13 @@ def cmd_serve_local(args) -> int:
         label = f"endpoint {name} ({model_data})"
     # The serving container runs with the model's environment; so does this process.
     os.environ.update(environment)
-    endpoint = LocalEndpoint(
+    endpoint = serve.LocalEndpoint(
         model_data,
         host=args.host,
         port=args.port,
         threads=args.threads,
         max_body_bytes=args.max_body_bytes,
-        program=environment.get("SAGEMAKER_PROGRAM") or DEFAULT_PROGRAM,
+        program=environment.get("SAGEMAKER_PROGRAM") or serve.DEFAULT_PROGRAM,
     )
     try:
         with endpoint:
@@ -215,13 +179,10 @@ def cmd_serve_local(args) -> int:
                 time.perf_counter() - started,
             )
             _serve_until_signal(endpoint)
-    except ServeError as exc:
+    except serve.ServeError as exc:
         raise UsageError(str(exc)) from None
     log.info("stopped")
     return 0
-
-
-# --------------------------------------------------------------------------- predict
 
 
 def content_type_of(path: Path, data: bytes) -> str:
@@ -272,9 +233,6 @@ def _message(body: bytes) -> str:
 
 def invoke_http(url: str, body: bytes, content_type: str, image: Path) -> bytes:
     """POST to a serve-local server; no proxies and no redirects, only that server."""
-    import http.client
-    from urllib.parse import urlsplit
-
     target = urlsplit(_invocations_url(url))
     connection_class = (
         http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
@@ -312,8 +270,6 @@ def invoke_sagemaker(client, endpoint: str, body: bytes, content_type: str, imag
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ModelError":
             raise  # cli.main maps it through pipeline.errors
-        from pipeline.errors import one_line
-
         status = exc.response.get("OriginalStatusCode") or 0
         message = one_line(
             exc.response.get("OriginalMessage") or exc.response["Error"].get("Message", "")
@@ -358,7 +314,7 @@ def format_predictions(image: Path, predictions: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_predict(args) -> int:
+def predict(args) -> int:
     remote = args.url is None and not args.local
     if remote and args.endpoint is None:
         raise UsageError(
@@ -368,8 +324,6 @@ def cmd_predict(args) -> int:
     # Every file is checked before anything is sent, so a typo in the last name costs nothing.
     images = [read_image(argument) for argument in args.images]
     if remote:
-        from pipeline import aws
-
         client = aws.connect(region=args.region, profile=args.profile).client("sagemaker-runtime")
     results = []
     for path, data, content_type in images:
@@ -388,59 +342,16 @@ def cmd_predict(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- sample-data
-
-
-def cmd_sample_data(args) -> int:
-    from pipeline import sample_data
-
-    try:
-        summary = sample_data.generate(
-            args.out,
-            num_classes=args.classes,
-            per_class=args.per_class,
-            seed=args.seed,
-            size=args.size,
-        )
-    except (ValueError, FileExistsError) as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    images = summary["images"]
-    print(
-        f"wrote {sum(images.values())} images of {len(summary['classes'])} classes to "
-        f"{summary['out_dir']} ({summary['size']}, seed {summary['seed']}, "
-        f"{summary['bytes'] / 1e6:.1f} MB)"
-    )
-    print("  " + "  ".join(f"{split}: {count}" for split, count in images.items()))
-    print("  classes:")
-    for folder, pattern in summary["patterns"].items():
-        print(f"    {folder}  ({pattern})")
-    print("  bad files in train/, for the preparation step to skip:")
-    for bad in summary["bad_files"]:
-        print(f"    {bad['path']}  ({bad['kind']})")
-    return 0
-
-
-# --------------------------------------------------------------------------- parsers
-
-
-def add_commands(commands) -> None:
-    """Add serve-local, predict and sample-data to the CLI's subparsers."""
-    # serve.py imports waitress, torch and the model's code inside its functions only.
-    from pipeline.local import serve
-
-    serve_local = commands.add_parser(
-        "serve-local",
-        help="serve a locally deployed model behind the SageMaker endpoint contract",
-        description="Serve a model the way SageMaker's PyTorch container does (GET /ping, "
+def add_serve_local(parser) -> None:
+    parser.description = (
+        "Serve a model the way SageMaker's PyTorch container does (GET /ping, "
         "POST /invocations), from an endpoint that run-local deployed or from a model.tar.gz. "
-        "The model's own code/inference.py answers the requests.",
+        "The model's own code/inference.py answers the requests."
     )
-    source = serve_local.add_mutually_exclusive_group()
+    source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--endpoint",
-        type=endpoint_name,
+        type=argtypes.endpoint_name,
         help="endpoint deployed by run-local (default: the only one in the store)",
     )
     source.add_argument(
@@ -449,86 +360,57 @@ def add_commands(commands) -> None:
         metavar="MODEL_TAR_GZ",
         help="serve this model.tar.gz (or extracted model folder) instead of an endpoint",
     )
-    serve_local.add_argument(
-        "--store",
-        type=Path,
-        default=DEFAULT_STORE,
-        help=f"run-local's store (default: ./{DEFAULT_STORE})",
-    )
-    serve_local.add_argument(
+    options.add_store(parser, "run-local's store")
+    parser.add_argument(
         "--host",
         default=serve.DEFAULT_HOST,
         help=f"address to listen on (default: {serve.DEFAULT_HOST}, this machine only)",
     )
-    serve_local.add_argument(
+    parser.add_argument(
         "--port",
-        type=_int_in(0, 65535, "port"),
+        type=argtypes.whole_number(0, 65535, what="port"),
         default=serve.DEFAULT_PORT,
         help=f"port (default: {serve.DEFAULT_PORT}; 0 picks a free one)",
     )
-    serve_local.add_argument(
+    parser.add_argument(
         "--threads",
-        type=_int_in(1, 256, "thread count"),
+        type=argtypes.whole_number(1, 256, what="thread count"),
         default=serve.DEFAULT_THREADS,
         help=f"requests handled at once (default: {serve.DEFAULT_THREADS})",
     )
-    serve_local.add_argument(
+    parser.add_argument(
         "--max-body-bytes",
-        type=_int_in(1, None, "byte count"),
+        type=argtypes.whole_number(1, what="byte count"),
         default=serve.DEFAULT_MAX_BODY_BYTES,
         metavar="BYTES",
         help=f"largest request body (default: {serve.DEFAULT_MAX_BODY_BYTES}, SageMaker's "
         "real-time limit)",
     )
-    serve_local.set_defaults(handler=cmd_serve_local)
+    parser.set_defaults(handler=serve_local)
 
-    predict = commands.add_parser(
-        "predict",
-        help="top breeds for image files, from serve-local or a SageMaker endpoint",
-        description="Send JPEG or PNG files to an endpoint and print the top breeds for each. "
+
+def add_predict(parser) -> None:
+    parser.description = (
+        "Send JPEG or PNG files to an endpoint and print the top breeds for each. "
         "With --url or --local it calls a serve-local server; otherwise the SageMaker "
-        "endpoint --endpoint through the standard AWS environment.",
+        "endpoint --endpoint through the standard AWS environment."
     )
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG file")
-    predict.add_argument("--endpoint", type=endpoint_name, help="SageMaker endpoint name")
-    target = predict.add_mutually_exclusive_group()
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG file")
+    parser.add_argument("--endpoint", type=argtypes.endpoint_name, help="SageMaker endpoint name")
+    target = parser.add_mutually_exclusive_group()
     target.add_argument("--url", type=local_url, help="a serve-local server's URL")
     target.add_argument(
         "--local", action="store_true", help=f"the serve-local server at {DEFAULT_LOCAL_URL}"
     )
-    predict.add_argument(
+    parser.add_argument(
         "--top-k",
-        type=_int_in(1, None, "count"),
+        type=argtypes.whole_number(1, what="count"),
         metavar="K",
         help="breeds per image (default: the model's setting)",
     )
-    predict.add_argument("--json", action="store_true", help="print the predictions as JSON")
-    predict.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's)")
-    predict.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
-    predict.set_defaults(handler=cmd_predict)
+    parser.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    options.add_aws(parser)
+    parser.set_defaults(handler=predict)
 
-    sample = commands.add_parser(
-        "sample-data",
-        help="write a small generated dog-breed-style dataset for demos and tests",
-        description="Write a learnable ImageFolder in the reference layout (train/ valid/ "
-        "test/, numbered breed folders), with a few bad files in train/ for the preparation "
-        "step to skip. The same arguments always give the same bytes.",
-    )
-    sample.add_argument("--out", type=Path, required=True, help="new or empty folder")
-    sample.add_argument(
-        "--classes", type=_int_in(2, 133, "class count"), default=5, help="breeds (default: 5)"
-    )
-    sample.add_argument(
-        "--per-class",
-        type=_int_in(1, None, "count"),
-        default=20,
-        help="training images per breed; valid/ and test/ get a quarter each (default: 20)",
-    )
-    sample.add_argument("--seed", type=_int_in(0, 2**32 - 1, "seed"), default=0)
-    sample.add_argument(
-        "--size",
-        choices=("small", "photo"),
-        default="small",
-        help="small: 64-160 px sides (fast demos); photo: 300-800 px, like phone photos",
-    )
-    sample.set_defaults(handler=cmd_sample_data)
+
+PARSERS = {"serve-local": add_serve_local, "predict": add_predict}

@@ -1,0 +1,144 @@
+"""`run-local`: execute the exported definition on this machine (pipeline/local/)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pipeline.cli.argtypes as argtypes
+import pipeline.cli.build as build
+import pipeline.cli.options as options
+from pipeline.errors import ExecutionFailed, UsageError
+from pipeline.local import pictures, runner
+
+log = logging.getLogger("pipeline.local")
+
+# `--resume` without an id: argparse's const, never a valid execution id.
+LATEST = ""
+
+DESCRIPTION = """\
+Execute the pipeline definition on this machine, without Docker or AWS: the same JSON that
+`export` writes and `upsert` sends, the same scripts under the SageMaker container contract.
+S3 is the folder <store>/s3/<bucket>/<key>; the record of the run, its logs and job folders
+are under <store>/executions/<id>/; RegisterModel writes <store>/registry/, the endpoint steps
+<store>/endpoints/<name>.json (serve it with `serve-local`). The tuning step runs a seeded
+random search (--seed) in place of SageMaker's Bayesian strategy. Exit code 0 when the
+execution succeeds, 1 when a step (or the FailStep) fails it, 2 for bad input.
+"""
+
+
+def _load_definition(args) -> dict:
+    if args.definition is not None:
+        try:
+            return json.loads(args.definition.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise UsageError(f"--definition {args.definition}: {err.strerror}") from None
+        except ValueError as err:
+            raise UsageError(f"--definition {args.definition} is not JSON: {err}") from None
+    log.info("exporting the definition (pass --definition FILE to run a saved one)")
+    config = options.DEFAULTS.replace(pipeline_name=args.pipeline_name)
+    return json.loads(build.definition_json(config))
+
+
+def run_local(args) -> int:
+    resuming = args.resume is not None
+    if resuming and args.definition is not None:
+        raise UsageError(
+            "run-local: --resume runs the execution's saved definition; drop --definition"
+        )
+    definition = None if resuming else _load_definition(args)
+    run_options = runner.Options(
+        store=args.store,
+        parameters=args.param,
+        input=args.input,
+        max_trials=args.max_trials,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        use_cache=args.use_cache,
+        workers=args.workers,
+        pipeline_name=args.pipeline_name,
+    )
+    try:
+        if resuming:
+            outcome = runner.resume(args.resume or None, run_options)
+        else:
+            outcome = runner.run(definition, run_options)
+    except runner.DefinitionError as err:
+        raise UsageError(f"run-local: {err}") from None
+    print(outcome.record["PipelineExecutionArn"], flush=True)
+    # Failed runs too: the graph shows where it stopped.
+    pictures.draw_after_run(outcome.path)
+    if not outcome.succeeded:
+        raise ExecutionFailed(
+            f"execution {outcome.record['PipelineExecutionId']} failed: "
+            f"{outcome.record['FailureReason']} (record: {outcome.path})"
+        )
+    log.info("record: %s", outcome.path)
+    return 0
+
+
+def add_run_local(parser) -> None:
+    parser.description = DESCRIPTION
+    parser.add_argument(
+        "--definition",
+        type=Path,
+        metavar="FILE",
+        help="definition JSON to run (default: export the current one in-process)",
+    )
+    options.add_pipeline_name(
+        parser, "pipeline name for the export, the execution ARN and the cache"
+    )
+    options.add_store(parser)
+    parser.add_argument(
+        "--input",
+        type=Path,
+        metavar="DIR_OR_ZIP",
+        help="dataset (an ImageFolder with train/ valid/ test/, or an archive of one) copied to "
+        "InputDataUrl in the store first",
+    )
+    options.add_params(parser, ", e.g. --param ImageSize=64")
+    parser.add_argument(
+        "--max-trials",
+        type=argtypes.whole_number(1),
+        metavar="N",
+        help="tuning trials (default: the definition's MaxNumberOfTrainingJobs)",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=argtypes.whole_number(1),
+        metavar="N",
+        help="cap the epochs hyperparameter of every training job (quick demos)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=argtypes.whole_number(0, 2**63 - 1),
+        default=0,
+        help="seed of the tuning search (default: 0)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        dest="use_cache",
+        action="store_false",
+        help="run every step, ignoring CacheConfig (results are still cached for later runs)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=argtypes.whole_number(1),
+        default=1,
+        metavar="N",
+        help="steps and tuning trials run at once (default: 1)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=LATEST,
+        metavar="EXECUTION_ID",
+        help="run a failed or stopped execution again from its failed step, with its saved "
+        "definition, parameters and execution id; the steps that finished are reused "
+        "(default: the latest execution in the store that did not succeed)",
+    )
+    parser.set_defaults(handler=run_local)
+
+
+PARSERS = {"run-local": add_run_local}

@@ -1,0 +1,123 @@
+"""What several commands share: the parser class, option groups, and their defaults.
+
+Every default a flag shows is defined once, in pipeline.config.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pipeline.cli.argtypes as argtypes
+from pipeline.config import LOCAL_STORE, PipelineConfig
+from pipeline.errors import UsageError
+
+PROG = "dogbreed-pipeline"
+DEFAULTS = PipelineConfig()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what is wrong, and where the help is."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def add_aws(parser) -> None:
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's)")
+    parser.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
+
+
+def add_pipeline_name(parser, what: str = "pipeline name") -> None:
+    parser.add_argument(
+        "--pipeline-name",
+        type=argtypes.pipeline_name,
+        default=DEFAULTS.pipeline_name,
+        help=f"{what} (default: {DEFAULTS.pipeline_name})",
+    )
+
+
+def add_params(parser, example: str = "") -> None:
+    parser.add_argument(
+        "--param",
+        type=argtypes.param,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"override a pipeline parameter (repeatable){example}",
+    )
+
+
+def add_store(parser, what: str = "the local S3, registry, endpoints and records") -> None:
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=Path(LOCAL_STORE),
+        metavar="DIR",
+        help=f"{what} (default: ./{LOCAL_STORE})",
+    )
+
+
+def add_config(parser, role_required: bool) -> None:
+    """The flags that change the definition itself (PipelineConfig), for export and upsert."""
+    parser.add_argument(
+        "--role-arn",
+        type=argtypes.role_arn,
+        required=role_required,
+        help="IAM role the pipeline's jobs run as"
+        + ("" if role_required else " (default: a placeholder)"),
+    )
+    parser.add_argument("--bucket", help="S3 bucket for code and artifacts")
+    parser.add_argument("--no-debugger", action="store_true", help="leave SageMaker Debugger out")
+    security = parser.add_argument_group(
+        "security (infra/dogbreed-pipeline.yaml creates the key, bucket and roles)"
+    )
+    security.add_argument(
+        "--kms-key-id",
+        metavar="KEY",
+        help="KMS key (ID, ARN or alias) for job volumes and outputs and the endpoint",
+    )
+    security.add_argument(
+        "--subnet",
+        action="append",
+        default=[],
+        metavar="SUBNET_ID",
+        help="run jobs and the model in this VPC subnet (repeatable; needs --security-group)",
+    )
+    security.add_argument(
+        "--security-group",
+        action="append",
+        default=[],
+        metavar="SG_ID",
+        help="security group for jobs and the model (repeatable; needs --subnet)",
+    )
+    security.add_argument(
+        "--network-isolation",
+        action="store_true",
+        help="no network for training and processing containers (training then needs "
+        "Pretrained=false or weights given through a channel)",
+    )
+    security.add_argument(
+        "--encrypt-inter-container-traffic",
+        action="store_true",
+        help="encrypt traffic between the instances of distributed training",
+    )
+
+
+def config_from(args, **overrides) -> PipelineConfig:
+    """The PipelineConfig that add_config's flags describe (overrides: resolved values)."""
+    try:
+        return DEFAULTS.replace(
+            pipeline_name=args.pipeline_name,
+            region=overrides.get("region", args.region),
+            bucket=overrides.get("bucket", args.bucket),
+            role_arn=args.role_arn,
+            enable_debugger=False if args.no_debugger else None,
+            kms_key_id=args.kms_key_id,
+            subnets=tuple(args.subnet) or None,
+            security_group_ids=tuple(args.security_group) or None,
+            enable_network_isolation=args.network_isolation or None,
+            encrypt_inter_container_traffic=args.encrypt_inter_container_traffic or None,
+        )
+    except ValueError as exc:
+        raise UsageError(f"{exc}: fix the flag") from None

@@ -1,0 +1,184 @@
+"""`upsert`, `start` and `status`: the pipeline and its executions on SageMaker."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+import pipeline.cli.argtypes as argtypes
+import pipeline.cli.options as options
+from pipeline import aws, parameter_values
+from pipeline.bundle import Bundle
+from pipeline.cli.build import definition_json
+from pipeline.definition import DESCRIPTION
+from pipeline.errors import UsageError
+
+log = logging.getLogger("pipeline.cli")
+
+
+def connect(args) -> aws.Aws:
+    return aws.connect(region=args.region, profile=args.profile)
+
+
+def upsert(args) -> int:
+    client = connect(args)
+    owner = None
+    if args.bucket is None:
+        owner = client.account_id()
+        bucket = aws.default_bucket(client.region, owner)
+        log.info("bucket: %s (the SageMaker default for this account and region)", bucket)
+    else:
+        bucket = args.bucket
+    config = options.config_from(args, region=client.region, bucket=bucket)
+    # Cheap checks first: the definition takes seconds to build.
+    aws.check_bucket(client, config.bucket, expected_owner=owner)
+    bundle = Bundle.from_dir()
+    log.info("building the definition for %s in %s", config.pipeline_name, config.region)
+    text = definition_json(config)
+    uploaded, skipped = aws.upload_objects(client, config.bucket, bundle.objects(config))
+    log.info("code bundle %s: %d uploaded, %d already there", bundle.sha256[:16], uploaded, skipped)
+    arn, created = aws.upsert_pipeline(
+        client,
+        config,
+        text,
+        description=f"{DESCRIPTION} Code bundle sha256:{bundle.sha256[:16]}.",
+        tags=args.tag,
+    )
+    log.info("%s %s", "created" if created else "updated", arn)
+    print(arn)
+    return 0
+
+
+def start(args) -> int:
+    client = connect(args)
+    pipeline = aws.describe_pipeline(client, args.pipeline_name)
+    values = parameter_values.check(pipeline["Definition"], args.param, args.pipeline_name)
+    arn = aws.start_execution(
+        client,
+        args.pipeline_name,
+        parameter_values.pipeline_parameters(values),
+        args.display_name,
+    )
+    print(arn, flush=True)
+    if args.wait:
+        try:
+            aws.wait_for_execution(client, arn, interval=args.poll_interval, timeout=args.timeout)
+        except KeyboardInterrupt:
+            log.warning(
+                "stopped waiting; the execution keeps running: %s status %s", options.PROG, arn
+            )
+            return 130
+    return 0
+
+
+def _when(value) -> str:
+    """A timestamp in UTC, to the second (botocore's are time-zone aware)."""
+    if not hasattr(value, "astimezone"):
+        return "-"
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def status(args) -> int:
+    if args.execution_arn:
+        match = aws.EXECUTION_ARN_RE.match(args.execution_arn)
+        if not match:
+            raise UsageError(
+                f"{args.execution_arn!r} is not a pipeline execution ARN (arn:aws:sagemaker:"
+                "<region>:<account>:pipeline/<name>/execution/<id>)"
+            )
+        if args.region is None:
+            args.region = match.group("region")
+    client = connect(args)
+    arn = args.execution_arn or aws.latest_execution_arn(client, args.pipeline_name)
+    execution = aws.describe_execution(client, arn)
+    steps = aws.listed_steps(client, arn)
+    lines = [
+        f"Execution  {arn}",
+        f"Name       {execution.get('PipelineExecutionDisplayName') or '-'}",
+        f"Status     {execution['PipelineExecutionStatus']}",
+        f"Started    {_when(execution.get('CreationTime'))}",
+        f"Updated    {_when(execution.get('LastModifiedTime'))}",
+    ]
+    if execution.get("FailureReason"):
+        lines.append(f"Reason     {' '.join(execution['FailureReason'].split())}")
+    rows = [["STEP", "TYPE", "STATUS", "STARTED", "ENDED", "REASON"]]
+    for step in sorted(steps, key=lambda s: (s.get("StartTime") is None, s.get("StartTime") or 0)):
+        rows.append(
+            [
+                step.get("StepName", "?"),
+                step.get("StepType") or "-",
+                step.get("StepStatus", "?"),
+                _when(step.get("StartTime")),
+                _when(step.get("EndTime")),
+                " ".join((step.get("FailureReason") or "").split())[:120],
+            ]
+        )
+    print("\n".join(lines))
+    print()
+    print(_table(rows) if len(rows) > 1 else "(no steps yet)")
+    return 0
+
+
+def add_upsert(parser) -> None:
+    parser.description = (
+        "Upload the code bundle (unchanged files are skipped) and create or update the "
+        "pipeline with the same definition `export` writes for these flags. Prints its ARN."
+    )
+    options.add_pipeline_name(parser)
+    options.add_config(parser, role_required=True)
+    options.add_aws(parser)
+    parser.add_argument(
+        "--tag",
+        type=argtypes.tag,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="tag the pipeline (repeatable; tags are added, never removed)",
+    )
+    parser.set_defaults(handler=upsert)
+
+
+def add_start(parser) -> None:
+    parser.description = (
+        "Start an execution. --param values are checked against the deployed pipeline's "
+        "parameters before anything starts."
+    )
+    options.add_pipeline_name(parser)
+    options.add_aws(parser)
+    options.add_params(parser)
+    parser.add_argument(
+        "--display-name", type=argtypes.execution_display_name, help="execution name"
+    )
+    parser.add_argument("--wait", action="store_true", help="follow the steps until it ends")
+    parser.add_argument(
+        "--poll-interval",
+        type=argtypes.positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between polls with --wait (default: 30)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=argtypes.positive_seconds,
+        metavar="SECONDS",
+        help="with --wait, give up waiting after this long (the execution keeps running)",
+    )
+    parser.set_defaults(handler=start)
+
+
+def add_status(parser) -> None:
+    options.add_pipeline_name(parser)
+    options.add_aws(parser)
+    parser.add_argument("execution_arn", nargs="?", metavar="EXECUTION_ARN")
+    parser.set_defaults(handler=status)
+
+
+PARSERS = {"upsert": add_upsert, "start": add_start, "status": add_status}

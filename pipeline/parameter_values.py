@@ -1,0 +1,114 @@
+"""`--param Name=Value` checked and typed against a definition's Parameters (stdlib only).
+
+`start`, `schedule` and `run-local` all go through `check()`: the value is converted once,
+here, to the parameter's declared type. `PipelineParameters` is what StartPipelineExecution
+and a Scheduler target take (text); `resolve()` is what the local runner interprets (the
+definition's defaults, overridden, as typed values).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass
+
+from pipeline.errors import UsageError
+
+# StartPipelineExecution's limit on a parameter value.
+MAX_VALUE_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class ParameterValue:
+    name: str
+    text: str  # what the service receives
+    value: int | float | bool | str  # the same, as the declared type
+
+
+def _typed(declared: dict, text: str) -> tuple[str, int | float | bool | str]:
+    """(text to send, typed value) for one declared parameter, or ValueError saying why not."""
+    kind = declared.get("Type", "String")
+    if kind == "Integer":
+        if not re.fullmatch(r"[+-]?\d+", text.strip()):
+            raise ValueError(f"expects an Integer, got {text!r}")
+        value = int(text)
+        sent = str(value)
+    elif kind == "Float":
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"expects a Float, got {text!r}")
+        sent = text.strip()
+    elif kind == "Boolean":
+        sent = text.strip().lower()
+        if sent not in ("true", "false"):
+            raise ValueError(f"expects a Boolean (true or false), got {text!r}")
+        value = sent == "true"
+    else:
+        sent = value = text
+    if len(sent) > MAX_VALUE_LENGTH:
+        raise ValueError(f"values are at most {MAX_VALUE_LENGTH} characters")
+    enum = declared.get("EnumValues")
+    if enum and sent not in [str(choice) for choice in enum]:
+        raise ValueError(f"must be one of {', '.join(map(str, enum))}, got {text!r}")
+    return sent, value
+
+
+def declared_parameters(definition: dict) -> dict[str, dict]:
+    return {param["Name"]: param for param in definition.get("Parameters") or []}
+
+
+def check(definition: dict, given: list[tuple[str, str]], pipeline: str) -> list[ParameterValue]:
+    """The --param values, checked against the definition (UsageError names the problem)."""
+    declared = declared_parameters(definition)
+    result, seen = [], set()
+    for name, text in given:
+        if name in seen:
+            raise UsageError(f"--param {name} is given twice: keep one")
+        seen.add(name)
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UsageError(
+                f"unknown parameter {name!r} for pipeline {pipeline}: {hint}"
+                f"valid: {', '.join(sorted(declared)) or '(none)'}"
+            )
+        try:
+            sent, value = _typed(declared[name], text)
+        except ValueError as exc:
+            raise UsageError(f"--param {name} {exc}") from None
+        result.append(ParameterValue(name, sent, value))
+    return result
+
+
+def pipeline_parameters(values: list[ParameterValue]) -> list[dict[str, str]]:
+    """The PipelineParameters list of StartPipelineExecution (and of a Scheduler target)."""
+    return [{"Name": value.name, "Value": value.text} for value in values]
+
+
+def without_default(definition: dict, values: list[ParameterValue]) -> list[str]:
+    """Declared parameters that have no default and were not given."""
+    given = {value.name for value in values}
+    return [
+        name
+        for name, declared in declared_parameters(definition).items()
+        if declared.get("DefaultValue") is None and name not in given
+    ]
+
+
+def resolve(definition: dict, given: list[tuple[str, str]], pipeline: str) -> dict:
+    """Every parameter's typed value for a run: the defaults, overridden by `given`."""
+    values = check(definition, given, pipeline)
+    missing = without_default(definition, values)
+    if missing:
+        raise UsageError(
+            f"parameter {', '.join(missing)} has no default: pass --param {missing[0]}=VALUE"
+        )
+    overrides = {value.name: value.value for value in values}
+    return {
+        name: overrides.get(name, declared.get("DefaultValue"))
+        for name, declared in declared_parameters(definition).items()
+    }
