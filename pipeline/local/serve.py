@@ -62,6 +62,8 @@ HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn")
 DEFAULT_GRACE_SECONDS = 10.0
 # How often the server loop looks at the stop flag; a signal handler only sets the flag.
 _LOOP_TIMEOUT = 0.25
+# After the last answer is returned by the app, how long the loop goes on writing answers out.
+_FLUSH_SECONDS = 0.5
 _PROGRAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
 _module_names = itertools.count()
 
@@ -307,9 +309,9 @@ class LocalEndpoint:
     """A served model: `bind()`, `load()`, `serve_forever()`; `stop()` from anywhere.
 
     `stop()` only sets a flag (safe in a signal handler); the serving loop sees it within a
-    quarter of a second, stops accepting connections, lets requests already received finish
-    and their answers go out (up to `grace_seconds`), then closes everything. A second
-    `stop()` skips the wait.
+    quarter of a second, lets the requests the app is answering finish (up to
+    `grace_seconds`) and their answers go out, then closes the listening socket and every
+    connection. A second `stop()` skips the wait.
     """
 
     def __init__(
@@ -330,7 +332,7 @@ class LocalEndpoint:
         self.grace_seconds = grace_seconds
         self.app = EndpointApp(max_body_bytes)
         self._map: dict = {}
-        self._servers: list = []
+        self._server = None
         self._workdir: Path | None = None
         self._code_dir: str | None = None
         self._stopping = threading.Event()
@@ -342,10 +344,10 @@ class LocalEndpoint:
 
     def bind(self) -> str:
         """Listen on host:port (port 0: any free one) and return the URL; nothing is served yet."""
-        from waitress.server import BaseWSGIServer, create_server
+        from waitress import create_server
 
         try:
-            create_server(
+            self._server = create_server(
                 self.app,
                 map=self._map,
                 host=self.host,
@@ -363,8 +365,11 @@ class LocalEndpoint:
                 f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
                 + ("; pass another --port" if "in use" in str(exc) else "")
             ) from None
-        self._servers = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
-        host, port = self._servers[0].effective_host, self._servers[0].effective_port
+        # One address: the server itself; a host name with several: a server of servers.
+        listening = getattr(self._server, "effective_listen", None) or [
+            (self._server.effective_host, self._server.effective_port)
+        ]
+        host, port = listening[0]
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         return self.url
 
@@ -392,12 +397,10 @@ class LocalEndpoint:
         log.debug("model_fn took %.1f s", time.perf_counter() - started)
 
     def serve_forever(self) -> None:
-        from waitress import wasyncore
-
         try:
             while not self._stopping.is_set():
-                wasyncore.loop(timeout=_LOOP_TIMEOUT, map=self._map, use_poll=True, count=1)
-            self._drain()
+                self._loop(_LOOP_TIMEOUT)
+            self._finish_answers()
         finally:
             self._close_server()
             self._stopped.set()
@@ -433,36 +436,34 @@ class LocalEndpoint:
 
     # ---- stopping
 
-    def _busy(self) -> bool:
-        if self.app.in_flight:
-            return True
-        return any(
-            channel.requests or channel.total_outbufs_len
-            for server in self._servers
-            for channel in list(server.active_channels.values())
-        )
-
-    def _drain(self) -> None:
+    def _loop(self, timeout: float) -> None:
+        """One turn of waitress's event loop over this server's sockets (what its run() repeats)."""
         from waitress import wasyncore
 
-        # Closing the listening sockets refuses new connections at once, while connections
-        # already open keep their requests and answers in the loop below.
-        for server in self._servers:
-            wasyncore.dispatcher.close(server)
+        wasyncore.loop(timeout=timeout, map=self._map, use_poll=True, count=1)
+
+    def _finish_answers(self) -> None:
+        """Keep serving while the app is answering (up to grace_seconds), then a moment
+        more, so the answers it returned are written to their clients."""
         deadline = time.monotonic() + self.grace_seconds
-        while self._busy() and not self._force.is_set():
+        while self.app.in_flight and not self._force.is_set():
             if time.monotonic() >= deadline:
                 log.warning(
                     "stopping with requests still unanswered after %.0f s", self.grace_seconds
                 )
-                break
-            wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
+                return
+            self._loop(0.05)
+        flushed = time.monotonic() + _FLUSH_SECONDS
+        while time.monotonic() < flushed and not self._force.is_set():
+            self._loop(0.05)
 
     def _close_server(self) -> None:
         from waitress import wasyncore
 
-        if not self._servers:
+        if self._server is None:
             return
-        self._servers[0].task_dispatcher.shutdown(timeout=1)
+        server, self._server = self._server, None
+        server.close()
+        server.task_dispatcher.shutdown(timeout=1)
+        # The connections still open (keep-alive clients) go with the server.
         wasyncore.close_all(self._map, ignore_all=True)
-        self._servers = []
