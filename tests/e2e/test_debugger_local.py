@@ -416,9 +416,25 @@ def test_monitor_samples_the_training_process_and_its_loader_worker(healthy):
     assert max(s["processes"] for s in monitor.samples) >= 2  # the persistent worker
     assert max(s["rss_bytes"] for s in monitor.samples) > 200 * 2**20
     assert all(s["tree_rss_bytes"] >= s["rss_bytes"] for s in monitor.samples)
-    if shutil.which("nvidia-smi") is None:
-        assert monitor.gpu_note.startswith("no GPU")
-        assert all(s["gpus"] == [] for s in monitor.samples)
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has nvidia-smi")
+def test_without_nvidia_smi_the_monitor_says_no_gpu_and_reads_none(healthy):
+    assert healthy.monitor.gpu_note.startswith("no GPU")
+    assert all(s["gpus"] == [] for s in healthy.monitor.samples)
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no nvidia-smi on this machine")
+def test_with_nvidia_smi_every_sample_reads_each_gpu(healthy):
+    monitor = healthy.monitor
+    assert monitor.gpu_note.endswith("GPU(s) read with nvidia-smi"), monitor.gpu_note
+    count = int(monitor.gpu_note.split()[0])
+    for sample in monitor.samples:
+        assert len({g["index"] for g in sample["gpus"]}) == count, sample
+        for gpu in sample["gpus"]:
+            assert 0 <= gpu["utilization_percent"] <= 100, gpu
+            assert 0 <= gpu["memory_used_bytes"] <= gpu["memory_total_bytes"], gpu
+            assert gpu["memory_total_bytes"] > 0, gpu
 
 
 def test_report_files_hold_cpu_memory_and_epoch_times_from_the_log(healthy, tmp_path):
