@@ -17,6 +17,7 @@ import warnings
 
 from pipeline.bundle import Bundle
 from pipeline.config import PipelineConfig
+from pipeline.definition_json import iter_steps
 
 DESCRIPTION = (
     "Prepares a dog-breed ImageFolder, tunes and trains DenseNet-161, evaluates it on the test "
@@ -176,19 +177,11 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
 
 def _sort_collections(definition: dict) -> dict:
     """The SDK gathers Debugger collections in a set: order them by name."""
-    for step in _all_steps(definition["Steps"]):
-        hook = step.get("Arguments", {}).get("DebugHookConfig")
+    for entry in iter_steps(definition):
+        hook = entry.arguments.get("DebugHookConfig")
         if hook and "CollectionConfigurations" in hook:
             hook["CollectionConfigurations"].sort(key=lambda c: json.dumps(c, sort_keys=True))
     return definition
-
-
-def _all_steps(steps: list):
-    for step in steps:
-        yield step
-        arguments = step.get("Arguments", {})
-        for branch in ("IfSteps", "ElseSteps"):
-            yield from _all_steps(arguments.get(branch, []))
 
 
 def definition_dict(config: PipelineConfig | None = None) -> dict:

@@ -273,16 +273,6 @@ def _function_of(value: dict) -> str | None:
     return None
 
 
-def references(value) -> list[Reference]:
-    return [
-        parse_reference(argument) for _, name, argument in iter_functions(value) if name == "Get"
-    ]
-
-
-def referenced_steps(value) -> set[str]:
-    return {ref.name for ref in references(value) if ref.root == "Steps"}
-
-
 # ------------------------------------------------------------------------ resolving
 
 

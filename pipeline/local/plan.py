@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from pipeline.definition_json import dag, iter_steps, own_expressions
 from pipeline.local import expressions as ex
 from pipeline.local import properties
 
@@ -48,38 +49,25 @@ class Node:
 
     @property
     def expressions_of(self):
-        """What holds this step's own expressions (a condition's branches are other steps)."""
-        if self.type == "Condition":
-            return self.arguments.get("Conditions") or []
-        return self.arguments
+        return own_expressions(self.step)
 
 
-def _flatten(steps: list, problems: list[str]) -> dict[str, Node]:
+def _flatten(definition: dict, problems: list[str]) -> dict[str, Node]:
     nodes: dict[str, Node] = {}
-
-    def add(step: dict, branches: list[tuple[str, bool]]) -> None:
-        name = step.get("Name")
+    for entry in iter_steps(definition):
+        name = entry.name
         if not isinstance(name, str) or not name:
-            problems.append(f"a step has no Name: {json.dumps(step)[:120]}")
-            return
+            problems.append(f"a step has no Name: {json.dumps(entry.step)[:120]}")
+            continue
         if name in nodes:
             problems.append(f"step {name}: the name is used twice")
-            return
-        kind = step.get("Type")
-        if kind not in SUPPORTED_TYPES:
+            continue
+        if entry.type not in SUPPORTED_TYPES:
             problems.append(
-                f"step {name}: step type {kind!r} is not supported by run-local "
+                f"step {name}: step type {entry.type!r} is not supported by run-local "
                 f"(it runs {', '.join(SUPPORTED_TYPES)})"
             )
-        node = Node(name, kind, step, branches=list(branches))
-        nodes[name] = node
-        if kind == "Condition":
-            for key, outcome in (("IfSteps", True), ("ElseSteps", False)):
-                for child in node.arguments.get(key) or []:
-                    add(child, [*branches, (name, outcome)])
-
-    for step in steps:
-        add(step, [])
+        nodes[name] = Node(name, entry.type, entry.step, branches=list(entry.branches))
     return nodes
 
 
@@ -88,20 +76,18 @@ def check_definition(definition: dict) -> dict[str, Node]:
     if not isinstance(definition, dict) or not isinstance(definition.get("Steps"), list):
         raise DefinitionError("not a pipeline definition: no Steps list")
     problems: list[str] = []
-    nodes = _flatten(definition["Steps"], problems)
+    nodes = _flatten(definition, problems)
     declared = {p.get("Name") for p in definition.get("Parameters") or []}
     for node in nodes.values():
         _check_expressions(node, nodes, declared, problems)
         for dependency in node.step.get("DependsOn") or []:
             if dependency not in nodes:
                 problems.append(f"step {node.name}: DependsOn names no step {dependency!r}")
-            else:
-                node.deps.add(dependency)
-        for condition, _ in node.branches:
-            node.deps.add(condition)
         if node.type == "Condition":
             _check_conditions(node, node.arguments.get("Conditions") or [], problems)
     if not problems:
+        for name, upstream in dag(definition).items():
+            nodes[name].deps = upstream
         cycle = _find_cycle(nodes)
         if cycle:
             problems.append(f"steps depend on each other in a cycle: {' -> '.join(cycle)}")
@@ -149,8 +135,6 @@ def _check_expressions(node: Node, nodes: dict, declared: set, problems: list) -
                 )
             except ex.ExpressionError as err:
                 problems.append(f"{at}: Get {ref.text}: {err}")
-                continue
-            node.deps.add(ref.name)
 
 
 def _check_conditions(node: Node, conditions: list, problems: list) -> None:

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.definitions import parameter_refs, step
 from helpers.paths import ROOT
 
 from pipeline.bundle import Bundle, scripts_dir
 from pipeline.config import PipelineConfig
 from pipeline.definition import definition_dict, definition_json
+from pipeline.definition_json import iter_steps, references
 from pipeline.graph import mermaid
 from pipeline.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 
@@ -24,35 +26,6 @@ CLI = Path(sys.executable).parent / "dogbreed-pipeline"
 @pytest.fixture(scope="module")
 def definition() -> dict:
     return definition_dict(PipelineConfig())
-
-
-def all_steps(steps):
-    for step in steps:
-        yield step
-        for branch in ("IfSteps", "ElseSteps"):
-            yield from all_steps(step["Arguments"].get(branch, []))
-
-
-def step(definition, name) -> dict:
-    matches = [s for s in all_steps(definition["Steps"]) if s["Name"] == name]
-    assert matches, f"no step {name}"
-    return matches[0]
-
-
-def parameter_refs(value) -> set[str]:
-    return {v.split(".", 1)[1] for v in _gets(value) if v.startswith("Parameters.")}
-
-
-def _gets(value):
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "Get":
-                yield item
-            else:
-                yield from _gets(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _gets(item)
 
 
 def _export(seed: str, out: Path) -> subprocess.CompletedProcess:
@@ -132,7 +105,7 @@ def test_every_parameter_has_a_default_and_pascal_case_name(definition):
 
 
 def test_every_step_has_a_display_name_and_description(definition):
-    for s in all_steps(definition["Steps"]):
+    for s in (entry.step for entry in iter_steps(definition)):
         assert s.get("DisplayName"), s["Name"]
         assert s.get("Description"), s["Name"]
 
@@ -180,7 +153,7 @@ def test_training_retrains_with_the_best_tuned_hyperparameters(definition):
     hyper = step(definition, "TrainModel")["Arguments"]["HyperParameters"]
     for name in ("learning_rate", "batch_size", "epochs"):
         expected = f"Steps.TuneHyperparameters.BestTrainingJob.TunedHyperParameters['{name}']"
-        assert expected in set(_gets(hyper[name]))
+        assert expected in set(references(hyper[name]))
     assert hyper["sagemaker_torch_distributed_enabled"] == "true"
 
 
@@ -199,8 +172,10 @@ def test_training_carries_debugger_rules_hook_and_profiler(definition):
     assert args["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainingInstanceCount"}
     # Not per execution: a cached rerun must see the same arguments to be reused.
     checkpoint = args["CheckpointConfig"]["S3Uri"]
-    assert "Steps.TuneHyperparameters.BestTrainingJob.TrainingJobName" in set(_gets(checkpoint))
-    assert "Execution.PipelineExecutionId" not in set(_gets(checkpoint))
+    assert "Steps.TuneHyperparameters.BestTrainingJob.TrainingJobName" in set(
+        references(checkpoint)
+    )
+    assert "Execution.PipelineExecutionId" not in set(references(checkpoint))
 
 
 def test_debugger_can_be_switched_off():
@@ -267,7 +242,7 @@ def test_registration_uses_the_group_approval_parameter_metrics_and_packed_handl
     assert args["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
     stats = args["ModelMetrics"]["ModelQuality"]["Statistics"]
     assert "Steps.EvaluateModel.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri" in (
-        set(_gets(stats["S3Uri"]))
+        set(references(stats["S3Uri"]))
     )
     (container,) = args["InferenceSpecification"]["Containers"]
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
@@ -278,7 +253,7 @@ def test_registration_uses_the_group_approval_parameter_metrics_and_packed_handl
 def test_endpoint_is_named_by_parameter_with_a_fresh_config_per_execution(definition):
     config = step(definition, "CreateEndpointConfig")["Arguments"]
     assert parameter_refs(config["EndpointConfigName"]) == {"EndpointName"}
-    assert "Execution.PipelineExecutionId" in set(_gets(config["EndpointConfigName"]))
+    assert "Execution.PipelineExecutionId" in set(references(config["EndpointConfigName"]))
     assert config["ProductionVariants"][0]["InstanceType"] == {
         "Get": "Parameters.EndpointInstanceType"
     }

@@ -237,14 +237,3 @@ def test_static_path_check_accepts_what_only_the_run_knows_and_rejects_typos():
     with pytest.raises(ex.ExpressionError, match="no 'S3Url'"):
         path = "Steps.S.ProcessingOutputConfig.Outputs['train'].S3Output.S3Url"
         ex.check_path(shape, ex.parse_reference(path).path, "S")
-
-
-def test_references_list_the_steps_an_expression_depends_on():
-    value = {
-        "a": json_get("x"),
-        "b": [
-            {"Std:Join": {"On": "", "Values": [get("Steps.Tune.BestTrainingJob.TrainingJobName")]}}
-        ],
-        "c": get("Parameters.ImageSize"),
-    }
-    assert ex.referenced_steps(value) == {"EvaluateModel", "Tune"}

@@ -8,6 +8,7 @@ definition stays the same for users who set nothing.
 from __future__ import annotations
 
 import pytest
+from helpers.definitions import step
 
 from pipeline import cli
 from pipeline.cli import options
@@ -30,16 +31,8 @@ SECURITY_FIELDS = {
 JOBS = ("PrepareData", "TuneHyperparameters", "TrainModel", "EvaluateModel")
 
 
-def all_steps(steps):
-    for step in steps:
-        yield step
-        for branch in ("IfSteps", "ElseSteps"):
-            yield from all_steps(step["Arguments"].get(branch, []))
-
-
 def arguments(definition: dict, name: str) -> dict:
-    (step,) = [s for s in all_steps(definition["Steps"]) if s["Name"] == name]
-    return step["Arguments"]
+    return step(definition, name)["Arguments"]
 
 
 def training_job(definition: dict, name: str) -> dict:
