@@ -27,17 +27,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.local import endpoints, jobs, registry
+from pipeline import parameter_values
+from pipeline.local import endpoints, records, registry
 from pipeline.local import expressions as ex
+from pipeline.local import properties as step_properties
 from pipeline.local.cache import StepCache
+from pipeline.local.container import Job
 from pipeline.local.plan import DefinitionError, Node, check_definition
-from pipeline.local.prepare import place_code, place_input, resolve_parameters
+from pipeline.local.prepare import place_code, place_input
+from pipeline.local.processing_job import run_processing
+from pipeline.local.records import DONE
 from pipeline.local.store import Store, StoreError, join_uri
+from pipeline.local.supervisor import JobFailed, Supervisor
+from pipeline.local.training_job import clamp_epochs, run_training
 from pipeline.local.tuning import TuningError, TuningRun, run_tuning
 
 log = logging.getLogger("pipeline.local")
-
-DONE = ("Succeeded", "Cached")
 
 __all__ = ["DefinitionError", "Options", "Outcome", "resume", "run"]
 
@@ -74,7 +79,7 @@ def new_execution_id() -> str:
 
 
 def execution_arn(pipeline: str, execution_id: str) -> str:
-    return f"{jobs.arn('pipeline', pipeline)}/execution/{execution_id}"
+    return f"{records.arn('pipeline', pipeline)}/execution/{execution_id}"
 
 
 class StepFailure(Exception):
@@ -109,13 +114,15 @@ class Execution:
         # Job and model names carry the execution's stamp: unique, and traceable to it.
         self.tail = self.id.removeprefix("local-")
         self.dir = self.store.executions / self.id
-        self.started = resumed["StartTime"] if resumed else jobs.now()
+        self.started = resumed["StartTime"] if resumed else records.now()
         self.clock = time.monotonic()
         self.states = {name: StepState(node) for name, node in nodes.items()}
         self.order: list[str] = []  # steps in the order they started (or were skipped)
         self.lock = threading.RLock()
         self.parameters: dict = {}
         self.job_env: dict[str, str] = {}
+        # One per execution: a stop ends this execution's jobs, and a later one starts afresh.
+        self.supervisor = Supervisor()
         self.record: dict = {}
         self.cache = StepCache(
             self.store,
@@ -133,10 +140,7 @@ class Execution:
     def _write_record(self) -> None:
         with self.lock:
             self.record["Steps"] = [self.states[name].record for name in self.order]
-            path = self.dir / "record.json"
-            temporary = path.with_name(".record.json.tmp")
-            temporary.write_text(json.dumps(self.record, indent=1) + "\n", encoding="utf-8")
-            os.replace(temporary, path)
+            records.write_json(self.dir / "record.json", self.record, sort_keys=False)
 
     def _begin(self, name: str, status: str = "Executing") -> None:
         with self.lock:
@@ -147,7 +151,7 @@ class Execution:
                 "StepType": state.node.type,
                 "DisplayName": state.node.step.get("DisplayName"),
                 "Status": status,
-                "StartTime": jobs.now(),
+                "StartTime": records.now(),
                 "EndTime": None,
                 "Seconds": None,
                 "Properties": None,
@@ -171,7 +175,7 @@ class Execution:
             record.update(fields)
             record["Status"] = status
             record["Properties"] = properties
-            record["EndTime"] = jobs.now()
+            record["EndTime"] = records.now()
             started = datetime.fromisoformat(record["StartTime"])
             ended = datetime.fromisoformat(record["EndTime"])
             record["Seconds"] = round((ended - started).total_seconds(), 3)
@@ -185,9 +189,9 @@ class Execution:
                 "PipelineExecutionId": self.id,
                 "PipelineExecutionArn": self.arn,
                 "PipelineName": self.options.pipeline_name,
-                "PipelineArn": jobs.arn("pipeline", self.options.pipeline_name),
+                "PipelineArn": records.arn("pipeline", self.options.pipeline_name),
                 "StartDateTime": self.started,
-                "CurrentDateTime": jobs.now(),
+                "CurrentDateTime": records.now(),
             }
             if name in values:
                 return values[name]
@@ -251,7 +255,7 @@ class Execution:
         if self.resumed is not None:
             self.parameters = self.resumed.get("Parameters") or {}
         else:
-            self.parameters = resolve_parameters(
+            self.parameters = parameter_values.resolve(
                 self.definition, options.parameters, options.pipeline_name
             )
         overrides = {
@@ -280,7 +284,7 @@ class Execution:
                 )
         if options.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
             # Parallel jobs share the cores instead of each spinning up a thread per core.
-            self.job_env["OMP_NUM_THREADS"] = str(max(1, jobs.cpu_count() // options.workers))
+            self.job_env["OMP_NUM_THREADS"] = str(max(1, records.cpu_count() // options.workers))
         return overrides
 
     def run(self) -> Outcome:
@@ -290,12 +294,11 @@ class Execution:
         else:
             self._open(overrides)
         log.info("execution %s (record %s)", self.id, self.dir / "record.json")
-        jobs.allow_jobs()
         try:
             failure = self._schedule()
         except KeyboardInterrupt:
             # Again: a second Ctrl-C may have cut short the wait for the jobs to stop.
-            jobs.stop_all()
+            self.supervisor.stop_all()
             self._end("Stopped", "interrupted")
             raise
         self._end("Failed" if failure else "Succeeded", failure)
@@ -305,7 +308,7 @@ class Execution:
         self.dir.mkdir(parents=True, exist_ok=True)
         # What ran, beside its record: a later --resume needs the definition as it was.
         definition_path = self.dir / "definition.json"
-        definition_path.write_text(json.dumps(self.definition, indent=1) + "\n", encoding="utf-8")
+        records.write_json(definition_path, self.definition, sort_keys=False)
         self.record = {
             "PipelineExecutionArn": self.arn,
             "PipelineExecutionId": self.id,
@@ -343,7 +346,7 @@ class Execution:
         resumes = list(previous.get("Resumes") or [])
         resumes.append(
             {
-                "Time": jobs.now(),
+                "Time": records.now(),
                 "PreviousStatus": previous.get("Status"),
                 "PreviousFailureReason": previous.get("FailureReason"),
                 "PreviousEndTime": previous.get("EndTime"),
@@ -372,7 +375,7 @@ class Execution:
                     self._finish(name, "Failed", FailureReason="the execution stopped")
             self.record["Status"] = status
             self.record["FailureReason"] = reason
-            self.record["EndTime"] = jobs.now()
+            self.record["EndTime"] = records.now()
             self._write_record()
         seconds = time.monotonic() - self.clock
         log.info("execution %s %s in %.1fs", self.id, status, seconds)
@@ -422,7 +425,7 @@ class Execution:
                         if reason is not None and failure is None:
                             failure = f"step {name} failed: {reason}"
             except KeyboardInterrupt:
-                jobs.stop_all()
+                self.supervisor.stop_all()
                 raise
         return failure
 
@@ -434,7 +437,7 @@ class Execution:
             getattr(self, f"_step_{node.type.lower()}")(node)
         except (
             StepFailure,
-            jobs.JobFailed,
+            JobFailed,
             TuningError,
             StoreError,
             registry.RegistryError,
@@ -472,18 +475,19 @@ class Execution:
         log.info("[%s] Cached: the result of %s", node.name, source.rsplit("/", 1)[-1])
         return True
 
-    def _job(self, job_name: str, label: str, log_name: str) -> jobs.Job:
+    def _job(self, job_name: str, label: str, log_name: str) -> Job:
         root = self.dir / "jobs" / job_name
         # Only a resumed step finds its job root there: what its failed attempt left
         # behind must not leak into the new container.
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
-        return jobs.Job(
+        return Job(
             store=self.store,
             name=job_name,
             root=root,
             log_path=self.dir / "logs" / f"{log_name}.log",
             label=label,
+            supervisor=self.supervisor,
             env=dict(self.job_env),
         )
 
@@ -496,7 +500,7 @@ class Execution:
         job = self._job(job_name, node.name, node.name)
         self._note(node.name, LogPath=str(job.log_path))
         log.info("[%s] processing job %s (log %s)", node.name, job_name, job.log_path)
-        properties = jobs.run_processing(job, arguments)
+        properties = run_processing(job, arguments)
         self.cache.save(node, key, arguments, properties, {}, self.arn)
         self._succeed(node, properties)
 
@@ -506,7 +510,7 @@ class Execution:
         key = self.cache.key(node, arguments)
         if self._from_cache(node, key):
             return
-        hyperparameters, changed = jobs.clamp_epochs(
+        hyperparameters, changed = clamp_epochs(
             arguments.get("HyperParameters") or {}, self.options.max_epochs
         )
         job = self._job(job_name, node.name, node.name)
@@ -514,7 +518,7 @@ class Execution:
         log.info("[%s] training job %s (log %s)", node.name, job_name, job.log_path)
         if changed:
             log.info("[%s] --max-epochs: epochs %s -> %s", node.name, *changed["epochs"])
-        result = jobs.run_training(job, {**arguments, "HyperParameters": hyperparameters})
+        result = run_training(job, {**arguments, "HyperParameters": hyperparameters})
         fields: dict = {"LocalOverrides": changed}
         if result.rule_evaluations:
             fields["RuleEvaluations"] = result.rule_evaluations
@@ -532,7 +536,7 @@ class Execution:
 
         def run_trial(number: int, trial_name: str, trial_arguments: dict):
             label, log_name = f"{node.name} trial {number}", f"{node.name}-{number:03d}"
-            return jobs.run_training(self._job(trial_name, label, log_name), trial_arguments)
+            return run_training(self._job(trial_name, label, log_name), trial_arguments)
 
         tuning = TuningRun(
             step_name=node.name,
@@ -567,7 +571,7 @@ class Execution:
             ", ".join(names) or "nothing",
             f"; skipping {', '.join(skipped)}" if skipped else "",
         )
-        self._succeed(node, {"Outcome": outcome})
+        self._succeed(node, step_properties.condition(outcome))
 
     def _step_fail(self, node: Node) -> None:
         message = self.resolve(node).get("ErrorMessage")
@@ -584,16 +588,7 @@ class Execution:
             record["ModelPackageVersion"],
             record["ModelApprovalStatus"],
         )
-        listed = (
-            "ModelPackageName",
-            "ModelPackageGroupName",
-            "ModelPackageVersion",
-            "ModelPackageArn",
-            "ModelPackageStatus",
-            "ModelApprovalStatus",
-            "CreationTime",
-        )
-        self._succeed(node, {**arguments, **{key: record[key] for key in listed}})
+        self._succeed(node, step_properties.register_model(arguments, record))
 
     def _step_model(self, node: Node) -> None:
         arguments = self.resolve(node)
@@ -683,7 +678,7 @@ def resume(execution_id: str | None, options: Options) -> Outcome:
     nodes = check_definition(definition)
     name = record.get("PipelineName") or options.pipeline_name
     recorded = record.get("Parameters") or {}
-    given = resolve_parameters(definition, options.parameters, name)
+    given = parameter_values.resolve(definition, options.parameters, name)
     for key, _ in options.parameters:
         if given.get(key) != recorded.get(key):
             raise DefinitionError(
