@@ -23,6 +23,7 @@ from helpers.datagen import make_imagefolder
 from helpers.paths import ROOT
 
 from pipeline.cli import main
+from pipeline.definition_json import iter_steps, own_expressions, references
 from pipeline.local import expressions as ex
 from pipeline.local import registry
 from pipeline.local.cache import StepCache, parse_duration
@@ -305,14 +306,11 @@ def test_a_json_get_path_that_is_not_in_the_file_fails_naming_the_step_and_path(
 def test_every_step_reference_of_the_definition_is_a_path_of_the_real_runs_properties(
     pipeline, exported
 ):
-    nodes = check_definition(quick(exported))
     steps = steps_by_name(pipeline.record("deployed"))
     checked = set()
-    for node in nodes.values():
-        for _, function, argument in ex.iter_functions(node.expressions_of):
-            if function != "Get":
-                continue
-            ref = ex.parse_reference(argument)
+    for entry in iter_steps(quick(exported)):
+        for text in references(own_expressions(entry.step)):
+            ref = ex.parse_reference(text)
             # PropertyFiles name a file for Std:JsonGet, not a property of the job.
             if ref.root != "Steps" or ref.path[:1] == ("PropertyFiles",):
                 continue
