@@ -43,7 +43,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["pipeline", "pipeline.local", "steps", "pipeline.scripts_bundle"],
+    packages=["pipeline", "pipeline.cli", "pipeline.local", "steps", "pipeline.scripts_bundle"],
     package_dir={"pipeline.scripts_bundle": "scripts"},
     package_data={"pipeline.scripts_bundle": ["*.py", "requirements.txt"]},
     include_package_data=False,
