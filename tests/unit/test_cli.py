@@ -27,6 +27,7 @@ from helpers.paths import ROOT
 
 from pipeline import cli
 from pipeline.cli import argtypes, options
+from pipeline.cli.main import COMMANDS
 from pipeline.config import PipelineConfig
 
 # aws_env, moto, calls: a clean AWS environment, moto, and a recorder of AWS calls.
@@ -60,21 +61,49 @@ def test_help_works_in_a_subprocess_and_lists_every_command():
     # Its speed is a benchmark figure (bench/), not an assertion: a busy CI machine would flake.
     result = subprocess.run([CLI, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for command in ("export", "upsert", "start", "status", "schedule", "unschedule", "graph"):
+    for command in COMMANDS:
         assert command in result.stdout
 
 
-def test_help_imports_neither_boto3_nor_the_sdk_nor_torch():
+@pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in COMMANDS])
+def test_help_imports_neither_boto3_nor_the_sdk_nor_torch(argv):
     code = (
         "import sys\nfrom pipeline import cli\n"
-        "try:\n    cli.main(['start', '--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('boto3', 'botocore', 'sagemaker', 'torch') if m in sys.modules))"
+        f"assert cli.main({argv!r}) == 0\n"
+        "print(sorted(m for m in ('boto3', 'botocore', 'sagemaker', 'torch', 'waitress') "
+        "if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_top_level_help_imports_no_command_module():
+    code = (
+        "import sys\nfrom pipeline import cli\n"
+        "assert cli.main(['--help']) == 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pipeline.cli.') and "
+        "m not in ('pipeline.cli.main', 'pipeline.cli.options', 'pipeline.cli.argtypes')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_library_code_does_not_load_the_cli():
+    code = (
+        "import sys\nimport pipeline.local.runner, pipeline.local.pictures, pipeline.definition\n"
+        "print('pipeline.cli' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_no_command_prints_usage_and_exits_2(capsys):
