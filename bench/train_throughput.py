@@ -39,9 +39,9 @@ common.use_scripts()
 
 import torch  # noqa: E402
 from data import load_data  # noqa: E402
+from distributed import Runtime  # noqa: E402
 from model import build_model  # noqa: E402
 from torch import nn  # noqa: E402
-from train import Runtime  # noqa: E402
 from transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch  # noqa: E402
 
 # Sized so each figure is steady on the device at hand within a minute or so.

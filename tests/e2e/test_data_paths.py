@@ -25,10 +25,10 @@ from data import (
     load_data,
     read_image,
 )
+from distributed import Runtime
 from helpers.datagen import photo_array
 from helpers.paths import SCRIPTS
 from PIL import Image
-from train import Runtime
 from transforms import eval_transform, to_rgb, train_transform
 
 IMAGE_SIZE = 48

@@ -18,13 +18,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import contract
 import pytest
 import torch
+from distributed import Runtime
 from helpers.datagen import class_folders, make_imagefolder
 from helpers.paths import SCRIPTS
 from PIL import Image
@@ -315,9 +318,9 @@ def _assert_same_result(resumed: Run, reference: Run) -> None:
         assert torch.allclose(ours[key].float(), value.float(), atol=1e-5), key
 
 
-def train_killed_after(data: Path, workdir: Path, args: list[str], delay: float, signum: int):
-    """Start training, send `signum` `delay` seconds after its first progress line (unless it
-    has exited by then), collect the rest. Returns the Run and whether the signal was sent."""
+def train_killed_after_step(data: Path, workdir: Path, args: list[str], step: int, signum: int):
+    """Start training, send `signum` once its STEP lines say `step` training steps are done
+    (counted over all epochs), collect the rest. Returns the Run and whether it was sent."""
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         _command(args, workdir),
@@ -328,29 +331,34 @@ def train_killed_after(data: Path, workdir: Path, args: list[str], delay: float,
         text=True,
     )
     lines = []
-    deadline = time.monotonic() + RUN_TIMEOUT
-    kill_at = None
     sent = False
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            until = kill_at if kill_at is not None else deadline
-            if not selector.select(timeout=max(0.0, until - time.monotonic())):
-                if kill_at is None or time.monotonic() >= deadline:
-                    proc.kill()
-                    pytest.fail(f"run stalled:\n{''.join(lines)}")
-                if proc.poll() is None:
-                    proc.send_signal(signum)
-                    sent = True
-                break
-            line = proc.stdout.readline()
-            if not line:
-                break
+    # A blocking readline sees each line as soon as it is written (a selector would miss
+    # lines already in the reader's buffer); the watchdog ends a stalled run.
+    stalled = threading.Event()
+
+    def end_stalled_run() -> None:
+        stalled.set()
+        proc.kill()
+
+    watchdog = threading.Timer(RUN_TIMEOUT, end_stalled_run)
+    watchdog.start()
+    try:
+        while not sent and (line := proc.stdout.readline()):
             lines.append(line)
-            if kill_at is None and re.match(r"epoch \d+/\d+ step ", line):
-                kill_at = time.monotonic() + delay
+            progress = contract.parse_step(line)
+            if progress and _global_step(progress) >= step and proc.poll() is None:
+                proc.send_signal(signum)
+                sent = True
+    finally:
+        watchdog.cancel()
+    if stalled.is_set():
+        pytest.fail(f"run stalled:\n{''.join(lines)}")
     rest, _ = proc.communicate(timeout=RUN_TIMEOUT)
     return _run(workdir, "".join(lines) + rest, proc.returncode), sent
+
+
+def _global_step(progress: dict) -> int:
+    return (progress["epoch"] - 1) * progress["steps"] + progress["step"]
 
 
 @pytest.mark.parametrize(
@@ -387,8 +395,8 @@ def _history(run: Run) -> list[dict]:
     ]
 
 
-def _killed_and_resumed(data: Path, workdir: Path, rng: random.Random, longest: float) -> Run:
-    """Kill the FAULT run `longest`-bounded random delays after its first progress line, with a
+def _killed_and_resumed(data: Path, workdir: Path, rng: random.Random, total_steps: int) -> Run:
+    """Kill the FAULT run after a random one of its `total_steps` training steps, with a
     random SIGTERM or SIGKILL, then resume it: one kill a run, and the resume runs to the end
     (a second kill costs ~10 s of start-up a run). The outputs of all attempts, concatenated."""
     outputs = []
@@ -397,9 +405,11 @@ def _killed_and_resumed(data: Path, workdir: Path, rng: random.Random, longest: 
             run, sent, signum = train(data, workdir, FAULT), False, None
         else:
             signum = rng.choice([signal.SIGTERM, signal.SIGKILL])
-            run, sent = train_killed_after(data, workdir, FAULT, rng.uniform(0.0, longest), signum)
+            step = rng.randint(1, total_steps)
+            run, sent = train_killed_after_step(data, workdir, FAULT, step, signum)
         outputs.append(run.output)
         if run.returncode == 0:
+            # SIGTERM after the last step lets the run finish: it only stops between epochs.
             break
         assert sent, run.output
         if "model written to" in run.output:
@@ -416,19 +426,22 @@ def _killed_and_resumed(data: Path, workdir: Path, rng: random.Random, longest: 
     return _run(workdir, "".join(outputs), run.returncode)
 
 
-def test_runs_killed_at_random_moments_resume_to_the_same_result(data, tmp_path, uninterrupted):
-    # The uninterrupted run's training time from its first step on: a delay drawn from
-    # [0, that] lands anywhere in the run, occasionally after it has already finished.
-    longest = sum(
-        epoch["seconds"]
-        for epoch in json.loads((uninterrupted.output_dir / "history.json").read_text())["epochs"]
-    )
+def test_runs_killed_after_random_steps_resume_to_the_same_result(data, tmp_path, uninterrupted):
+    # Every training step of the uninterrupted run, by its STEP lines: a kill after any of
+    # them lands in training, validation, the checkpoint write or the final save.
+    progress = [p for p in map(contract.parse_step, uninterrupted.output.splitlines()) if p]
+    total_steps = max(_global_step(p) for p in progress)
+    assert total_steps == 4 * progress[0]["steps"]
     # The three runs go side by side: each is mostly single-threaded start-up, and in turn
     # they would take over a minute. Each has its own seeded choices.
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = [
             pool.submit(
-                _killed_and_resumed, data, tmp_path / f"run{n}", random.Random(1125 + n), longest
+                _killed_and_resumed,
+                data,
+                tmp_path / f"run{n}",
+                random.Random(1125 + n),
+                total_steps,
             )
             for n in range(3)
         ]
@@ -641,7 +654,7 @@ def test_weights_channel_with_torchvision_download_key_names_loads(train_script,
         train_script, data, tmp_path,
         *FAULT_MODEL, "--pretrained", "true", "--weights-file", str(weights_dir),
     )  # fmt: skip
-    runtime = train_script.Runtime(0, 1, 0, 1, torch.device("cpu"))
+    runtime = Runtime(0, 1, 0, 1, torch.device("cpu"))
     net = train_script.create_model(args, NUM_CLASSES, runtime)
     loaded = net.state_dict()
     for key, value in imagenet.items():

@@ -1,0 +1,119 @@
+"""The SageMaker Debugger (smdebug) hook of a training run.
+
+smdebug is installed by requirements.txt, but the import is optional: without it training
+runs, and warns when SageMaker configured Debugger. With SageMaker's hook config
+(/opt/ml/input/config/debughookconfig.json) the hook is built from it. Otherwise a local
+folder (train.py's `--debugger-local-dir`) gets a hook that saves the losses every
+`loss_interval` steps and, every `tensor_interval` training steps, reductions (mean, std,
+min, max, mean of |x|, L2 norm) of the weights and gradients instead of the raw tensors:
+DenseNet-161's raw weights and gradients are about 230 MB a step, the reductions a few
+hundred KB, and the built-in rules (vanishing gradients, poor initialisation, ...) read
+reductions. Rank 0 alone runs the hook (weights are the same on every rank; the gradients it
+records are rank 0's, before DDP averages them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from data import SetupError
+from distributed import Runtime, log
+from torch import nn
+
+SAGEMAKER_DEBUGGER_CONFIG = "/opt/ml/input/config/debughookconfig.json"
+
+
+def sagemaker_debugger_config() -> Path | None:
+    config = Path(os.environ.get("SMDEBUG_CONFIG_FILE_PATH", SAGEMAKER_DEBUGGER_CONFIG))
+    return config if config.is_file() else None
+
+
+def check_local_dir(local_dir: str | None) -> None:
+    """Fail before training (and on every rank) when `local_dir` cannot work."""
+    if not local_dir or sagemaker_debugger_config():
+        return
+    try:
+        import smdebug.pytorch  # noqa: F401
+    except ImportError as err:
+        raise SetupError(
+            f"argument --debugger_local_dir: smdebug is not installed ({err}); "
+            "pip install -r requirements.txt"
+        ) from None
+    out_dir = Path(local_dir)
+    # smdebug refuses to write into an existing trial (it would mix two runs' steps).
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise SetupError(f"argument --debugger_local_dir: {out_dir} exists and is not empty")
+
+
+def create_hook(
+    runtime: Runtime,
+    model: nn.Module,
+    losses: list[nn.Module],
+    local_dir: str | None,
+    loss_interval: int,
+    tensor_interval: int,
+):
+    """An smdebug hook from SageMaker's config or `local_dir`; None without either."""
+    if not runtime.is_main:
+        return None
+    config = sagemaker_debugger_config()
+    if config is None and not local_dir:
+        return None
+    try:
+        import smdebug.pytorch as smd
+    except ImportError as err:
+        print(
+            f"WARNING: SageMaker Debugger is configured ({config}) but smdebug is not "
+            f"installed ({err}); no tensors will be saved and Debugger rules get no data",
+            flush=True,
+        )
+        return None
+    if config is not None:
+        if local_dir:
+            log(runtime, f"SageMaker Debugger config {config} wins over --debugger-local-dir")
+        hook = smd.Hook.create_from_json_file()
+    else:
+        out_dir = Path(local_dir)
+        if out_dir.exists():
+            out_dir.rmdir()
+        every = smd.SaveConfigMode
+        hook = smd.Hook(
+            out_dir=str(out_dir),
+            save_config=smd.SaveConfig(
+                mode_save_configs={
+                    smd.modes.TRAIN: every(save_interval=loss_interval),
+                    smd.modes.EVAL: every(save_interval=loss_interval),
+                }
+            ),
+            include_collections=["losses", "weights", "gradients"],
+        )
+        reductions = smd.ReductionConfig(
+            reductions=["mean", "std", "min", "max"], abs_reductions=["mean"], norms=["l2"]
+        )
+        for name in ("weights", "gradients"):
+            collection = hook.get_collection(name)
+            collection.reduction_config = reductions
+            collection.save_config = {
+                smd.modes.TRAIN: every(save_interval=tensor_interval),
+                # Weights do not change while validating and there are no gradients.
+                smd.modes.EVAL: every(save_interval=1, end_step=0),
+            }
+    hook.register_module(model)
+    for loss in losses:
+        hook.register_loss(loss)
+    log(runtime, f"smdebug hook on, writing to {hook.out_dir}")
+    return hook
+
+
+def set_mode(hook, mode: str) -> None:
+    """Tell the hook whether the steps that follow are training ("train") or validation."""
+    if hook is not None:
+        import smdebug.pytorch as smd
+
+        hook.set_mode(smd.modes.TRAIN if mode == "train" else smd.modes.EVAL)
+
+
+def close(hook) -> None:
+    if hook is not None:
+        hook.close()
