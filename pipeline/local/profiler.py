@@ -21,11 +21,10 @@ What a sample holds
       would only see the runner's own allocations. Without nvidia-smi the report says "no GPU".
 
 Timings from the training log
-    train.py prints, per epoch, `epoch E/N done in Ss (R train images/s per process)`; those
-    give the epoch times and training throughput. Step time and the time spent waiting for the
-    DataLoader need per-step timing that train.py does not print yet; lines of the form
-    `TIMING epoch=1 steps=104 step_seconds_p50=0.41 step_seconds_p95=0.53 ...
-    data_wait_seconds=12.3 compute_seconds=31.6` are read when present (TIMING_FIELDS).
+    The machine-readable lines of scripts/contract.py, never train.py's human progress lines:
+    EPOCH (per finished epoch: its time and training throughput), STEP (the steps an epoch
+    has, known before it finishes) and TIMING (per epoch: step-time percentiles and the time
+    spent waiting for the DataLoader), each read when present.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import subprocess  # nosec B404 - only nvidia-smi with fixed arguments, never a shell
 import threading
@@ -43,28 +41,14 @@ from pathlib import Path
 
 import psutil
 
+from pipeline.bundle import contract
+
 __all__ = ["SystemMonitor", "parse_training_log", "write_report"]
 
 REPORT_JSON = "profiler-report.json"
 REPORT_MARKDOWN = "profiler-report.md"
 NVIDIA_SMI_TIMEOUT = 5.0
 _NVIDIA_SMI_QUERY = "index,utilization.gpu,memory.used,memory.total"
-_EPOCH_DONE = re.compile(
-    r"^epoch (\d+)/(\d+) done in ([0-9.]+)s \(([0-9.]+) train images/s per process\)"
-)
-_STEP = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) .* ([0-9.]+) images/s per process")
-_TIMING = re.compile(r"^TIMING (.+)$")
-TIMING_FIELDS = (
-    "epoch",
-    "steps",
-    "step_seconds_mean",
-    "step_seconds_p50",
-    "step_seconds_p95",
-    "step_seconds_max",
-    "data_wait_seconds",
-    "compute_seconds",
-    "validation_seconds",
-)
 # Observations, in the spirit of ProfilerReport's rules (their default thresholds).
 LOW_GPU_P95 = 70.0
 CPU_BOTTLENECK_CPU = 90.0
@@ -257,20 +241,13 @@ def _stats(values: list[float]) -> dict | None:
     }
 
 
-def _timing_fields(text: str) -> dict:
-    fields = {}
-    for pair in text.split():
-        name, _, value = pair.partition("=")
-        if name in TIMING_FIELDS:
-            try:
-                fields[name] = int(value) if name in ("epoch", "steps") else float(value)
-            except ValueError:
-                continue
-    return fields
+# What an epoch's entry takes from its EPOCH and STEP lines.
+_EPOCH_ENTRY = ("steps", "seconds", "train_images_per_second")
 
 
 def parse_training_log(log_path: Path) -> dict:
-    """Per-epoch times and throughput (and TIMING lines, when present) from train.py's log."""
+    """Per-epoch steps, times and throughput, and the TIMING lines, from train.py's log."""
+    lines = contract()
     epochs: dict[int, dict] = {}
     timings: list[dict] = []
     log_path = Path(log_path)
@@ -279,19 +256,11 @@ def parse_training_log(log_path: Path) -> dict:
     with log_path.open(errors="replace") as stream:
         for raw in stream:
             line = raw.strip()
-            if match := _EPOCH_DONE.match(line):
-                epoch = int(match.group(1))
-                epochs.setdefault(epoch, {"epoch": epoch}).update(
-                    seconds=float(match.group(3)),
-                    train_images_per_second=float(match.group(4)),
-                )
-            elif match := _STEP.match(line):
-                epoch = int(match.group(1))
-                epochs.setdefault(epoch, {"epoch": epoch})["steps"] = int(match.group(4))
-            elif match := _TIMING.match(line):
-                fields = _timing_fields(match.group(1))
-                if "epoch" in fields:
-                    timings.append(fields)
+            if timing := lines.parse_timing(line):
+                timings.append(timing)
+            elif progress := lines.parse_epoch(line) or lines.parse_step(line):
+                entry = epochs.setdefault(progress["epoch"], {"epoch": progress["epoch"]})
+                entry.update({k: v for k, v in progress.items() if k in _EPOCH_ENTRY})
     return {"epochs": [epochs[e] for e in sorted(epochs)], "timings": timings, "note": ""}
 
 

@@ -29,6 +29,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+import contract
 import pytest
 from helpers.datagen import make_imagefolder
 from helpers.paths import SCRIPTS
@@ -488,9 +489,12 @@ def test_timing_lines_give_step_time_and_dataloader_wait(tmp_path):
     log = tmp_path / "train.log"
     lines = [
         "epoch 1/2 step 4/4 loss 1.0 accuracy 0.5 lr 0.001 10.0 images/s per process",
+        contract.format_step(1, 2, 4, 4),
         "epoch 1/2 done in 12.0s (10.0 train images/s per process)",
+        contract.format_epoch(1, 2, 4, 12.0, 10.0),
         timing(1, 2.0, 2.5, 2.6),
         "epoch 2/2 done in 10.0s (12.0 train images/s per process)",
+        contract.format_epoch(2, 2, 4, 10.0, 12.0),
         timing(2, 1.8, 2.1, 2.2),
     ]
     log.write_text("\n".join(lines) + "\n")
