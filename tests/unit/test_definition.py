@@ -261,24 +261,6 @@ def test_endpoint_is_named_by_parameter_with_a_fresh_config_per_execution(defini
     assert endpoint["EndpointName"] == {"Get": "Parameters.EndpointName"}
 
 
-def test_metric_regexes_read_the_line_the_scripts_print():
-    import re
-
-    from metrics import format_metrics  # scripts/metrics.py, on sys.path via conftest
-
-    line = format_metrics(
-        epoch=3, train_loss=1.5, train_accuracy=0.25, valid_loss=2e-5, valid_accuracy=0.875
-    )
-    found = {d["Name"]: float(re.search(d["Regex"], line).group(1)) for d in METRIC_DEFINITIONS}
-    assert found == {
-        "epoch": 3.0,
-        "train:loss": 1.5,
-        "train:accuracy": 0.25,
-        "valid:loss": 2e-5,
-        "valid:accuracy": 0.875,
-    }
-
-
 def test_code_bundle_is_reproducible_and_content_addressed(tmp_path):
     copy = tmp_path / "scripts"
     shutil.copytree(scripts_dir(), copy)
