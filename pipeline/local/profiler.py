@@ -29,9 +29,7 @@ Timings from the training log
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import subprocess  # nosec B404 - only nvidia-smi with fixed arguments, never a shell
 import threading
@@ -42,6 +40,7 @@ from pathlib import Path
 import psutil
 
 from pipeline.bundle import contract
+from pipeline.local.records import write_json, write_text
 
 __all__ = ["SystemMonitor", "parse_training_log", "write_report"]
 
@@ -434,12 +433,6 @@ def write_report(monitor: SystemMonitor, job_dir: Path, log_path: Path) -> dict:
         },
     }
     job_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(job_dir / REPORT_JSON, json.dumps(report, indent=1) + "\n")
-    _write_text(job_dir / REPORT_MARKDOWN, _markdown(report))
+    write_json(job_dir / REPORT_JSON, report, sort_keys=False)
+    write_text(job_dir / REPORT_MARKDOWN, _markdown(report))
     return report
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
