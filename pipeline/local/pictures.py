@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pipeline.bundle import contract
 from pipeline.local.plan import DefinitionError, Node, check_definition
-from pipeline.local.runner import DONE
+from pipeline.local.records import DONE
 from pipeline.local.store import Store, StoreError, join_uri
 
 log = logging.getLogger("pipeline.local")

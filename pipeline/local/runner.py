@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline import parameter_values
+from pipeline.config import LOCAL_STORE, PipelineConfig
 from pipeline.local import endpoints, records, registry
 from pipeline.local import expressions as ex
 from pipeline.local import properties as step_properties
@@ -49,7 +50,7 @@ __all__ = ["DefinitionError", "Options", "Outcome", "resume", "run"]
 
 @dataclass
 class Options:
-    store: Path = Path("local-store")
+    store: Path = Path(LOCAL_STORE)
     parameters: list[tuple[str, str]] = field(default_factory=list)  # --param Name=Value
     input: Path | None = None
     max_trials: int | None = None
@@ -57,7 +58,7 @@ class Options:
     seed: int = 0
     use_cache: bool = True
     workers: int = 1
-    pipeline_name: str = "dogbreed-pipeline"
+    pipeline_name: str = PipelineConfig.pipeline_name
 
 
 @dataclass

@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-DEFAULT_STORE = Path("local-store")
+from pipeline.config import LOCAL_STORE
+
 _CHUNK = 1 << 20
 
 
@@ -44,7 +45,7 @@ def join_uri(base: str, *parts: str) -> str:
 
 
 class Store:
-    def __init__(self, root: Path | str = DEFAULT_STORE):
+    def __init__(self, root: Path | str = LOCAL_STORE):
         self.root = Path(root).absolute()
 
     # ------------------------------------------------------------------ layout
