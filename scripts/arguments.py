@@ -143,7 +143,7 @@ def build_parser(cls, **kwargs) -> argparse.ArgumentParser:
     `--learning-rate` (what people type), in argument groups in the fields' order; defaults
     read from the environment now, as the fields declare."""
     parser = argparse.ArgumentParser(**kwargs)
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    groups: dict = {}
     for field in dataclasses.fields(cls):
         meta = field.metadata
         if meta["group"] not in groups:
