@@ -106,10 +106,6 @@ def jpeg_bytes(width: int, height: int, seed: int = 0, quality: int = 90) -> byt
     return buffer.getvalue()
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
 class Timer:
     """Wall time of a block in seconds (`timer.seconds`)."""
 

@@ -42,6 +42,7 @@ import common  # noqa: E402
 
 common.use_scripts()
 
+import contract  # noqa: E402
 import inference  # noqa: E402
 import model as artifact  # noqa: E402
 import serving_speed  # noqa: E402
@@ -250,7 +251,7 @@ def main(argv=None) -> list[dict]:
             pre_ms = 1e3 * (
                 statistics.median(decode[variant]) + statistics.median(transform[variant])
             )
-            p50 = 1e3 * common.percentile(latency[variant], 50)
+            p50 = 1e3 * contract.percentile(latency[variant], 0.50)
             record = {
                 "bench": "inference",
                 "variant": variant,
@@ -263,7 +264,7 @@ def main(argv=None) -> list[dict]:
                 "load_s": round(load_s, 3),
                 "first_s": round(first[variant], 3),
                 "p50_ms": round(p50, 2),
-                "p95_ms": round(1e3 * common.percentile(latency[variant], 95), 2),
+                "p95_ms": round(1e3 * contract.percentile(latency[variant], 0.95), 2),
                 "min_ms": round(1e3 * min(latency[variant]), 2),
                 "pre_ms": round(pre_ms, 2),
                 "pre_share": round(pre_ms / p50, 3),

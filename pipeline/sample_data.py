@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SPLITS = ("train", "valid", "test")
+from pipeline.bundle import contract
+
+SPLITS = contract().SPLITS
 
 # The class folders of the reference dog-breed dataset, in its order (AKC breed names).
 BREEDS = (

@@ -135,8 +135,18 @@ def format_step(epoch: int, epochs: int, step: int, steps: int) -> str:
     )
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+def percentile(values, q: float) -> float:
+    """The q-quantile (0 <= q <= 1) of the values, interpolated linearly (numpy's default).
+
+    The one implementation for TIMING lines, the local profiler report and the benchmarks.
+    """
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values")
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def format_timing(epoch: int, step_seconds: list[float], data_wait: float) -> str:
@@ -153,8 +163,8 @@ def format_timing(epoch: int, step_seconds: list[float], data_wait: float) -> st
             f"epoch={epoch}",
             f"steps={len(ordered)}",
             f"step_seconds_mean={total / len(ordered):.4f}",
-            f"step_seconds_p50={_percentile(ordered, 0.5):.4f}",
-            f"step_seconds_p95={_percentile(ordered, 0.95):.4f}",
+            f"step_seconds_p50={percentile(ordered, 0.5):.4f}",
+            f"step_seconds_p95={percentile(ordered, 0.95):.4f}",
             f"step_seconds_max={ordered[-1]:.4f}",
             f"data_wait_seconds={data_wait:.3f}",
             f"compute_seconds={total - data_wait:.3f}",

@@ -227,14 +227,9 @@ def _stats(values: list[float]) -> dict | None:
     if not clean:
         return None
 
-    def percentile(q: float) -> float:
-        position = (len(clean) - 1) * q
-        low, high = math.floor(position), math.ceil(position)
-        return clean[low] + (clean[high] - clean[low]) * (position - low)
-
     return {
-        "p50": round(percentile(0.50), 2),
-        "p95": round(percentile(0.95), 2),
+        "p50": round(contract().percentile(clean, 0.50), 2),
+        "p95": round(contract().percentile(clean, 0.95), 2),
         "max": round(clean[-1], 2),
         "mean": round(sum(clean) / len(clean), 2),
     }

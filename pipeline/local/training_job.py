@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.bundle import contract
 from pipeline.local import properties, records
 from pipeline.local.container import (
     HOST,
@@ -388,14 +389,14 @@ def _upload_outputs(job: Job, arguments: dict, layout: _Layout) -> str:
     if not output_path:
         raise JobFailed("ClientError: OutputDataConfig.S3OutputPath is missing")
     job_output = join_uri(output_path, job.name, "output")
-    model_tarball = job.root / "model.tar.gz"
+    model_tarball = job.root / contract().MODEL_ARCHIVE
     tar_folder(layout.model, model_tarball)
-    model_uri = join_uri(job_output, "model.tar.gz")
+    model_uri = join_uri(job_output, contract().MODEL_ARCHIVE)
     job.store.put_file(model_uri, model_tarball)
     if any(layout.output_data.iterdir()):
-        output_tarball = job.root / "output.tar.gz"
+        output_tarball = job.root / contract().OUTPUT_ARCHIVE
         tar_folder(layout.output_data, output_tarball)
-        job.store.put_file(join_uri(job_output, "output.tar.gz"), output_tarball)
+        job.store.put_file(join_uri(job_output, contract().OUTPUT_ARCHIVE), output_tarball)
     return model_uri
 
 

@@ -105,8 +105,9 @@ def test_epoch_step_and_timing_lines_round_trip():
         "epoch": 1,
         "steps": 4,
         "step_seconds_mean": 0.275,
-        "step_seconds_p50": 0.3,
-        "step_seconds_p95": 0.5,
+        # Interpolated between 0.2 and 0.3, and between 0.3 and 0.5.
+        "step_seconds_p50": 0.25,
+        "step_seconds_p95": 0.47,
         "step_seconds_max": 0.5,
         "data_wait_seconds": 0.4,
         "compute_seconds": 0.7,
@@ -186,3 +187,17 @@ def test_class_name_of_drops_the_numeric_prefix_only():
     assert scripts_contract.class_name_of("001.Affenpinscher") == "Affenpinscher"
     assert scripts_contract.class_name_of("Pug") == "Pug"
     assert scripts_contract.class_name_of("x.1.Pug") == "x.1.Pug"
+
+
+@pytest.mark.parametrize("q", [0.0, 0.05, 0.5, 0.95, 1.0])
+def test_percentile_interpolates_as_numpy_does(q):
+    import numpy as np
+
+    values = [0.31, 0.02, 0.5, 0.44, 0.07, 0.9, 0.12]
+    assert scripts_contract.percentile(values, q) == pytest.approx(np.percentile(values, 100 * q))
+    assert scripts_contract.percentile([0.4], q) == 0.4
+
+
+def test_percentile_of_nothing_is_an_error_not_a_number():
+    with pytest.raises(ValueError, match="no values"):
+        scripts_contract.percentile([], 0.5)
