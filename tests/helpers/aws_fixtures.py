@@ -83,3 +83,27 @@ def definitions(monkeypatch):
 
     monkeypatch.setattr(pipeline.definition, "definition_json", definition_json)
     return definition_json
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_botocore_loader():
+    """One botocore data loader for the whole test session.
+
+    Every boto3 session (the CLI makes one per command, so one per test) would parse the same
+    read-only service models again: ~0.5 s a test, most of the fast loop. Tests only: the
+    product makes one session per command anyway.
+    """
+    import botocore.loaders
+    import botocore.session
+
+    loaders: dict = {}
+    create_loader = botocore.loaders.create_loader
+
+    def shared(search_path_string=None):
+        if search_path_string not in loaders:
+            loaders[search_path_string] = create_loader(search_path_string)
+        return loaders[search_path_string]
+
+    botocore.session.create_loader = shared
+    yield
+    botocore.session.create_loader = create_loader
