@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from pipeline.sample_data import photo_like
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -63,20 +64,6 @@ def machine(device: str | None = None) -> dict:
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """An image that compresses and decodes like a photo: smooth shapes plus fine texture.
-
-    Flat colours would make JPEG decoding unrealistically cheap and pure noise unrealistically
-    expensive; a blurred low-resolution field with mild grain lands at photo-like file sizes
-    (about 40-120 KB for 500x375 at quality 90).
-    """
-    coarse = rng.integers(0, 256, size=(max(2, height // 40), max(2, width // 40), 3))
-    field = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BICUBIC)
-    grain = rng.normal(0, 12, size=(height, width, 3))
-    pixels = np.clip(np.asarray(field, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels)
 
 
 def make_image_folder(

@@ -40,6 +40,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from pipeline.sample_data import photo_like  # noqa: E402
+
 common.use_scripts()
 
 import contract  # noqa: E402
@@ -177,7 +179,7 @@ def agreement_batch(count: int, image_size: int, settings: dict) -> torch.Tensor
     tensors = []
     for i in range(count):
         width, height = (int(v) for v in rng.integers(image_size, 3 * image_size, size=2))
-        image = common.photo_like(rng, width, height)
+        image = photo_like(rng, width, height)
         if i % 7 == 0:
             image = image.convert("L").convert("RGB")
         tensors.append(transform(image))

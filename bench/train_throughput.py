@@ -35,6 +35,8 @@ from pathlib import Path
 import common
 import numpy as np
 
+from pipeline.sample_data import photo_like
+
 common.use_scripts()
 
 import torch  # noqa: E402
@@ -96,7 +98,7 @@ def _make_class(job: tuple[Path, int, tuple[int, int], int]) -> None:
     folder.mkdir(parents=True)
     for i in range(count):
         width, height = (int(v) for v in rng.integers(sides[0], sides[1] + 1, size=2))
-        common.photo_like(rng, width, height).save(folder / f"image_{i}.jpg", quality=90)
+        photo_like(rng, width, height).save(folder / f"image_{i}.jpg", quality=90)
 
 
 def generate(root: Path, classes: int, images: int, sides: tuple[int, int]) -> Path:

@@ -26,17 +26,14 @@ from data import (
     read_image,
 )
 from distributed import Runtime
-from helpers.datagen import photo_array
 from helpers.paths import SCRIPTS
 from PIL import Image
 from transforms import eval_transform, to_rgb, train_transform
 
+from pipeline.sample_data import photo_like
+
 IMAGE_SIZE = 48
 CLASSES = ("001.Alpha", "002.Beta", "003.Gamma")
-
-
-def _photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    return Image.fromarray(photo_array(rng, width, height))
 
 
 def _write(image: Image.Image, path: Path, kind: str) -> None:
@@ -72,7 +69,7 @@ def folders(tmp_path_factory) -> Path:
             for i in range(count):
                 width, height = (int(v) for v in rng.integers(50, 130, size=2))
                 kind = KINDS[(i + c) % len(KINDS)]
-                _write(_photo(rng, width, height), folder / f"image_{i}", kind)
+                _write(photo_like(rng, width, height), folder / f"image_{i}", kind)
     return root
 
 
@@ -264,7 +261,7 @@ def test_reference_decoders_agree_on_a_plain_jpeg():
     from torchvision.io import decode_jpeg
 
     buffer = io.BytesIO()
-    _photo(np.random.default_rng(0), 321, 243).save(buffer, "JPEG", quality=85)
+    photo_like(np.random.default_rng(0), 321, 243).save(buffer, "JPEG", quality=85)
     data = buffer.getvalue()
     pillow = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB")))
     assert torch.equal(

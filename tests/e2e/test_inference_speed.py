@@ -16,9 +16,10 @@ import pytest
 import serving_speed
 import torch
 from helpers.benchrun import run_bench
-from helpers.datagen import photo_array
 from PIL import Image
 from transforms import resize_size_for
+
+from pipeline.sample_data import photo_like
 
 ON_CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
@@ -58,7 +59,7 @@ def generated_images():
     images = []
     for i in range(24):
         width, height = (int(v) for v in rng.integers(24, 160, size=2))
-        array = photo_array(rng, width, height)
+        array = np.asarray(photo_like(rng, width, height))
         if i % 5 == 0:
             array = np.repeat(array.mean(2, keepdims=True).astype(np.uint8), 3, axis=2)
         images.append(jpeg(array))

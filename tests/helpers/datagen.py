@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 SPLITS = ("train", "valid", "test")
@@ -68,10 +67,3 @@ def make_imagefolder(
                     target / f"{name}_{counter:05d}.jpg", quality=90
                 )
     return root
-
-
-def photo_array(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """HxWx3 uint8 smooth colour blobs plus grain: compresses and decodes like a photo."""
-    coarse = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32)
-    return np.clip(field + rng.normal(0, 10, field.shape), 0, 255).astype(np.uint8)
