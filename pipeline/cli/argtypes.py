@@ -10,7 +10,6 @@ import argparse
 import math
 import re
 import zoneinfo
-from urllib.parse import urlsplit
 
 from pipeline.config import (
     ENDPOINT_NAME_RE,
@@ -18,8 +17,6 @@ from pipeline.config import (
     ROLE_ARN_RE,
     SCHEDULE_NAME_RE,
 )
-
-DEFAULT_LOCAL_URL = "http://127.0.0.1:8080"
 
 
 def _matching(pattern: re.Pattern, what: str):
@@ -106,19 +103,6 @@ def whole_number(low: int, high: int | None = None, what: str = "whole number"):
 
     parse.__name__ = what
     return parse
-
-
-def local_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an http(s) URL of a serve-local server (e.g. {DEFAULT_LOCAL_URL})"
-        )
-    try:
-        parts.port  # noqa: B018 - urlsplit checks the port only when asked
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
-    return text
 
 
 def timezone_name(text: str) -> str:

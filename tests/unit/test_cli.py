@@ -63,6 +63,15 @@ def test_help_works_in_a_subprocess_and_lists_every_command():
         assert command in result.stdout
 
 
+def _last_line_of(code: str) -> str:
+    """What a fresh interpreter running `code` prints last (nothing imported beforehand)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in COMMANDS])
 def test_help_imports_neither_boto3_nor_the_sdk_nor_torch(argv):
     code = (
@@ -71,11 +80,7 @@ def test_help_imports_neither_boto3_nor_the_sdk_nor_torch(argv):
         "print(sorted(m for m in ('boto3', 'botocore', 'sagemaker', 'torch', 'waitress') "
         "if m in sys.modules))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert _last_line_of(code) == "[]"
 
 
 def test_top_level_help_imports_no_command_module():
@@ -85,11 +90,7 @@ def test_top_level_help_imports_no_command_module():
         "print(sorted(m for m in sys.modules if m.startswith('pipeline.cli.') and "
         "m not in ('pipeline.cli.main', 'pipeline.cli.options', 'pipeline.cli.argtypes')))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert _last_line_of(code) == "[]"
 
 
 def test_library_code_does_not_load_the_cli():
@@ -97,11 +98,7 @@ def test_library_code_does_not_load_the_cli():
         "import sys\nimport pipeline.local.runner, pipeline.local.pictures, pipeline.definition\n"
         "print('pipeline.cli' in sys.modules)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    assert _last_line_of(code) == "False"
 
 
 def test_no_command_prints_usage_and_exits_2(capsys):
