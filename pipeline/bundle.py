@@ -5,8 +5,9 @@ a timestamp), so its hash depends on the scripts' contents alone and the exporte
 is byte-identical on every machine. Jobs find the code at an S3 key that contains the hash:
 a changed script means a new key, never a stale cache hit.
 
-`contract()` is the one door from host code into scripts/: the module of every name and line
-format the scripts and the host share, loaded from the same files the jobs run.
+`script_module()` is the one door from host code into scripts/: `contract()`, the module of
+every name and line format the scripts and the host share, and `archive` (safe extraction),
+loaded from the same files the jobs run.
 """
 
 from __future__ import annotations
@@ -39,20 +40,31 @@ def scripts_dir() -> Path:
     raise FileNotFoundError(f"the container scripts are missing: no model.py in {candidates}")
 
 
-@functools.cache
-def contract() -> ModuleType:
-    """scripts/contract.py (stdlib only), loaded by path under a private module name.
+# The scripts the host may load: standard library only, so no torch enters the host process.
+HOST_MODULES = ("contract", "archive")
 
-    The scripts import it flat (`import contract`); putting scripts/ on sys.path here would let
-    their other modules, which import torch, shadow or be shadowed by the host's.
+
+@functools.cache
+def script_module(name: str) -> ModuleType:
+    """scripts/<name>.py, loaded by path under a private module name.
+
+    The scripts import each other flat (`import contract`); putting scripts/ on sys.path here
+    would let their other modules, which import torch, shadow or be shadowed by the host's.
     """
-    path = scripts_dir() / "contract.py"
-    spec = importlib.util.spec_from_file_location("pipeline._scripts_contract", path)
+    if name not in HOST_MODULES:
+        raise ValueError(f"scripts/{name}.py is container code, not for the host")
+    path = scripts_dir() / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"pipeline._scripts_{name}", path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the scripts' contract from {path}")
+        raise ImportError(f"cannot load scripts/{name}.py from {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def contract() -> ModuleType:
+    """scripts/contract.py: every name and line format the scripts and the host share."""
+    return script_module("contract")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,8 @@ import logging
 import re
 from pathlib import Path
 
-from pipeline.bundle import contract
+from pipeline.bundle import Bundle, contract
+from pipeline.config import PipelineConfig
 from pipeline.local.plan import DefinitionError
 from pipeline.local.store import Store, StoreError, join_uri
 
@@ -28,9 +29,6 @@ _ARCHIVE_SUFFIXES = contract().ARCHIVE_SUFFIXES
 
 def place_code(store: Store, definition: dict) -> list[str]:
     """Put the code bundle the definition names into the store; the URIs placed."""
-    from pipeline.bundle import Bundle
-    from pipeline.config import PipelineConfig
-
     matches = (_CODE_URI.match(text) for text in _strings(definition))
     wanted = sorted({match.groups() for match in matches if match})
     if not wanted:

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from pipeline.bundle import script_module
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -75,17 +77,6 @@ class ServeError(Exception):
 # --------------------------------------------------------------------------- loading the model
 
 
-def _archive_module() -> ModuleType:
-    """scripts/archive.py, imported by path: scripts/ is container code, not a package."""
-    from pipeline.bundle import scripts_dir
-
-    path = scripts_dir() / "archive.py"
-    spec = importlib.util.spec_from_file_location("_dogbreed_archive", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def extract_model(model_data: Path, dest: Path) -> Path:
     """The model folder SageMaker would mount at /opt/ml/model: `dest`, filled from the tarball.
 
@@ -97,7 +88,7 @@ def extract_model(model_data: Path, dest: Path) -> Path:
         raise ServeError(f"model data {model_data} does not exist")
     if not tarfile.is_tarfile(model_data):
         raise ServeError(f"model data {model_data} is not a tar archive (a model.tar.gz)")
-    archive = _archive_module()
+    archive = script_module("archive")
     try:
         archive.extract_tar(model_data, dest)
     except archive.UnsafeArchiveError as exc:

@@ -201,3 +201,11 @@ def test_percentile_interpolates_as_numpy_does(q):
 def test_percentile_of_nothing_is_an_error_not_a_number():
     with pytest.raises(ValueError, match="no values"):
         scripts_contract.percentile([], 0.5)
+
+
+def test_the_host_may_load_only_the_torch_free_scripts():
+    from pipeline.bundle import script_module
+
+    assert script_module("archive").extract_tar
+    with pytest.raises(ValueError, match="container code"):
+        script_module("train")
