@@ -13,13 +13,12 @@ import math
 import os
 import random
 import re
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +124,11 @@ def train(data: Path, workdir: Path, args: list[str], launcher: list[str] | None
     return _run(workdir, proc.stdout, proc.returncode)
 
 
-def train_until(data: Path, workdir: Path, args: list[str], pattern: str, signum: int) -> Run:
-    """Start training, send `signum` as soon as a line matches `pattern`, collect the rest."""
+def train_signalled(
+    data: Path, workdir: Path, args: list[str], when: Callable[[str], bool], signum: int
+) -> tuple[Run, bool]:
+    """Start training, send `signum` at the first output line for which `when(line)` holds,
+    collect the rest. Returns the Run and whether the signal was sent."""
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         _command(args, workdir),
@@ -137,23 +139,37 @@ def train_until(data: Path, workdir: Path, args: list[str], pattern: str, signum
         text=True,
     )
     lines = []
-    deadline = time.monotonic() + RUN_TIMEOUT
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                proc.kill()
-                pytest.fail(f"no line matching {pattern!r} in time:\n{''.join(lines)}")
-            line = proc.stdout.readline()
-            if not line:
-                proc.wait()
-                pytest.fail(f"exited before {pattern!r}:\n{''.join(lines)}")
+    sent = False
+    # A blocking readline sees each line as soon as it is written (a selector would miss
+    # lines already in the reader's buffer); the watchdog ends a stalled run.
+    stalled = threading.Event()
+
+    def end_stalled_run() -> None:
+        stalled.set()
+        proc.kill()
+
+    watchdog = threading.Timer(RUN_TIMEOUT, end_stalled_run)
+    watchdog.start()
+    try:
+        while not sent and (line := proc.stdout.readline()):
             lines.append(line)
-            if re.search(pattern, line):
+            if when(line) and proc.poll() is None:
                 proc.send_signal(signum)
-                break
+                sent = True
+    finally:
+        watchdog.cancel()
+    if stalled.is_set():
+        pytest.fail(f"run stalled:\n{''.join(lines)}")
     rest, _ = proc.communicate(timeout=RUN_TIMEOUT)
-    return _run(workdir, "".join(lines) + rest, proc.returncode)
+    return _run(workdir, "".join(lines) + rest, proc.returncode), sent
+
+
+def train_until(data: Path, workdir: Path, args: list[str], pattern: str, signum: int) -> Run:
+    """Start training, send `signum` as soon as a line matches `pattern`, collect the rest."""
+    run, sent = train_signalled(data, workdir, args, lambda line: re.search(pattern, line), signum)
+    if not sent:
+        pytest.fail(f"exited before {pattern!r}:\n{run.output}")
+    return run
 
 
 def final_values(run: Run) -> dict[str, float]:
@@ -321,40 +337,12 @@ def _assert_same_result(resumed: Run, reference: Run) -> None:
 def train_killed_after_step(data: Path, workdir: Path, args: list[str], step: int, signum: int):
     """Start training, send `signum` once its STEP lines say `step` training steps are done
     (counted over all epochs), collect the rest. Returns the Run and whether it was sent."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        _command(args, workdir),
-        cwd=SCRIPTS,
-        env=_environment(data, workdir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    sent = False
-    # A blocking readline sees each line as soon as it is written (a selector would miss
-    # lines already in the reader's buffer); the watchdog ends a stalled run.
-    stalled = threading.Event()
 
-    def end_stalled_run() -> None:
-        stalled.set()
-        proc.kill()
+    def reached(line: str) -> bool:
+        progress = contract.parse_step(line)
+        return bool(progress) and _global_step(progress) >= step
 
-    watchdog = threading.Timer(RUN_TIMEOUT, end_stalled_run)
-    watchdog.start()
-    try:
-        while not sent and (line := proc.stdout.readline()):
-            lines.append(line)
-            progress = contract.parse_step(line)
-            if progress and _global_step(progress) >= step and proc.poll() is None:
-                proc.send_signal(signum)
-                sent = True
-    finally:
-        watchdog.cancel()
-    if stalled.is_set():
-        pytest.fail(f"run stalled:\n{''.join(lines)}")
-    rest, _ = proc.communicate(timeout=RUN_TIMEOUT)
-    return _run(workdir, "".join(lines) + rest, proc.returncode), sent
+    return train_signalled(data, workdir, args, reached, signum)
 
 
 def _global_step(progress: dict) -> int:
