@@ -30,7 +30,7 @@ from pipeline.errors import CliError, UsageError, one_line
 from pipeline.local import serve
 from pipeline.local.store import Store, StoreError
 
-log = logging.getLogger("pipeline.local.serve_commands")
+log = logging.getLogger("pipeline.cli.serving")
 
 DEFAULT_LOCAL_URL = f"http://{serve.DEFAULT_HOST}:{serve.DEFAULT_PORT}"
 # SageMaker gives a real-time endpoint 60 s to answer; the local server gets the same.

@@ -160,7 +160,7 @@ def walk(value, path: tuple, what: str):
 
 
 class _Open:
-    """In a property skeleton: anything may follow (lists whose length only the run knows)."""
+    """In placeholder properties: anything may follow (lists whose length only the run knows)."""
 
     def __repr__(self) -> str:
         return "OPEN"

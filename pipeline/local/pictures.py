@@ -174,7 +174,7 @@ def _read_history(store: Store, output_uri: str) -> dict | None:
 
 
 def _output_uri(output_path: str, job_name: str) -> str:
-    # SageMaker's layout for a training job's SM_OUTPUT_DATA_DIR, as jobs.py mirrors it.
+    # SageMaker's layout for a training job's SM_OUTPUT_DATA_DIR, as training_job.py mirrors it.
     return join_uri(output_path, job_name, "output", TRAINING_OUTPUT_ARCHIVE)
 
 

@@ -1,6 +1,6 @@
 """Fixtures for the AWS-facing tests: a clean AWS environment, moto, and a call recorder.
 
-Test modules load this as a plugin (`pytest_plugins = ["aws_fixtures"]`).
+tests/conftest.py loads this as a plugin for every test (`pytest_plugins`).
 """
 
 from __future__ import annotations
