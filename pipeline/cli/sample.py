@@ -38,9 +38,6 @@ def write_sample_data(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- parsers
-
-
 def add_sample_data(parser) -> None:
     parser.description = (
         "Write a learnable ImageFolder in the reference layout (train/ valid/ "
@@ -50,22 +47,25 @@ def add_sample_data(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="new or empty folder")
     parser.add_argument(
         "--classes",
-        type=argtypes.whole_number(2, 133, what="class count"),
+        type=argtypes.whole_number(2, len(sample_data.BREEDS), what="class count"),
         default=5,
         help="breeds (default: 5)",
     )
     parser.add_argument(
         "--per-class",
         type=argtypes.whole_number(1, what="count"),
-        default=20,
-        help="training images per breed; valid/ and test/ get a quarter each (default: 20)",
+        default=sample_data.DEFAULT_PER_CLASS,
+        help="training images per breed; valid/ and test/ get a quarter each "
+        f"(default: {sample_data.DEFAULT_PER_CLASS})",
     )
     parser.add_argument("--seed", type=argtypes.whole_number(0, 2**32 - 1, what="seed"), default=0)
     parser.add_argument(
         "--size",
-        choices=("small", "photo"),
+        choices=tuple(sample_data.SIZES),
         default="small",
-        help="small: 64-160 px sides (fast demos); photo: 300-800 px, like phone photos",
+        help="small: {}-{} px sides (fast demos); photo: {}-{} px, like phone photos".format(
+            *sample_data.SIZES["small"], *sample_data.SIZES["photo"]
+        ),
     )
     parser.set_defaults(handler=write_sample_data)
 
