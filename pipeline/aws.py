@@ -410,6 +410,42 @@ def wait_for_execution(
         sleep(interval)
 
 
+def stop_execution(aws: Aws, execution_arn: str) -> str:
+    """Ask SageMaker to stop an Executing execution; its status before the call.
+
+    A finished execution is refused (UsageError) with nothing changed; one already Stopping
+    is left alone.
+    """
+    status = describe_execution(aws, execution_arn)["PipelineExecutionStatus"]
+    if status in TERMINAL_STATUSES:
+        raise UsageError(
+            f"execution {execution_arn} already ended {status}: there is nothing to stop"
+            + (" (`dogbreed-pipeline retry` runs a failed one again)" if status == "Failed" else "")
+        )
+    if status == "Executing":
+        aws.sagemaker.stop_pipeline_execution(
+            PipelineExecutionArn=execution_arn, ClientRequestToken=uuid.uuid4().hex
+        )
+    return status
+
+
+def retry_execution(aws: Aws, execution_arn: str) -> str:
+    """Run a failed execution again from its failed steps (same execution ARN).
+
+    Only a Failed execution is retried here; the service judges the rest (for example a
+    definition changed since), and its answer comes back as one line.
+    """
+    status = describe_execution(aws, execution_arn)["PipelineExecutionStatus"]
+    if status != "Failed":
+        raise UsageError(
+            f"execution {execution_arn} is {status}: only a Failed execution can be retried"
+            + (" (`dogbreed-pipeline start` runs a new one)" if status in TERMINAL_STATUSES else "")
+        )
+    return aws.sagemaker.retry_pipeline_execution(
+        PipelineExecutionArn=execution_arn, ClientRequestToken=uuid.uuid4().hex
+    )["PipelineExecutionArn"]
+
+
 # --------------------------------------------------------------------------- schedules
 
 

@@ -23,6 +23,8 @@ COMMANDS = {
     "upsert": ("pipelines", "upload the code and create or update the pipeline"),
     "start": ("pipelines", "start an execution (prints its ARN)"),
     "status": ("pipelines", "an execution's status and steps (default: the latest)"),
+    "stop": ("pipelines", "stop an execution (default: the latest)"),
+    "retry": ("pipelines", "run a failed execution again from its failed steps"),
     "schedule": ("schedules", "start the pipeline on an EventBridge Scheduler schedule"),
     "unschedule": ("schedules", "delete the schedule"),
     "run-local": ("local_run", "run the whole pipeline on this machine (no Docker, no AWS)"),

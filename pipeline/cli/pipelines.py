@@ -60,15 +60,7 @@ def start(args) -> int:
         args.display_name,
     )
     print(arn, flush=True)
-    if args.wait:
-        try:
-            aws.wait_for_execution(client, arn, interval=args.poll_interval, timeout=args.timeout)
-        except KeyboardInterrupt:
-            log.warning(
-                "stopped waiting; the execution keeps running: %s status %s", options.PROG, arn
-            )
-            return 130
-    return 0
+    return _wait(client, arn, args) if args.wait else 0
 
 
 def _when(value) -> str:
@@ -86,7 +78,8 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
-def status(args) -> int:
+def _execution(args) -> tuple[aws.Aws, str]:
+    """The client and the execution ARN a command is about: the one given, else the latest."""
     if args.execution_arn:
         match = aws.EXECUTION_ARN_RE.match(args.execution_arn)
         if not match:
@@ -97,7 +90,39 @@ def status(args) -> int:
         if args.region is None:
             args.region = match.group("region")
     client = connect(args)
-    arn = args.execution_arn or aws.latest_execution_arn(client, args.pipeline_name)
+    return client, args.execution_arn or aws.latest_execution_arn(client, args.pipeline_name)
+
+
+def _wait(client: aws.Aws, arn: str, args) -> int:
+    try:
+        aws.wait_for_execution(client, arn, interval=args.poll_interval, timeout=args.timeout)
+    except KeyboardInterrupt:
+        log.warning("stopped waiting; the execution keeps running: %s status %s", options.PROG, arn)
+        return 130
+    return 0
+
+
+def stop(args) -> int:
+    client, arn = _execution(args)
+    before = aws.stop_execution(client, arn)
+    if before == "Stopping":
+        log.warning("execution %s is already stopping", arn)
+    else:
+        log.info("stopping %s (running steps are stopped; `status` shows when it has)", arn)
+    print(arn)
+    return 0
+
+
+def retry(args) -> int:
+    client, arn = _execution(args)
+    arn = aws.retry_execution(client, arn)
+    log.info("retrying %s from its failed steps", arn)
+    print(arn, flush=True)
+    return _wait(client, arn, args) if args.wait else 0
+
+
+def status(args) -> int:
+    client, arn = _execution(args)
     execution = aws.describe_execution(client, arn)
     steps = aws.listed_steps(client, arn)
     lines = [
@@ -157,6 +182,11 @@ def add_start(parser) -> None:
     parser.add_argument(
         "--display-name", type=argtypes.execution_display_name, help="execution name"
     )
+    _add_wait(parser)
+    parser.set_defaults(handler=start)
+
+
+def _add_wait(parser) -> None:
     parser.add_argument("--wait", action="store_true", help="follow the steps until it ends")
     parser.add_argument(
         "--poll-interval",
@@ -171,14 +201,45 @@ def add_start(parser) -> None:
         metavar="SECONDS",
         help="with --wait, give up waiting after this long (the execution keeps running)",
     )
-    parser.set_defaults(handler=start)
+
+
+def _add_execution(parser, handler) -> None:
+    options.add_pipeline_name(parser)
+    options.add_aws(parser)
+    parser.add_argument(
+        "execution_arn",
+        nargs="?",
+        metavar="EXECUTION_ARN",
+        help="the execution (default: the pipeline's latest)",
+    )
+    parser.set_defaults(handler=handler)
 
 
 def add_status(parser) -> None:
-    options.add_pipeline_name(parser)
-    options.add_aws(parser)
-    parser.add_argument("execution_arn", nargs="?", metavar="EXECUTION_ARN")
-    parser.set_defaults(handler=status)
+    _add_execution(parser, status)
 
 
-PARSERS = {"upsert": add_upsert, "start": add_start, "status": add_status}
+def add_stop(parser) -> None:
+    parser.description = (
+        "Stop an Executing execution (StopPipelineExecution): its running jobs are stopped and "
+        "no further step starts. A finished execution is refused with nothing changed."
+    )
+    _add_execution(parser, stop)
+
+
+def add_retry(parser) -> None:
+    parser.description = (
+        "Run a Failed execution again from the steps that failed, under the same execution "
+        "ARN (RetryPipelineExecution). Any other status is refused with nothing changed."
+    )
+    _add_execution(parser, retry)
+    _add_wait(parser)
+
+
+PARSERS = {
+    "upsert": add_upsert,
+    "start": add_start,
+    "status": add_status,
+    "stop": add_stop,
+    "retry": add_retry,
+}

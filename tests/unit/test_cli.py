@@ -18,6 +18,7 @@ from helpers.awsfakes import (
     aws_error,
     create_pipeline,
     moto_execution,
+    ok,
     one_error_line,
     steps_response,
 )
@@ -562,6 +563,82 @@ def test_status_without_executions_says_how_to_start_one(deployed, capsys):
     code, out, err = run(capsys, "status")
     assert code == 2
     assert "has no executions yet: start one with" in one_error_line(err)
+
+
+# --------------------------------------------------------------------------- stop, retry
+
+
+def _execution_in(deployed: str, status: str) -> str:
+    arn = boto3.client("sagemaker", region_name=REGION).start_pipeline_execution(
+        PipelineName="dogbreed-pipeline", ClientRequestToken="t" * 32
+    )["PipelineExecutionArn"]
+    moto_execution(arn).pipeline_execution_status = status
+    return arn
+
+
+def test_stop_asks_sagemaker_to_stop_the_latest_executing_execution(deployed, calls, capsys):
+    arn = _execution_in(deployed, "Executing")
+    # moto lacks StopPipelineExecution: answer as SageMaker does.
+    calls.stubs["StopPipelineExecution"] = lambda params: ok({"PipelineExecutionArn": arn})
+    code, out, err = run(capsys, "stop")
+    assert code == 0, err
+    assert out == f"{arn}\n"
+    (request,) = calls.called("StopPipelineExecution")
+    assert request["PipelineExecutionArn"] == arn and len(request["ClientRequestToken"]) >= 32
+
+
+@pytest.mark.parametrize("status", ["Succeeded", "Failed", "Stopped"])
+def test_stop_of_a_finished_execution_is_one_line_and_changes_nothing(
+    deployed, calls, capsys, status
+):
+    arn = _execution_in(deployed, status)
+    code, out, err = run(capsys, "stop", arn)
+    assert code == 2
+    assert f"already ended {status}: there is nothing to stop" in one_error_line(err)
+    assert calls.count("StopPipelineExecution") == 0 and out == ""
+
+
+def test_stop_of_a_stopping_execution_makes_no_second_request(deployed, calls, capsys):
+    arn = _execution_in(deployed, "Stopping")
+    code, out, err = run(capsys, "stop", arn)
+    assert code == 0, err
+    assert "already stopping" in err
+    assert calls.count("StopPipelineExecution") == 0
+
+
+def test_retry_runs_a_failed_execution_again_and_waits_for_it(deployed, calls, capsys):
+    arn = _execution_in(deployed, "Failed")
+    calls.stubs["ListPipelineExecutionSteps"] = steps_response(("Train", "Training", "Succeeded"))
+
+    def retried(params):
+        moto_execution(params["PipelineExecutionArn"]).pipeline_execution_status = "Succeeded"
+        return ok({"PipelineExecutionArn": params["PipelineExecutionArn"]})
+
+    calls.stubs["RetryPipelineExecution"] = retried
+    code, out, err = run(capsys, "retry", arn, "--wait", "--poll-interval", "0")
+    assert code == 0, err
+    assert out == f"{arn}\n"
+    assert "execution Succeeded" in err
+    assert calls.count("RetryPipelineExecution") == 1
+
+
+@pytest.mark.parametrize("status", ["Executing", "Succeeded", "Stopped"])
+def test_retry_of_an_execution_that_did_not_fail_is_refused(deployed, calls, capsys, status):
+    arn = _execution_in(deployed, status)
+    code, out, err = run(capsys, "retry", arn)
+    assert code == 2
+    assert f"is {status}: only a Failed execution can be retried" in one_error_line(err)
+    assert calls.count("RetryPipelineExecution") == 0
+
+
+def test_retry_rejected_by_sagemaker_is_one_line(deployed, calls, capsys):
+    arn = _execution_in(deployed, "Failed")
+    calls.stubs["RetryPipelineExecution"] = lambda params: aws_error(
+        "ConflictException", "Pipeline definition changed since the execution started."
+    )
+    code, out, err = run(capsys, "retry", arn)
+    assert code == 2
+    assert "Pipeline definition changed since the execution started" in one_error_line(err)
 
 
 # --------------------------------------------------------------------------- schedule
