@@ -446,6 +446,91 @@ def retry_execution(aws: Aws, execution_arn: str) -> str:
     )["PipelineExecutionArn"]
 
 
+# --------------------------------------------------------------------------- endpoints
+
+
+@dataclasses.dataclass
+class EndpointResources:
+    """What the pipeline's deploy steps made for one endpoint name, and still costs or clutters."""
+
+    endpoint: str | None  # the endpoint's name while it exists
+    configs: list[str]  # the endpoint configurations, one per deploying execution
+    models: list[str]  # the models those configurations serve
+
+    @property
+    def empty(self) -> bool:
+        return self.endpoint is None and not self.configs and not self.models
+
+
+def _pipeline_config(endpoint_name: str, config_name: str) -> bool:
+    """The deploy step names its configurations `<EndpointName>-<execution id>`."""
+    return re.fullmatch(rf"{re.escape(endpoint_name)}-[a-z0-9]+", config_name) is not None
+
+
+def endpoint_resources(aws: Aws, endpoint_name: str) -> EndpointResources:
+    """The endpoint, the configurations the pipeline made for it and their models.
+
+    Refuses (UsageError) an endpoint that serves a configuration of another naming: it was
+    not deployed by this pipeline, and deleting it could take down someone else's service.
+    """
+    from botocore.exceptions import ClientError
+
+    sagemaker = aws.sagemaker
+    endpoint = None
+    try:
+        described = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+    except ClientError as exc:
+        if not _is_missing(exc):
+            raise
+    else:
+        endpoint = endpoint_name
+        serving = described.get("EndpointConfigName", "")
+        if not _pipeline_config(endpoint_name, serving):
+            raise UsageError(
+                f"endpoint {endpoint_name} serves configuration {serving!r}, which this pipeline "
+                f"did not create (its configurations are named {endpoint_name}-<execution id>): "
+                "refusing to delete it; delete it with the AWS console or CLI if it is yours"
+            )
+    configs = []
+    for page in sagemaker.get_paginator("list_endpoint_configs").paginate(
+        NameContains=f"{endpoint_name}-"
+    ):
+        configs += [
+            item["EndpointConfigName"]
+            for item in page.get("EndpointConfigs", [])
+            if _pipeline_config(endpoint_name, item["EndpointConfigName"])
+        ]
+    models = set()
+    for config in configs:
+        variants = sagemaker.describe_endpoint_config(EndpointConfigName=config)
+        models |= {v["ModelName"] for v in variants.get("ProductionVariants", [])}
+    return EndpointResources(endpoint, sorted(configs), sorted(models))
+
+
+def delete_endpoint_resources(aws: Aws, resources: EndpointResources) -> None:
+    """Delete the endpoint first (it stops billing), then its configurations and models.
+
+    One already gone (a second teardown, a concurrent one) is not an error.
+    """
+    from botocore.exceptions import ClientError
+
+    sagemaker = aws.sagemaker
+    deletions = [("endpoint", sagemaker.delete_endpoint, "EndpointName", resources.endpoint)]
+    deletions = [d for d in deletions if d[3]]
+    deletions += [
+        ("endpoint configuration", sagemaker.delete_endpoint_config, "EndpointConfigName", name)
+        for name in resources.configs
+    ]
+    deletions += [("model", sagemaker.delete_model, "ModelName", name) for name in resources.models]
+    for what, delete, key, name in deletions:
+        try:
+            delete(**{key: name})
+        except ClientError as exc:
+            if not _is_missing(exc):
+                raise
+        log.info("deleted %s %s", what, name)
+
+
 # --------------------------------------------------------------------------- schedules
 
 

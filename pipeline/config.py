@@ -32,6 +32,8 @@ SCHEDULE_NAME_RE = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")
 
 # run-local's S3, registry, endpoints and records, relative to the working directory.
 LOCAL_STORE = "local-store"
+# The EndpointName parameter's default: the endpoint the pipeline deploys.
+DEFAULT_ENDPOINT_NAME = "dogbreed-classifier"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sagemaker.workflow.parameters import (
     ParameterString,
 )
 
-from pipeline.config import PipelineConfig
+from pipeline.config import DEFAULT_ENDPOINT_NAME, PipelineConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ def get_parameters(config: PipelineConfig) -> Parameters:
             default_value="Approved",
             enum_values=["Approved", "PendingManualApproval"],
         ),
-        endpoint_name=ParameterString("EndpointName", default_value="dogbreed-classifier"),
+        endpoint_name=ParameterString("EndpointName", default_value=DEFAULT_ENDPOINT_NAME),
         endpoint_instance_type=ParameterString(
             "EndpointInstanceType", default_value="ml.m5.xlarge"
         ),

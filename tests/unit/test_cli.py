@@ -641,6 +641,101 @@ def test_retry_rejected_by_sagemaker_is_one_line(deployed, calls, capsys):
     assert "Pipeline definition changed since the execution started" in one_error_line(err)
 
 
+# --------------------------------------------------------------------------- teardown
+
+
+def _deployed_endpoint(name: str, config: str, models: list[str]) -> None:
+    """What the deploy steps leave: models, a configuration serving them, the endpoint."""
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    for model in models:
+        sagemaker.create_model(
+            ModelName=model, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "image"}
+        )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=config,
+        ProductionVariants=[
+            {
+                "VariantName": f"v{index}",
+                "ModelName": model,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.xlarge",
+            }
+            for index, model in enumerate(models)
+        ],
+    )
+    if name:
+        sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config)
+
+
+def _names(kind: str) -> list[str]:
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    if kind == "endpoints":
+        return [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]]
+    if kind == "configs":
+        return [
+            c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]
+        ]
+    return [m["ModelName"] for m in sagemaker.list_models()["Models"]]
+
+
+def test_teardown_deletes_the_endpoint_its_configurations_and_models_then_finds_nothing(
+    moto, capsys
+):
+    # An older execution's configuration, the one being served, and someone else's.
+    _deployed_endpoint("", "dogbreed-classifier-0a1b2c3d4e5f", ["model-old"])
+    _deployed_endpoint("dogbreed-classifier", "dogbreed-classifier-9z8y7x6w5v4u", ["model-new"])
+    _deployed_endpoint("", "unrelated-config", ["unrelated-model"])
+    code, out, err = run(capsys, "teardown", "--yes")
+    assert code == 0, err
+    assert _names("endpoints") == []
+    assert _names("configs") == ["unrelated-config"]
+    assert _names("models") == ["unrelated-model"]
+    assert "deleted endpoint dogbreed-classifier" in err
+
+    code, out, err = run(capsys, "teardown", "--yes")
+    assert code == 0, err
+    assert "nothing to delete: no endpoint dogbreed-classifier" in err
+
+
+def test_teardown_refuses_an_endpoint_the_pipeline_did_not_deploy(moto, capsys):
+    _deployed_endpoint("dogbreed-classifier", "hand-made-config", ["hand-made-model"])
+    code, out, err = run(capsys, "teardown", "--yes")
+    assert code == 2
+    assert "serves configuration 'hand-made-config', which this pipeline did not create" in (
+        one_error_line(err)
+    )
+    assert _names("endpoints") == ["dogbreed-classifier"]
+    assert _names("models") == ["hand-made-model"]
+
+
+def test_teardown_asks_first_and_deletes_nothing_unless_confirmed(moto, capsys, monkeypatch):
+    _deployed_endpoint("dogbreed-classifier", "dogbreed-classifier-0a1b2c3d4e5f", ["model"])
+    # No terminal to ask on: one line, exit 2.
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    code, out, err = run(capsys, "teardown")
+    assert code == 2
+    assert "pass --yes" in one_error_line(err)
+    # Asked, and answered no.
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    code, out, err = run(capsys, "teardown")
+    assert code == 1
+    assert "not confirmed: nothing deleted" in err
+    assert _names("endpoints") == ["dogbreed-classifier"] and _names("models") == ["model"]
+
+
+def test_teardown_with_schedule_also_deletes_the_schedule(deployed, capsys):
+    code, _, err = run(
+        capsys, "schedule", "--cron", "cron(0 3 * * ? *)", "--role-arn", SCHEDULER_ROLE
+    )
+    assert code == 0, err
+    code, out, err = run(capsys, "teardown", "--yes", "--schedule")
+    assert code == 0, err
+    assert "deleted schedule dogbreed-pipeline-schedule" in err
+    schedules = boto3.client("scheduler", region_name=REGION).list_schedules()["Schedules"]
+    assert schedules == []
+
+
 # --------------------------------------------------------------------------- schedule
 
 
