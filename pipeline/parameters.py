@@ -35,6 +35,7 @@ class Parameters:
     model_approval_status: ParameterString
     endpoint_name: ParameterString
     endpoint_instance_type: ParameterString
+    max_training_seconds: ParameterInteger
 
     def all(self) -> list:
         return [getattr(self, field.name) for field in dataclasses.fields(self)]
@@ -72,4 +73,7 @@ def get_parameters(config: PipelineConfig) -> Parameters:
         endpoint_instance_type=ParameterString(
             "EndpointInstanceType", default_value="ml.m5.xlarge"
         ),
+        # Each trial's and TrainModel's MaxRuntimeInSeconds (with spot also its wait for
+        # capacity): a job that hangs stops billing after this long. SageMaker's default, 24 h.
+        max_training_seconds=ParameterInteger("MaxTrainingSeconds", default_value=86_400),
     )

@@ -95,18 +95,26 @@ def service_retry_policies() -> list:
 
 
 def job_retry_policies() -> list:
-    """Retry throttling and capacity shortages; never a job that failed on its own merits."""
+    """Retry throttling and capacity shortages; never a job that failed on its own merits.
+
+    A RESOURCE_LIMIT is an account quota (often 0 for GPU training on a new account): it is
+    retried once, after other jobs may have finished, instead of four times over 15 minutes.
+    """
     return [
         *service_retry_policies(),
         SageMakerJobStepRetryPolicy(
             exception_types=[
                 SageMakerJobExceptionTypeEnum.CAPACITY_ERROR,
-                SageMakerJobExceptionTypeEnum.RESOURCE_LIMIT,
                 SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
             ],
             interval_seconds=60,
             backoff_rate=2.0,
             max_attempts=4,
+        ),
+        SageMakerJobStepRetryPolicy(
+            exception_types=[SageMakerJobExceptionTypeEnum.RESOURCE_LIMIT],
+            interval_seconds=120,
+            max_attempts=1,
         ),
     ]
 

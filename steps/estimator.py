@@ -20,6 +20,18 @@ def static_hyperparameters(ctx: BuildContext) -> dict:
     }
 
 
+def cost_settings(ctx: BuildContext) -> dict:
+    """The runtime cap and, with config.use_spot, managed spot capacity for a training job.
+
+    SageMaker wants MaxWaitTimeInSeconds >= MaxRuntimeInSeconds; with the same parameter for
+    both, MaxTrainingSeconds bounds the wait for spot capacity and the training together.
+    """
+    settings = {"max_run": ctx.params.max_training_seconds}
+    if ctx.config.use_spot:
+        settings.update(use_spot_instances=True, max_wait=ctx.params.max_training_seconds)
+    return settings
+
+
 def pytorch_estimator(ctx: BuildContext, hyperparameters: dict, **kwargs) -> PyTorch:
     return PyTorch(
         entry_point=contract().TRAIN_SCRIPT,
@@ -33,5 +45,6 @@ def pytorch_estimator(ctx: BuildContext, hyperparameters: dict, **kwargs) -> PyT
         metric_definitions=METRIC_DEFINITIONS,
         sagemaker_session=ctx.session,
         **estimator_security(ctx),
+        **cost_settings(ctx),
         **kwargs,
     )

@@ -69,6 +69,12 @@ def add_config(parser, role_required: bool) -> None:
     )
     parser.add_argument("--bucket", help="S3 bucket for code and artifacts")
     parser.add_argument("--no-debugger", action="store_true", help="leave SageMaker Debugger out")
+    parser.add_argument(
+        "--spot",
+        action="store_true",
+        help="managed spot capacity for the tuning trials and TrainModel (cheaper; TrainModel "
+        "resumes from its checkpoints after an interruption)",
+    )
     security = parser.add_argument_group(
         "security (infra/dogbreed-pipeline.yaml creates the key, bucket and roles)"
     )
@@ -118,6 +124,7 @@ def config_from(args, **overrides) -> PipelineConfig:
             security_group_ids=tuple(args.security_group) or None,
             enable_network_isolation=args.network_isolation or None,
             encrypt_inter_container_traffic=args.encrypt_inter_container_traffic or None,
+            use_spot=args.spot or None,
         )
     except ValueError as exc:
         raise UsageError(f"{exc}: fix the flag") from None

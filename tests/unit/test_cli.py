@@ -141,6 +141,13 @@ def test_export_without_out_writes_to_stdout(aws_env, definitions, capsys):
     assert stdout == definitions(UPSERT_CONFIG)
 
 
+def test_spot_flag_reaches_the_config_of_export_and_upsert():
+    assert options.config_from(cli.build_parser().parse_args(["export", "--spot"])).use_spot
+    args = cli.build_parser().parse_args(["upsert", "--role-arn", ROLE, "--spot"])
+    assert options.config_from(args).use_spot is True
+    assert options.config_from(cli.build_parser().parse_args(["export"])).use_spot is False
+
+
 def test_no_debugger_flag_reaches_the_config():
     args = cli.build_parser().parse_args(["upsert", "--role-arn", ROLE, "--no-debugger"])
     assert options.config_from(args).enable_debugger is False

@@ -194,6 +194,49 @@ def test_job_steps_retry_throttling_and_capacity_errors_and_cache(definition):
         assert s["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
 
 
+def test_a_quota_limit_is_retried_once_capacity_and_internal_errors_four_times(definition):
+    for name in ("PrepareData", "TuneHyperparameters", "TrainModel", "EvaluateModel"):
+        attempts = {
+            kind: policy["MaxAttempts"]
+            for policy in step(definition, name)["RetryPolicies"]
+            for kind in policy["ExceptionType"]
+        }
+        assert attempts["SageMaker.RESOURCE_LIMIT"] == 1, name
+        assert attempts["SageMaker.CAPACITY_ERROR"] == 4, name
+        assert attempts["SageMaker.JOB_INTERNAL_ERROR"] == 4, name
+
+
+def test_trials_stop_early_and_every_training_job_is_capped_by_max_training_seconds(definition):
+    tuning = step(definition, "TuneHyperparameters")["Arguments"]
+    assert tuning["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Auto"
+    limit = {"Get": "Parameters.MaxTrainingSeconds"}
+    trial = tuning["TrainingJobDefinition"]
+    assert trial["StoppingCondition"] == {"MaxRuntimeInSeconds": limit}
+    assert step(definition, "TrainModel")["Arguments"]["StoppingCondition"] == {
+        "MaxRuntimeInSeconds": limit
+    }
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    assert declared["MaxTrainingSeconds"]["DefaultValue"] == 86_400
+    # Spot is opt-in: the committed definition bills on-demand capacity.
+    assert "EnableManagedSpotTraining" not in trial
+    assert "EnableManagedSpotTraining" not in step(definition, "TrainModel")["Arguments"]
+
+
+def test_spot_runs_trials_and_training_on_spot_capacity_within_max_training_seconds():
+    spot = definition_dict(PipelineConfig(use_spot=True))
+    limit = {"Get": "Parameters.MaxTrainingSeconds"}
+    trial = step(spot, "TuneHyperparameters")["Arguments"]["TrainingJobDefinition"]
+    training = step(spot, "TrainModel")["Arguments"]
+    for job in (trial, training):
+        assert job["EnableManagedSpotTraining"] is True
+        assert job["StoppingCondition"] == {
+            "MaxRuntimeInSeconds": limit,
+            "MaxWaitTimeInSeconds": limit,
+        }
+    # An interrupted TrainModel resumes from the checkpoints it already writes.
+    assert training["CheckpointConfig"]["S3Uri"]
+
+
 def test_caching_can_be_switched_off():
     d = definition_dict(PipelineConfig(enable_caching=False))
     assert step(d, "TrainModel")["CacheConfig"]["Enabled"] is False
