@@ -7,7 +7,7 @@ import logging
 
 import pipeline.cli.argtypes as argtypes
 import pipeline.cli.options as options
-from pipeline import aws, parameter_values
+from pipeline import aws, parameter_values, quotas
 from pipeline.bundle import Bundle
 from pipeline.cli.build import definition_json
 from pipeline.definition import DESCRIPTION
@@ -52,7 +52,11 @@ def upsert(args) -> int:
 def start(args) -> int:
     client = connect(args)
     pipeline = aws.describe_pipeline(client, args.pipeline_name)
-    values = parameter_values.check(pipeline["Definition"], args.param, args.pipeline_name)
+    definition = pipeline["Definition"]
+    values = parameter_values.check(definition, args.param, args.pipeline_name)
+    if not args.skip_quota_check:
+        resolved = parameter_values.resolve(definition, args.param, args.pipeline_name)
+        quotas.check(client, quotas.needs(resolved))
     arn = aws.start_execution(
         client,
         args.pipeline_name,
@@ -181,6 +185,12 @@ def add_start(parser) -> None:
     options.add_params(parser)
     parser.add_argument(
         "--display-name", type=argtypes.execution_display_name, help="execution name"
+    )
+    parser.add_argument(
+        "--skip-quota-check",
+        action="store_true",
+        help="start without comparing the account's SageMaker quotas (Service Quotas) with "
+        "the instances the execution will use",
     )
     _add_wait(parser)
     parser.set_defaults(handler=start)

@@ -572,6 +572,76 @@ def test_status_without_executions_says_how_to_start_one(deployed, capsys):
     assert "has no executions yet: start one with" in one_error_line(err)
 
 
+# --------------------------------------------------------------------------- quotas
+
+
+def _quota(name: str, value: float, code: str) -> dict:
+    return {"QuotaName": name, "Value": value, "QuotaCode": code, "ServiceCode": "sagemaker"}
+
+
+def _quotas(calls, applied: list[dict]) -> None:
+    """Service Quotas as SageMaker's look (moto has none): AWS's defaults, then the account's."""
+    defaults = [
+        _quota("ml.g5.2xlarge for training job usage", 0, "L-G5TRAIN"),
+        _quota("ml.c5.2xlarge for processing job usage", 4, "L-C5PROC"),
+        _quota("ml.m5.xlarge for processing job usage", 4, "L-M5PROC"),
+        _quota("ml.m5.xlarge for endpoint usage", 2, "L-M5ENDP"),
+    ]
+    calls.stubs["ListAWSDefaultServiceQuotas"] = lambda params: ok({"Quotas": defaults})
+    calls.stubs["ListServiceQuotas"] = lambda params: ok({"Quotas": applied})
+
+
+@pytest.fixture
+def real_pipeline(moto):
+    """The committed definition, deployed: its instance-type parameters drive the check."""
+    return create_pipeline(definition=json.loads((ROOT / "pipeline_definition.json").read_text()))
+
+
+def test_start_stops_before_anything_runs_when_a_quota_is_too_small(real_pipeline, calls, capsys):
+    _quotas(calls, applied=[])
+    code, out, err = run(capsys, "start")
+    line = one_error_line(err)
+    assert code == 2
+    assert "the SageMaker quota 'ml.g5.2xlarge for training job usage' is 0 in us-east-1" in line
+    assert "needs 2 (MaxParallelTuningJobs)" in line
+    assert "--quota-code L-G5TRAIN --desired-value 2" in line and "--skip-quota-check" in line
+    assert calls.count("StartPipelineExecution") == 0 and out == ""
+
+
+def test_start_goes_ahead_when_the_accounts_quotas_suffice(real_pipeline, calls, capsys):
+    _quotas(calls, applied=[_quota("ml.g5.2xlarge for training job usage", 2, "L-G5TRAIN")])
+    code, out, err = run(capsys, "start")
+    assert code == 0, err
+    assert out.startswith("arn:aws:sagemaker:")
+
+
+def test_start_checks_the_instance_types_and_counts_it_is_given(real_pipeline, calls, capsys):
+    _quotas(calls, applied=[_quota("ml.g5.2xlarge for training job usage", 2, "L-G5TRAIN")])
+    code, out, err = run(capsys, "start", "--param", "TrainingInstanceCount=3")
+    assert code == 2
+    assert "needs 3 (TrainingInstanceCount)" in one_error_line(err)
+    code, out, err = run(capsys, "start", "--param", "EndpointInstanceType=ml.c5.large")
+    assert code == 0, err
+    assert "no SageMaker quota named 'ml.c5.large for endpoint usage'" in err
+
+
+def test_skip_quota_check_starts_without_asking_service_quotas(real_pipeline, calls, capsys):
+    _quotas(calls, applied=[])
+    code, out, err = run(capsys, "start", "--skip-quota-check")
+    assert code == 0, err
+    assert calls.count("ListAWSDefaultServiceQuotas") == calls.count("ListServiceQuotas") == 0
+
+
+def test_quotas_that_cannot_be_read_warn_and_do_not_block(real_pipeline, calls, capsys):
+    calls.stubs["ListAWSDefaultServiceQuotas"] = lambda params: aws_error(
+        "AccessDeniedException",
+        "not authorized to perform: servicequotas:ListAWSDefaultServiceQuotas",
+    )
+    code, out, err = run(capsys, "start")
+    assert code == 0, err
+    assert "could not read the SageMaker quotas" in err and "starting without the check" in err
+
+
 # --------------------------------------------------------------------------- stop, retry
 
 
