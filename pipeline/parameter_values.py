@@ -99,9 +99,8 @@ def without_default(definition: dict, values: list[ParameterValue]) -> list[str]
     ]
 
 
-def resolve(definition: dict, given: list[tuple[str, str]], pipeline: str) -> dict:
-    """Every parameter's typed value for a run: the defaults, overridden by `given`."""
-    values = check(definition, given, pipeline)
+def with_defaults(definition: dict, values: list[ParameterValue]) -> dict:
+    """Every parameter's typed value: the checked `values`, else the definition's default."""
     missing = without_default(definition, values)
     if missing:
         raise UsageError(
@@ -112,3 +111,8 @@ def resolve(definition: dict, given: list[tuple[str, str]], pipeline: str) -> di
         name: overrides.get(name, declared.get("DefaultValue"))
         for name, declared in declared_parameters(definition).items()
     }
+
+
+def resolve(definition: dict, given: list[tuple[str, str]], pipeline: str) -> dict:
+    """Every parameter's typed value for a run: the defaults, overridden by `given`."""
+    return with_defaults(definition, check(definition, given, pipeline))

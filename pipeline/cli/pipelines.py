@@ -55,8 +55,7 @@ def start(args) -> int:
     definition = pipeline["Definition"]
     values = parameter_values.check(definition, args.param, args.pipeline_name)
     if not args.skip_quota_check:
-        resolved = parameter_values.resolve(definition, args.param, args.pipeline_name)
-        quotas.check(client, quotas.needs(resolved))
+        quotas.check(client, quotas.needs(parameter_values.with_defaults(definition, values)))
     arn = aws.start_execution(
         client,
         args.pipeline_name,
