@@ -13,9 +13,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import boto3
 import pytest
-from helpers.awsfakes import DEFAULT_BUCKET, REGION, ROLE, SECRET
+from helpers.awsfakes import DEFAULT_BUCKET, REGION, ROLE, SECRET, moto_client
 
 CLI = Path(sys.executable).parent / "dogbreed-pipeline"
 UPSERT = ("upsert", "--role-arn", ROLE)
@@ -44,24 +43,12 @@ def _cli(env, *argv, timeout=300):
 
 
 def test_installed_cli_upserts_through_aws_endpoint_url(server_env, moto_server, tmp_path):
-    s3 = boto3.client(
-        "s3",
-        region_name=REGION,
-        endpoint_url=moto_server,
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-    )
+    s3 = moto_client(moto_server, "s3")
     s3.create_bucket(Bucket=DEFAULT_BUCKET)
     result = _cli(server_env, *UPSERT, "--tag", "team=vision")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and SECRET not in result.stderr + result.stdout
-    client = boto3.client(
-        "sagemaker",
-        region_name=REGION,
-        endpoint_url=moto_server,
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-    )
+    client = moto_client(moto_server, "sagemaker")
     stored = client.describe_pipeline(PipelineName="dogbreed-pipeline")
     assert result.stdout == f"{stored['PipelineArn']}\n"
     tags = client.list_tags(ResourceArn=stored["PipelineArn"])["Tags"]
@@ -76,13 +63,7 @@ def test_installed_cli_upserts_through_aws_endpoint_url(server_env, moto_server,
 
 
 def test_installed_cli_bad_parameter_is_one_line_without_traceback(server_env, moto_server):
-    client = boto3.client(
-        "sagemaker",
-        region_name=REGION,
-        endpoint_url=moto_server,
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-    )
+    client = moto_client(moto_server, "sagemaker")
     client.create_pipeline(
         PipelineName="dogbreed-pipeline",
         RoleArn=ROLE,

@@ -15,9 +15,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
-from helpers.awsfakes import DEFAULT_BUCKET, DEFINITION, REGION, ROLE, one_error_line
+from helpers.awsfakes import DEFAULT_BUCKET, DEFINITION, ROLE, moto_client, one_error_line
 
 from pipeline import cli
 
@@ -101,16 +100,6 @@ def proxy(moto_server, aws_env):
     yield server
     server.server.shutdown()
     server.server.server_close()
-
-
-def moto_client(moto_server: str, service: str):
-    return boto3.client(
-        service,
-        region_name=REGION,
-        endpoint_url=moto_server,
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-    )
 
 
 @pytest.fixture

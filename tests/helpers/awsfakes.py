@@ -100,6 +100,19 @@ def steps_response(*steps: tuple[str, str, str]):
     )
 
 
+def moto_client(moto_server: str, service: str):
+    """A client of moto's server (tests/helpers/aws_fixtures.py: moto_server) with test keys."""
+    import boto3
+
+    return boto3.client(
+        service,
+        region_name=REGION,
+        endpoint_url=moto_server,
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    )
+
+
 def create_pipeline(name: str = "dogbreed-pipeline", definition: dict | None = None) -> str:
     import boto3
 
