@@ -136,7 +136,7 @@ def default_bucket(region: str, account: str) -> str:
     return f"sagemaker-{region}-{account}"
 
 
-def _is_missing(exc) -> bool:
+def is_missing(exc) -> bool:
     """SageMaker reports a missing pipeline or execution as ResourceNotFound or, for some
     operations, as a ValidationException whose message says so."""
     message = exc.response.get("Error", {}).get("Message", "")
@@ -281,7 +281,7 @@ def describe_pipeline(aws: Aws, pipeline_name: str) -> dict:
     try:
         response = aws.sagemaker.describe_pipeline(PipelineName=pipeline_name)
     except ClientError as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             raise UsageError(
                 f"pipeline {pipeline_name!r} does not exist in {aws.region}: create it with "
                 "`dogbreed-pipeline upsert --role-arn ...`, or check --pipeline-name / --region"
@@ -327,7 +327,7 @@ def describe_execution(aws: Aws, execution_arn: str) -> dict:
     try:
         return aws.sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
     except ClientError as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             raise UsageError(
                 f"no pipeline execution {execution_arn} in {aws.region}: check the ARN "
                 "(`dogbreed-pipeline status` shows the latest)"
@@ -462,7 +462,7 @@ class EndpointResources:
         return self.endpoint is None and not self.configs and not self.models
 
 
-def _pipeline_config(endpoint_name: str, config_name: str) -> bool:
+def is_pipeline_config(endpoint_name: str, config_name: str) -> bool:
     """The deploy step names its configurations `<EndpointName>-<execution id>`."""
     return re.fullmatch(rf"{re.escape(endpoint_name)}-[a-z0-9]+", config_name) is not None
 
@@ -480,12 +480,12 @@ def endpoint_resources(aws: Aws, endpoint_name: str) -> EndpointResources:
     try:
         described = sagemaker.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as exc:
-        if not _is_missing(exc):
+        if not is_missing(exc):
             raise
     else:
         endpoint = endpoint_name
         serving = described.get("EndpointConfigName", "")
-        if not _pipeline_config(endpoint_name, serving):
+        if not is_pipeline_config(endpoint_name, serving):
             raise UsageError(
                 f"endpoint {endpoint_name} serves configuration {serving!r}, which this pipeline "
                 f"did not create (its configurations are named {endpoint_name}-<execution id>): "
@@ -498,7 +498,7 @@ def endpoint_resources(aws: Aws, endpoint_name: str) -> EndpointResources:
         configs += [
             item["EndpointConfigName"]
             for item in page.get("EndpointConfigs", [])
-            if _pipeline_config(endpoint_name, item["EndpointConfigName"])
+            if is_pipeline_config(endpoint_name, item["EndpointConfigName"])
         ]
     models = set()
     for config in configs:
@@ -526,7 +526,7 @@ def delete_endpoint_resources(aws: Aws, resources: EndpointResources) -> None:
         try:
             delete(**{key: name})
         except ClientError as exc:
-            if not _is_missing(exc):
+            if not is_missing(exc):
                 raise
         log.info("deleted %s %s", what, name)
 

@@ -21,7 +21,8 @@ from pipeline.definition_json import iter_steps
 
 DESCRIPTION = (
     "Prepares a dog-breed ImageFolder, tunes and trains DenseNet-161, evaluates it on the test "
-    "split and, when test accuracy reaches AccuracyThreshold, registers and deploys it."
+    "split and, when test accuracy reaches AccuracyThreshold and the model is not already "
+    "deployed or registered, registers it; an Approved version is deployed."
 )
 
 # The SDK logs its config-file search and a v2 deprecation banner on import; neither helps here.
@@ -132,7 +133,8 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
 
     from pipeline.parameters import get_parameters
     from steps.common import BuildContext
-    from steps.condition import condition_step, fail_step
+    from steps.compare import changed_condition, compare_step
+    from steps.condition import approval_step, condition_step, fail_step
     from steps.deploy import deploy_steps
     from steps.evaluation import evaluation_step
     from steps.preprocess import preprocess_step
@@ -156,12 +158,14 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     training = training_step(ctx, prepare, tuning)
     evaluation, report = evaluation_step(ctx, prepare, training)
     register = register_step(ctx, training, evaluation)
-    deploy = deploy_steps(ctx, training, register)
+    approved = approval_step(register, if_steps=deploy_steps(ctx, training, register))
+    compare, change = compare_step(ctx, training)
+    changed = changed_condition(compare, change, if_steps=[register, approved])
     check = condition_step(
         ctx,
         evaluation,
         report,
-        if_steps=[register, *deploy],
+        if_steps=[compare, changed],
         else_steps=[fail_step(ctx, evaluation, report)],
     )
     return Pipeline(
@@ -172,6 +176,11 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
         # Keep the job names SageMaker generates per execution; custom prefixes would put
         # the same names in every execution and collide.
         pipeline_definition_config=PipelineDefinitionConfig(use_custom_job_prefix=False),
+        # No SageMaker Experiments trial per execution: Studio's pipeline view already shows
+        # each execution's steps, jobs and metrics, Experiments is superseded by managed
+        # MLflow, and every execution creating an experiment, a trial and trial components
+        # would need four more actions on the execution role (infra/dogbreed-pipeline.yaml).
+        pipeline_experiment_config=None,
     )
 
 

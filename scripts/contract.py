@@ -23,6 +23,7 @@ TRAIN_SCRIPT = "train.py"
 PREPROCESS_SCRIPT = "preprocess.py"
 EVALUATE_SCRIPT = "evaluate.py"
 SERVING_SCRIPT = "inference.py"
+COMPARE_SCRIPT = "compare_deployed.py"
 
 # ------------------------------------------------------------------ splits and outputs
 
@@ -36,6 +37,8 @@ PREPROCESS_OUTPUTS = (*SPLITS, META_OUTPUT)
 TRAINING_CHANNELS = (TRAIN_SPLIT, VALID_SPLIT)
 # evaluate.py's processing output, which holds EVALUATION_FILE and CONFUSION_MATRIX_FILE.
 EVALUATION_OUTPUT = "evaluation"
+# compare_deployed.py's processing output, which holds MODEL_CHANGE_FILE.
+MODEL_CHANGE_OUTPUT = "comparison"
 
 # --------------------------------------------------------------------------- file names
 
@@ -49,6 +52,7 @@ OUTPUT_ARCHIVE = "output.tar.gz"
 HISTORY_FILE = "history.json"
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+MODEL_CHANGE_FILE = "model_change.json"
 # What preprocess.py unpacks as a dataset (and the local runner fetches as a file, not a prefix).
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 

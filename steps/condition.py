@@ -1,15 +1,20 @@
-"""Check accuracy: register and deploy only a model whose test accuracy reaches the threshold.
+"""The gates: accuracy before registration, approval before deployment.
 
-Inputs: evaluation.json (PropertyFile) and AccuracyThreshold. The else-branch is a FailStep
-whose message states both numbers, so a failed execution says why in Studio.
+CheckAccuracy reads evaluation.json (PropertyFile) and AccuracyThreshold; its else-branch is
+a FailStep whose message states both numbers, so a failed execution says why in Studio.
+CheckApproval reads the registered version's own ModelApprovalStatus (DescribeModelPackage,
+not the parameter that asked for it): only an Approved version reaches the model and
+endpoint steps. A PendingManualApproval version ends a successful execution at the
+registry, for `dogbreed-pipeline approve` (or Studio's registry) to approve and deploy.
 """
 
 from __future__ import annotations
 
 from sagemaker.workflow.condition_step import ConditionStep
-from sagemaker.workflow.conditions import ConditionGreaterThanOrEqualTo
+from sagemaker.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo
 from sagemaker.workflow.fail_step import FailStep
 from sagemaker.workflow.functions import Join, JsonGet
+from sagemaker.workflow.model_step import ModelStep
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep
 
@@ -18,6 +23,7 @@ from steps.evaluation import ACCURACY_PATH
 
 NAME = "CheckAccuracy"
 FAIL_NAME = "AccuracyBelowThreshold"
+APPROVAL_NAME = "CheckApproval"
 
 
 def test_accuracy(evaluation: ProcessingStep, report: PropertyFile) -> JsonGet:
@@ -52,7 +58,7 @@ def condition_step(
     return ConditionStep(
         name=NAME,
         display_name="Check accuracy",
-        description="Test accuracy >= AccuracyThreshold: register and deploy, else fail.",
+        description="Test accuracy >= AccuracyThreshold: go on to registration, else fail.",
         conditions=[
             ConditionGreaterThanOrEqualTo(
                 left=test_accuracy(evaluation, report), right=ctx.params.accuracy_threshold
@@ -60,4 +66,20 @@ def condition_step(
         ],
         if_steps=if_steps,
         else_steps=else_steps,
+    )
+
+
+def approval_step(register: ModelStep, if_steps: list) -> ConditionStep:
+    return ConditionStep(
+        name=APPROVAL_NAME,
+        display_name="Check approval",
+        description=(
+            "The registered version is Approved: deploy it. PendingManualApproval: the "
+            "execution ends registered; `dogbreed-pipeline approve` deploys it."
+        ),
+        conditions=[
+            ConditionEquals(left=register.properties.ModelApprovalStatus, right="Approved")
+        ],
+        if_steps=if_steps,
+        else_steps=[],
     )

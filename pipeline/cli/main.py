@@ -27,6 +27,7 @@ COMMANDS = {
     "retry": ("pipelines", "run a failed execution again from its failed steps"),
     "schedule": ("schedules", "start the pipeline on an EventBridge Scheduler schedule"),
     "unschedule": ("schedules", "delete the schedule"),
+    "approve": ("approvals", "approve and deploy, or reject, a registered model version"),
     "teardown": ("endpoints", "delete the deployed endpoint, its configurations and models"),
     "run-local": ("local_run", "run the whole pipeline on this machine (no Docker, no AWS)"),
     "serve-local": (

@@ -40,7 +40,8 @@ class Job:
     log_path: Path
     label: str  # how progress lines name it: the step, or the step and trial
     supervisor: Supervisor
-    env: dict[str, str] = field(default_factory=dict)  # extra environment (thread limits)
+    # Extra environment: thread limits, the local SageMaker API; None unsets a variable.
+    env: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def opt_ml(self) -> Path:
@@ -60,7 +61,11 @@ def rewrite(text: str, root: Path) -> str:
 def environment(job: Job, extra: dict) -> dict[str, str]:
     """The job's process environment: this one's, the runner's limits, then the job's own."""
     env = dict(os.environ)
-    env.update(job.env)
+    for key, value in job.env.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     env.update({key: str(value) for key, value in extra.items()})
     env["PYTHONUNBUFFERED"] = "1"
     return env

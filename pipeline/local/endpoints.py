@@ -101,3 +101,32 @@ def deploy(store: Store, arguments: dict, execution_arn: str) -> tuple[dict, dic
     }
     write_json(path, record)
     return record, properties.endpoint(arguments, record), previous is None
+
+
+def deploy_package(
+    store: Store, package: dict, endpoint_name: str, config_name: str, model_name: str
+) -> tuple[dict, bool]:
+    """Deploy a registered version as the deploy steps would; (endpoint record, created)."""
+    containers = (package.get("InferenceSpecification") or {}).get("Containers") or []
+    if not containers:
+        raise EndpointError(f"{package['ModelPackageArn']} has no inference container")
+    container = {
+        k: containers[0][k] for k in ("Image", "ModelDataUrl", "Environment") if k in containers[0]
+    }
+    create_model(store, model_name, {"PrimaryContainer": container})
+    previous = store.endpoints / f"{endpoint_name}.json"
+    instance_type = "ml.m5.xlarge"
+    if previous.is_file():
+        instance_type = (
+            json.loads(previous.read_text(encoding="utf-8")).get("InstanceType") or instance_type
+        )
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": model_name,
+        "InitialInstanceCount": 1,
+        "InstanceType": instance_type,
+    }
+    create_endpoint_config(store, config_name, {"ProductionVariants": [variant]})
+    arguments = {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
+    record, _, created = deploy(store, arguments, package.get("ExecutionArn"))
+    return record, created

@@ -55,6 +55,28 @@ def packages_for(root: Path, model_url: str) -> list[dict]:
     return sorted(found, key=lambda version: version.get("CreationTime") or "")
 
 
+def version(root: Path, group: str, number: int) -> dict:
+    """One version's record; RegistryError naming the versions there are."""
+    records = versions(root, group)
+    for record in records:
+        if record["ModelPackageVersion"] == number:
+            return record
+    there = ", ".join(str(r["ModelPackageVersion"]) for r in records) or "none"
+    raise RegistryError(f"model package group {group} has no version {number} (versions: {there})")
+
+
+def set_status(root: Path, group: str, number: int, status: str, description=None) -> dict:
+    """Approve or reject a version in place, as UpdateModelPackage does; the new record."""
+    if status not in APPROVAL_STATUSES:
+        raise RegistryError(f"{status!r} is not one of {', '.join(APPROVAL_STATUSES)}")
+    record = {**version(root, group, number), "ModelApprovalStatus": status}
+    record["LastModifiedTime"] = now()
+    if description:
+        record["ApprovalDescription"] = description
+    write_json(_group_dir(root, group) / f"{number}.json", record)
+    return record
+
+
 def latest_approved(root: Path, group: str) -> dict | None:
     approved = [r for r in versions(root, group) if r.get("ModelApprovalStatus") == "Approved"]
     return approved[-1] if approved else None

@@ -38,6 +38,7 @@ from pipeline.local.plan import DefinitionError, Node, check_definition
 from pipeline.local.prepare import place_code, place_input
 from pipeline.local.processing_job import run_processing
 from pipeline.local.records import DONE
+from pipeline.local.sagemaker_api import Server as SageMakerApi
 from pipeline.local.store import Store, StoreError, join_uri
 from pipeline.local.supervisor import JobFailed, Supervisor
 from pipeline.local.training_job import clamp_epochs, run_training
@@ -121,7 +122,7 @@ class Execution:
         self.order: list[str] = []  # steps in the order they started (or were skipped)
         self.lock = threading.RLock()
         self.parameters: dict = {}
-        self.job_env: dict[str, str] = {}
+        self.job_env: dict[str, str | None] = {}
         # One per execution: a stop ends this execution's jobs, and a later one starts afresh.
         self.supervisor = Supervisor()
         self.record: dict = {}
@@ -296,7 +297,10 @@ class Execution:
             self._open(overrides)
         log.info("execution %s (record %s)", self.id, self.dir / "record.json")
         try:
-            failure = self._schedule()
+            # Jobs that ask SageMaker about the deployment get the store's answers.
+            with SageMakerApi(self.store) as api:
+                self.job_env.update(api.environment())
+                failure = self._schedule()
         except KeyboardInterrupt:
             # Again: a second Ctrl-C may have cut short the wait for the jobs to stop.
             self.supervisor.stop_all()

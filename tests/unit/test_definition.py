@@ -70,8 +70,11 @@ def test_dag_runs_prepare_tune_train_evaluate_then_condition(definition):
         "TrainModel --> EvaluateModel",
         "PrepareData --> EvaluateModel",
         "EvaluateModel --> CheckAccuracy",
-        "CheckAccuracy -->|true| RegisterModel_RegisterModel",
-        "RegisterModel_RegisterModel --> CreateModel_CreateModel",
+        "CheckAccuracy -->|true| CompareWithDeployed",
+        "CompareWithDeployed --> CheckModelChanged",
+        "CheckModelChanged -->|true| RegisterModel_RegisterModel",
+        "RegisterModel_RegisterModel --> CheckApproval",
+        "CheckApproval -->|true| CreateModel_CreateModel",
         "CreateModel_CreateModel --> CreateEndpointConfig",
         "CreateEndpointConfig --> DeployEndpoint",
         "CheckAccuracy -->|false| AccuracyBelowThreshold",
@@ -266,17 +269,51 @@ def test_condition_compares_test_accuracy_with_the_threshold(definition):
         "multiclass_classification_metrics.accuracy.value"
     )
     assert condition["RightValue"] == {"Get": "Parameters.AccuracyThreshold"}
-    assert [s["Type"] for s in args["IfSteps"]] == [
-        "RegisterModel",
-        "Model",
-        "EndpointConfig",
-        "Endpoint",
-    ]
+    assert [s["Name"] for s in args["IfSteps"]] == ["CompareWithDeployed", "CheckModelChanged"]
     (fail,) = args["ElseSteps"]
     assert fail["Type"] == "Fail"
     message = json.dumps(fail["Arguments"]["ErrorMessage"])
     assert "multiclass_classification_metrics.accuracy.value" in message
     assert "Parameters.AccuracyThreshold" in message
+
+
+def test_only_a_new_model_is_registered_and_only_an_approved_version_deployed(definition):
+    compare = step(definition, "CompareWithDeployed")
+    assert "CacheConfig" not in compare  # the endpoint changes while the arguments do not
+    arguments = compare["Arguments"]["AppSpecification"]["ContainerArguments"]
+    given = dict(zip(arguments[::2], arguments[1::2], strict=True))
+    assert given["--model-data"] == {"Get": "Steps.TrainModel.ModelArtifacts.S3ModelArtifacts"}
+    assert given["--endpoint-name"] == {"Get": "Parameters.EndpointName"}
+    assert given["--model-package-group"] == "dogbreed-classifier"
+    assert compare["PropertyFiles"][0]["FilePath"] == "model_change.json"
+
+    changed = step(definition, "CheckModelChanged")["Arguments"]
+    (condition,) = changed["Conditions"]
+    assert condition["Type"] == "Equals" and condition["RightValue"] == "new"
+    json_get = condition["LeftValue"]["Std:JsonGet"]
+    assert json_get["Path"] == "decision"
+    assert json_get["PropertyFile"] == {
+        "Get": "Steps.CompareWithDeployed.PropertyFiles.ModelChange"
+    }
+    assert [s["Name"] for s in changed["IfSteps"]] == [
+        "RegisterModel-RegisterModel",
+        "CheckApproval",
+    ]
+    assert changed["ElseSteps"] == []
+
+    approval = step(definition, "CheckApproval")["Arguments"]
+    (condition,) = approval["Conditions"]
+    # The registered version's own status, not the parameter that asked for it.
+    assert condition["LeftValue"] == {
+        "Get": "Steps.RegisterModel-RegisterModel.ModelApprovalStatus"
+    }
+    assert condition["Type"] == "Equals" and condition["RightValue"] == "Approved"
+    assert [s["Type"] for s in approval["IfSteps"]] == ["Model", "EndpointConfig", "Endpoint"]
+    assert approval["ElseSteps"] == []
+
+
+def test_executions_create_no_experiments_trials(definition):
+    assert definition["PipelineExperimentConfig"] is None
 
 
 def test_registration_uses_the_group_approval_parameter_metrics_and_packed_handlers(definition):
