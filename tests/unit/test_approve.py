@@ -1,0 +1,341 @@
+"""`approve` against moto (SageMaker), and with --store against run-local's registry.
+
+moto has the registry, models, configurations and endpoints, and DescribePipeline with the
+committed definition; it lacks UpdateEndpoint, which is stubbed here by applying the update
+to moto's own endpoint record, so later DescribeEndpoint calls see it as SageMaker would.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from helpers.awsfakes import ACCOUNT, REGION, aws_error, create_pipeline, ok, one_error_line
+from helpers.paths import ROOT
+
+from pipeline import cli, deployment
+from pipeline.local import endpoints, registry
+from pipeline.local.store import Store
+
+GROUP = "dogbreed-classifier"
+ENDPOINT = "dogbreed-classifier"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-gpu-py312"
+DEFINITION = json.loads((ROOT / "pipeline_definition.json").read_text())
+
+
+def run(capsys, *argv):
+    code = cli.main(["approve", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sagemaker():
+    return boto3.client("sagemaker", region_name=REGION)
+
+
+def arn_of(version: int, group: str = GROUP) -> str:
+    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{group}/{version}"
+
+
+def register(model_data: str, status: str = "PendingManualApproval", group: str = GROUP):
+    client = sagemaker()
+    try:
+        client.create_model_package_group(ModelPackageGroupName=group)
+    except client.exceptions.ClientError:
+        pass  # already there
+    return client.create_model_package(
+        ModelPackageGroupName=group,
+        ModelApprovalStatus=status,
+        InferenceSpecification={
+            "Containers": [
+                {
+                    "Image": IMAGE,
+                    "ModelDataUrl": model_data,
+                    "Environment": {"SAGEMAKER_PROGRAM": "inference.py"},
+                }
+            ],
+            "SupportedContentTypes": ["image/jpeg"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )["ModelPackageArn"]
+
+
+def status_of(version: int) -> str:
+    return sagemaker().describe_model_package(ModelPackageName=arn_of(version))[
+        "ModelApprovalStatus"
+    ]
+
+
+def serving() -> str:
+    """The ModelDataUrl the endpoint serves now."""
+    client = sagemaker()
+    config = client.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    variant = client.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    return client.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["ModelDataUrl"]
+
+
+def apply_update(params):
+    """UpdateEndpoint as SageMaker completes it, on moto's record."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    endpoint = sagemaker_backends[ACCOUNT][REGION].endpoints[params["EndpointName"]]
+    endpoint.endpoint_config_name = params["EndpointConfigName"]
+    return ok({"EndpointArn": endpoint.arn})
+
+
+@pytest.fixture
+def pipeline(moto, calls, monkeypatch):
+    monkeypatch.setattr(deployment, "POLL_SECONDS", 0)
+    create_pipeline(definition=DEFINITION)
+    return calls
+
+
+def test_approve_deploys_as_the_deploy_steps_do_and_waits_for_in_service(pipeline, capsys):
+    register("s3://bucket/executions/a/model.tar.gz")
+    code, out, err = run(
+        capsys, "--model-version", "1", "--reason", "looked at the confusion matrix"
+    )
+    assert code == 0, err
+    assert out.strip() == arn_of(1)
+    package = sagemaker().describe_model_package(ModelPackageName=arn_of(1))
+    assert package["ModelApprovalStatus"] == "Approved"
+    assert package["ApprovalDescription"] == "looked at the confusion matrix"
+
+    endpoint = sagemaker().describe_endpoint(EndpointName=ENDPOINT)
+    config_name = endpoint["EndpointConfigName"]
+    assert config_name.startswith(f"{ENDPOINT}-v1at")
+    config = sagemaker().describe_endpoint_config(EndpointConfigName=config_name)
+    (variant,) = config["ProductionVariants"]
+    # The committed definition's EndpointInstanceType default.
+    assert variant["InstanceType"] == "ml.m5.xlarge"
+    model = sagemaker().describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://bucket/executions/a/model.tar.gz"
+    assert model["PrimaryContainer"]["Image"] == IMAGE
+    (create_model,) = pipeline.called("CreateModel")
+    assert create_model["ExecutionRoleArn"].endswith(":role/DogbreedPipelineExecutionRole")
+    assert f"creating endpoint {ENDPOINT}" in err
+    assert f"endpoint {ENDPOINT} is InService with version 1" in err
+    # teardown knows the configuration as the pipeline's own.
+    code, _, err = cli.main(["teardown", "--yes"]), *capsys.readouterr()
+    assert code == 0, err
+    assert sagemaker().list_endpoints()["Endpoints"] == []
+
+
+def test_a_later_version_updates_the_endpoint_and_the_same_one_is_not_redeployed(pipeline, capsys):
+    register("s3://bucket/executions/a/model.tar.gz")
+    register("s3://bucket/executions/b/model.tar.gz")
+    assert run(capsys, "--model-version", "1")[0] == 0
+    pipeline.stubs["UpdateEndpoint"] = apply_update
+    code, out, err = run(capsys, "--model-version", arn_of(2))
+    assert code == 0, err
+    assert serving() == "s3://bucket/executions/b/model.tar.gz"
+    assert f"updating endpoint {ENDPOINT}" in err
+
+    configs = pipeline.count("CreateEndpointConfig")
+    code, out, err = run(capsys, "--model-version", "2")
+    assert code == 0, err
+    assert "already serves s3://bucket/executions/b/model.tar.gz: nothing to deploy" in err
+    assert pipeline.count("CreateEndpointConfig") == configs
+
+
+def test_a_failed_update_says_the_old_configuration_still_serves(pipeline, capsys):
+    register("s3://bucket/executions/a/model.tar.gz")
+    register("s3://bucket/executions/b/model.tar.gz")
+    assert run(capsys, "--model-version", "1")[0] == 0
+    old = sagemaker().describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    # SageMaker rolled the update back: InService again, on the old configuration.
+    pipeline.stubs["UpdateEndpoint"] = lambda params: ok({"EndpointArn": "arn"})
+    real = sagemaker().describe_endpoint(EndpointName=ENDPOINT)
+    rolled_back = {**real, "FailureReason": "the model container did not pass ping"}
+    pipeline.stubs["DescribeEndpoint"] = lambda params: ok(rolled_back)
+    code, out, err = run(capsys, "--model-version", "2")
+    assert code == 1
+    line = one_error_line(err)
+    assert f"the update of endpoint {ENDPOINT} failed" in line
+    assert "did not pass ping" in line and f"it still serves {old}" in line
+    assert serving() == "s3://bucket/executions/a/model.tar.gz"
+
+
+def test_reject_records_the_reason_and_deploys_nothing(pipeline, capsys):
+    register("s3://bucket/executions/a/model.tar.gz")
+    code, out, err = run(capsys, "--model-version", "1", "--reject", "--reason", "overfits")
+    assert code == 0, err
+    package = sagemaker().describe_model_package(ModelPackageName=arn_of(1))
+    assert package["ModelApprovalStatus"] == "Rejected"
+    assert package["ApprovalDescription"] == "overfits"
+    assert pipeline.count("CreateModel") == 0
+    assert sagemaker().list_endpoints()["Endpoints"] == []
+
+
+def test_no_deploy_only_approves(pipeline, capsys):
+    register("s3://bucket/executions/a/model.tar.gz")
+    code, out, err = run(capsys, "--model-version", "1", "--no-deploy")
+    assert code == 0, err
+    assert status_of(1) == "Approved"
+    assert pipeline.count("CreateModel") == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model-version", "7"], f"model package group {GROUP} has no version 7"),
+        (["--model-version", "latest"], "neither a version number nor a model package ARN"),
+        (
+            ["--model-version", arn_of(1, "someone-elses")],
+            f"is a version of model package group someone-elses, not of {GROUP}",
+        ),
+    ],
+)
+def test_a_version_that_is_not_the_pipelines_is_refused_and_nothing_changes(
+    pipeline, capsys, argv, message
+):
+    register("s3://bucket/executions/a/model.tar.gz")
+    register("s3://bucket/executions/x/model.tar.gz", group="someone-elses")
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in one_error_line(err)
+    assert pipeline.count("UpdateModelPackage") == 0
+    assert status_of(1) == "PendingManualApproval"
+
+
+@pytest.mark.parametrize(
+    ("endpoint_status", "message"),
+    [
+        ("Failed", "is Failed (capacity): SageMaker cannot update it"),
+        ("Updating", "is Updating: approve again once it is InService"),
+    ],
+)
+def test_an_endpoint_that_cannot_take_an_update_is_refused_before_approving(
+    pipeline, capsys, endpoint_status, message
+):
+    register("s3://bucket/executions/a/model.tar.gz")
+    described = {
+        "EndpointName": ENDPOINT,
+        "EndpointArn": "arn",
+        "EndpointConfigName": f"{ENDPOINT}-0a1b2c3d4e5f",
+        "EndpointStatus": endpoint_status,
+        "FailureReason": "capacity",
+        "CreationTime": 0,
+        "LastModifiedTime": 0,
+    }
+    pipeline.stubs["DescribeEndpoint"] = lambda params: ok(described)
+    code, out, err = run(capsys, "--model-version", "1")
+    assert code == 2
+    assert f"endpoint {ENDPOINT} {message}" in one_error_line(err)
+    assert status_of(1) == "PendingManualApproval"
+    assert pipeline.count("CreateModel") == 0
+
+
+def test_an_endpoint_of_another_naming_is_not_replaced(pipeline, capsys):
+    register("s3://bucket/executions/a/model.tar.gz")
+    client = sagemaker()
+    client.create_model(
+        ModelName="theirs",
+        ExecutionRoleArn="arn:aws:iam::1:role/r",
+        PrimaryContainer={"Image": IMAGE},
+    )
+    client.create_endpoint_config(
+        EndpointConfigName="hand-made",
+        ProductionVariants=[
+            {
+                "VariantName": "a",
+                "ModelName": "theirs",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.xlarge",
+            }
+        ],
+    )
+    client.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="hand-made")
+    code, out, err = run(capsys, "--model-version", "1")
+    assert code == 2
+    assert "serves configuration 'hand-made', which this pipeline did not create" in (
+        one_error_line(err)
+    )
+    assert status_of(1) == "PendingManualApproval"
+
+
+def test_without_the_pipeline_there_is_nothing_to_deploy_as(moto, capsys):
+    code, out, err = run(capsys, "--model-version", "1")
+    assert code == 2
+    assert "pipeline 'dogbreed-pipeline' does not exist" in one_error_line(err)
+
+
+def test_access_denied_is_one_line_and_changes_nothing(pipeline, capsys):
+    register("s3://bucket/executions/a/model.tar.gz")
+    pipeline.stubs["UpdateModelPackage"] = lambda params: aws_error(
+        "AccessDeniedException", "not authorized to perform: sagemaker:UpdateModelPackage"
+    )
+    code, out, err = run(capsys, "--model-version", "1")
+    assert code == 2
+    assert "sagemaker:UpdateModelPackage" in one_error_line(err)
+    assert pipeline.count("CreateModel") == 0
+
+
+# --------------------------------------------------------------------------- --store
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    store = Store(tmp_path / "store")
+    for tag in ("a", "b"):
+        url = f"s3://bucket/executions/{tag}/model.tar.gz"
+        store.put_bytes(url, b"a model")
+        package = {
+            "ModelApprovalStatus": "PendingManualApproval",
+            "ModelDataUrl": url,
+            "InferenceSpecification": {"Containers": [{"Image": IMAGE, "ModelDataUrl": url}]},
+        }
+        registry.register(store.registry, GROUP, package)
+    return store
+
+
+def test_approve_in_a_store_deploys_there_and_serve_local_finds_it(store, capsys):
+    code, out, err = run(capsys, "--store", str(store.root), "--model-version", "2")
+    assert code == 0, err
+    assert out.strip() == registry.package_arn(GROUP, 2)
+    assert registry.version(store.registry, GROUP, 2)["ModelApprovalStatus"] == "Approved"
+    assert registry.version(store.registry, GROUP, 1)["ModelApprovalStatus"] == (
+        "PendingManualApproval"
+    )
+    endpoint = json.loads((store.endpoints / f"{ENDPOINT}.json").read_text())
+    assert endpoint["ModelDataUrl"] == "s3://bucket/executions/b/model.tar.gz"
+    assert endpoint["EndpointConfigName"].startswith(f"{ENDPOINT}-v2at")
+    assert endpoint["ModelPackageArn"] == registry.package_arn(GROUP, 2)
+    assert "serve-local --store" in err
+
+    code, out, err = run(capsys, "--store", str(store.root), "--model-version", "2")
+    assert code == 0
+    assert "already serves" in err
+
+
+def test_reject_in_a_store_and_unknown_versions(store, capsys):
+    code, out, err = run(
+        capsys, "--store", str(store.root), "--model-version", "1", "--reject", "--reason", "no"
+    )
+    assert code == 0, err
+    record = registry.version(store.registry, GROUP, 1)
+    assert record["ModelApprovalStatus"] == "Rejected" and record["ApprovalDescription"] == "no"
+    assert not store.endpoints.exists() or not list(store.endpoints.iterdir())
+
+    code, out, err = run(capsys, "--store", str(store.root), "--model-version", "9")
+    assert code == 2
+    assert f"model package group {GROUP} has no version 9 (versions: 1, 2)" in one_error_line(err)
+
+
+def test_a_store_endpoint_of_another_naming_is_not_replaced(store, capsys):
+    endpoints.create_model(
+        store,
+        "theirs",
+        {"PrimaryContainer": {"ModelDataUrl": "s3://bucket/executions/a/model.tar.gz"}},
+    )
+    endpoints.create_endpoint_config(
+        store, "hand-made", {"ProductionVariants": [{"ModelName": "theirs"}]}
+    )
+    endpoints.deploy(store, {"EndpointName": ENDPOINT, "EndpointConfigName": "hand-made"}, "x")
+    code, out, err = run(capsys, "--store", str(store.root), "--model-version", "2")
+    assert code == 2
+    assert "which this pipeline did not create" in one_error_line(err)
+    assert registry.version(store.registry, GROUP, 2)["ModelApprovalStatus"] == (
+        "PendingManualApproval"
+    )
