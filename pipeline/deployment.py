@@ -161,8 +161,11 @@ def served_model_data(aws: Aws, endpoint: dict) -> str | None:
     return container.get("ModelDataUrl")
 
 
-def check_endpoint(endpoint: dict | None, name: str) -> None:
-    """Refuse an endpoint that cannot take an update now, or that is not the pipeline's."""
+def check_endpoint(endpoint: dict | None, name: str, ours=is_pipeline_config) -> None:
+    """Refuse an endpoint that cannot take an update now, or that is not the pipeline's.
+
+    `ours(name, config)` tells the pipeline's configuration names (run-local's differ).
+    """
     if endpoint is None:
         return
     status = endpoint.get("EndpointStatus")
@@ -175,7 +178,7 @@ def check_endpoint(endpoint: dict | None, name: str) -> None:
     if status in BUSY_STATUSES:
         raise UsageError(f"endpoint {name} is {status}: approve again once it is InService")
     serving = endpoint.get("EndpointConfigName", "")
-    if not is_pipeline_config(name, serving):
+    if not ours(name, serving):
         raise UsageError(
             f"endpoint {name} serves configuration {serving!r}, which this pipeline did not "
             "create: refusing to replace it; pass --endpoint to deploy to another name"

@@ -111,7 +111,7 @@ def _approve_local(args) -> int:
         endpoint = None
         if not args.no_deploy and endpoint_path.is_file():
             endpoint = json.loads(endpoint_path.read_text(encoding="utf-8"))
-            deployment.check_endpoint(endpoint, endpoint_name)
+            deployment.check_endpoint(endpoint, endpoint_name, endpoints.is_pipeline_config)
         previous = record["ModelApprovalStatus"]
         record = registry.set_status(store.registry, group, number, "Approved", args.reason)
         log.info("approved %s version %d (was %s) in %s", group, number, previous, store.root)

@@ -29,6 +29,12 @@ class EndpointError(ValueError):
     """A model, configuration or endpoint that cannot be created; the message says why."""
 
 
+def is_pipeline_config(endpoint_name: str, config_name: str) -> bool:
+    """The names run-local's deploy step and `approve --store` give configurations."""
+    pattern = rf"{re.escape(endpoint_name)}-(local-\d{{8}}T\d{{6}}-[0-9a-f]+|v\d+at\d+)"
+    return re.fullmatch(pattern, config_name) is not None
+
+
 def _resource_path(store: Store, kind: str, name) -> Path:
     if not isinstance(name, str) or not _RESOURCE_NAME_RE.match(name):
         raise EndpointError(f"{name!r} is not a usable {kind[:-1].replace('-', ' ')} name")

@@ -54,13 +54,9 @@ def exported() -> dict:
 
 
 def step_of(definition: dict, name: str) -> dict:
-    for step in definition["Steps"]:
-        if step["Name"] == name:
-            return step
-        for branch in ("IfSteps", "ElseSteps"):
-            for child in step.get("Arguments", {}).get(branch, []):
-                if child["Name"] == name:
-                    return child
+    for entry in iter_steps(definition):
+        if entry.name == name:
+            return entry.step
     raise KeyError(name)
 
 
@@ -290,6 +286,72 @@ def test_a_second_run_reuses_the_cached_steps(pipeline):
     assert second["TuneHyperparameters"]["Trials"] == first["TuneHyperparameters"]["Trials"]
     # Nothing ran: no job folder for this execution.
     assert not (pipeline.store / "executions" / record["PipelineExecutionId"] / "jobs").exists()
+
+
+def test_pending_approval_registers_only_approve_deploys_and_the_same_model_is_skipped(
+    pipeline, tmp_path
+):
+    """A copy of the shared store: the deployed model, then a retrained one awaiting approval."""
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(pipeline.store, store)
+    served = json.loads((store / "endpoints" / f"{ENDPOINT}.json").read_text())["ModelDataUrl"]
+    runs = Pipeline(tmp_path, json.loads(pipeline.definition_path.read_text()))
+    runs.store = store
+
+    # Unchanged data, every job step cached: the endpoint already serves this model.
+    result = runs.run("unchanged", "--param", "AccuracyThreshold=0")
+    assert result.returncode == 0, result.stderr
+    steps = steps_by_name(runs.record("unchanged"))
+    assert steps["TrainModel"]["Status"] == "Cached"
+    assert steps["CompareWithDeployed"]["Status"] == "Succeeded"  # never cached
+    assert steps["CheckModelChanged"]["Properties"] == {"Outcome": False}
+    for name in ("RegisterModel-RegisterModel", "CheckApproval", "DeployEndpoint"):
+        assert steps[name]["Status"] == "Skipped", name
+    assert (
+        f"endpoint {ENDPOINT} already serves {served}"
+        in result.stderr + Path(steps["CompareWithDeployed"]["LogPath"]).read_text()
+    )
+    assert len(registry.versions(store / "registry", GROUP)) == 1
+
+    # A retrained model (two epochs: a new TrainModel) registered for a person to approve.
+    result = runs.run(
+        "pending",
+        "--param",
+        "AccuracyThreshold=0",
+        "--param",
+        "ModelApprovalStatus=PendingManualApproval",
+        "--max-epochs",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    steps = steps_by_name(runs.record("pending"))
+    retrained = steps["TrainModel"]["Properties"]["ModelArtifacts"]["S3ModelArtifacts"]
+    assert retrained != served
+    assert steps["RegisterModel-RegisterModel"]["Status"] == "Succeeded"
+    assert steps["CheckApproval"]["Properties"] == {"Outcome": False}
+    for name in ("CreateModel-CreateModel", "CreateEndpointConfig", "DeployEndpoint"):
+        assert steps[name]["Status"] == "Skipped", name
+    versions = registry.versions(store / "registry", GROUP)
+    assert [v["ModelApprovalStatus"] for v in versions] == ["Approved", "PendingManualApproval"]
+    endpoint = json.loads((store / "endpoints" / f"{ENDPOINT}.json").read_text())
+    assert endpoint["ModelDataUrl"] == served
+
+    approve = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "approve", "--store", str(store)]
+        + ["--model-version", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert approve.returncode == 0, approve.stderr
+    endpoint = json.loads((store / "endpoints" / f"{ENDPOINT}.json").read_text())
+    assert endpoint["ModelDataUrl"] == retrained
+    assert endpoint["ModelPackageArn"] == versions[1]["ModelPackageArn"]
+    assert registry.version(store / "registry", GROUP, 2)["ModelApprovalStatus"] == "Approved"
 
 
 def test_a_json_get_path_that_is_not_in_the_file_fails_naming_the_step_and_path(pipeline):

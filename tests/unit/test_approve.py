@@ -339,3 +339,17 @@ def test_a_store_endpoint_of_another_naming_is_not_replaced(store, capsys):
     assert registry.version(store.registry, GROUP, 2)["ModelApprovalStatus"] == (
         "PendingManualApproval"
     )
+
+
+@pytest.mark.parametrize(
+    ("config", "ours"),
+    [
+        (f"{ENDPOINT}-local-20261201T221142-3f16", True),  # run-local's deploy step
+        (f"{ENDPOINT}-v2at1764633600", True),  # approve --store
+        (f"{ENDPOINT}-0a1b2c3d4e5f", False),  # SageMaker's execution ids never run locally
+        ("hand-made", False),
+        (f"{ENDPOINT}-local-x", False),
+    ],
+)
+def test_run_local_knows_its_own_configuration_names(config, ours):
+    assert endpoints.is_pipeline_config(ENDPOINT, config) is ours
