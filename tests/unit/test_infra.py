@@ -7,6 +7,8 @@ reaches an account.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -217,10 +219,165 @@ def test_execution_role_sagemaker_resources_are_named_for_the_project(template):
             assert any(name in text for name in allowed_names), text
 
 
-def test_outputs_give_what_upsert_and_schedule_take(template):
+def test_outputs_give_what_upsert_and_schedule_take_and_the_topic(template):
     assert set(template["Outputs"]) == {
         "BucketName",
         "ExecutionRoleArn",
         "SchedulerRoleArn",
         "KmsKeyArn",
+        "NotificationTopicArn",
     }
+    assert template["Outputs"]["NotificationTopicArn"]["Value"] == {"Ref": "NotificationTopic"}
+
+
+def test_model_package_group_is_the_parameters_retained_and_creatable_by_the_role(template):
+    (group,) = resources_of_type(template, "AWS::SageMaker::ModelPackageGroup").values()
+    assert group["Properties"]["ModelPackageGroupName"] == {"Ref": "ModelPackageGroupName"}
+    # Its versions are the deployment record, as the bucket's objects are.
+    assert group["DeletionPolicy"] == group["UpdateReplacePolicy"] == "Retain"
+    registry = execution_statements(template)["ModelRegistry"]
+    assert "sagemaker:CreateModelPackageGroup" in as_list(registry["Action"])
+    assert {sub_text(r).rsplit(":", 1)[1] for r in as_list(registry["Resource"])} == {
+        "model-package-group/${ModelPackageGroupName}",
+        "model-package/${ModelPackageGroupName}/*",
+    }
+
+
+def test_debugger_rule_pull_is_only_the_rules_repository_of_the_parameters_account(template):
+    statement = execution_statements(template)["PullDebuggerRuleImages"]
+    assert statement["Effect"] == "Allow"
+    assert set(as_list(statement["Action"])) <= {
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchCheckLayerAvailability",
+    }
+    assert [sub_text(r) for r in as_list(statement["Resource"])] == [
+        "arn:${AWS::Partition}:ecr:${AWS::Region}:${DebuggerRulesRegistryAccount}"
+        ":repository/sagemaker-debugger-rules"
+    ]
+
+
+def test_debugger_rules_account_default_is_the_sdks_us_east_1_registry(template):
+    # find_spec locates the package without importing it (importing the SDK takes seconds).
+    spec = importlib.util.find_spec("sagemaker")
+    table = Path(spec.submodule_search_locations[0]) / "image_uri_config" / "debugger.json"
+    registries = json.loads(table.read_text())["versions"]["latest"]["registries"]
+    assert (
+        template["Parameters"]["DebuggerRulesRegistryAccount"]["Default"]
+        == (registries["us-east-1"])
+    )
+
+
+def key_statements(template) -> list:
+    (key,) = resources_of_type(template, "AWS::KMS::Key").values()
+    return key["Properties"]["KeyPolicy"]["Statement"]
+
+
+def test_topic_is_encrypted_with_the_project_key(template):
+    (topic,) = resources_of_type(template, "AWS::SNS::Topic").values()
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Ref": "DataKey"}
+
+
+def test_key_lets_eventbridge_in_only_for_the_notification_topic_and_the_status_rule(template):
+    services = [s for s in key_statements(template) if "Service" in s["Principal"]]
+    (statement,) = services
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert set(as_list(statement["Action"])) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+    condition = statement["Condition"]
+    topic = template["Resources"]["NotificationTopic"]["Properties"]["TopicName"]
+    rule = template["Resources"]["PipelineStatusRule"]["Properties"]["Name"]
+    scope = "${AWS::Region}:${AWS::AccountId}:"
+    assert sub_text(condition["StringEquals"]["kms:EncryptionContext:aws:sns:topicArn"]) == (
+        "arn:${AWS::Partition}:sns:" + scope + sub_text(topic)
+    )
+    assert sub_text(condition["ArnEquals"]["aws:SourceArn"]) == (
+        "arn:${AWS::Partition}:events:" + scope + "rule/" + sub_text(rule)
+    )
+
+
+def test_topic_policy_lets_only_eventbridge_publish_and_only_from_the_status_rule(template):
+    (policy,) = resources_of_type(template, "AWS::SNS::TopicPolicy").values()
+    assert policy["Properties"]["Topics"] == [{"Ref": "NotificationTopic"}]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert as_list(statement["Action"]) == ["sns:Publish"]
+    assert statement["Resource"] == {"Ref": "NotificationTopic"}
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["PipelineStatusRule", "Arn"]}}
+    }
+
+
+def test_status_rule_matches_this_pipelines_failures_and_successes_on_request(template):
+    (rule,) = resources_of_type(template, "AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.sagemaker"]
+    assert pattern["detail-type"] == ["SageMaker Model Building Pipeline Execution Status Change"]
+    ((match, arn),) = [item for entry in pattern["detail"]["pipelineArn"] for item in entry.items()]
+    assert match == "equals-ignore-case"
+    assert sub_text(arn) == (
+        "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:pipeline/${PipelineName}"
+    )
+    assert pattern["detail"]["currentPipelineExecutionStatus"] == {
+        "Fn::If": ["NotifiesOnSuccess", ["Failed", "Succeeded"], ["Failed"]]
+    }
+    assert template["Conditions"]["NotifiesOnSuccess"] == {
+        "Fn::Equals": [{"Ref": "NotifyOnSuccess"}, "true"]
+    }
+    assert template["Parameters"]["NotifyOnSuccess"]["Default"] == "false"
+    assert rule["Properties"]["State"] == "ENABLED"
+
+
+def test_status_rule_sends_the_topic_one_readable_line(template):
+    (rule,) = resources_of_type(template, "AWS::Events::Rule").values()
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": "NotificationTopic"}
+    transformer = target["InputTransformer"]
+    assert transformer["InputPathsMap"] == {
+        "pipeline": "$.detail.pipelineArn",
+        "execution": "$.detail.pipelineExecutionArn",
+        "status": "$.detail.currentPipelineExecutionStatus",
+        "time": "$.time",
+    }
+    # A template that is a JSON string is delivered as that text, placeholders filled in.
+    message = json.loads(transformer["InputTemplate"])
+    assert isinstance(message, str)
+    assert all(f"<{name}>" in message for name in transformer["InputPathsMap"])
+
+
+def test_email_subscription_exists_only_when_an_address_is_given(template):
+    (subscription,) = resources_of_type(template, "AWS::SNS::Subscription").values()
+    assert subscription["Condition"] == "HasNotificationEmail"
+    assert template["Conditions"]["HasNotificationEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "NotificationEmail"}, ""]}]
+    }
+    assert template["Parameters"]["NotificationEmail"]["Default"] == ""
+    props = subscription["Properties"]
+    assert props["Protocol"] == "email"
+    assert props["Endpoint"] == {"Ref": "NotificationEmail"}
+    assert props["TopicArn"] == {"Ref": "NotificationTopic"}
+
+
+def test_resource_policies_allow_no_wildcard_action_but_the_key_administration(template):
+    allows = [
+        (name, statement)
+        for name, statements in (
+            ("DataKey", key_statements(template)),
+            *(
+                (name, r["Properties"]["PolicyDocument"]["Statement"])
+                for name, r in resources_of_type(template, "AWS::SNS::TopicPolicy").items()
+            ),
+        )
+        for statement in statements
+        if statement["Effect"] == "Allow"
+    ]
+    wildcards = {
+        statement.get("Sid")
+        for _, statement in allows
+        if any(a == "*" or a.endswith(":*") for a in as_list(statement["Action"]))
+    }
+    # kms:* to the account root only hands the key's administration to IAM (see DataKey).
+    assert wildcards == {"AccountAdministersThroughIam"}
+    for name, statement in allows:
+        if statement.get("Sid") != "AccountAdministersThroughIam":
+            assert "*" not in as_list(statement.get("Principal", {}).get("AWS", [])), name
