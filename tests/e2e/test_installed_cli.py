@@ -85,3 +85,39 @@ def test_installed_cli_without_credentials_is_one_line_without_traceback(server_
     assert result.returncode == 2
     assert result.stderr.startswith("dogbreed-pipeline: error: no AWS credentials found")
     assert result.stderr.count("\n") == 1
+
+
+def test_installed_cli_upsert_approve_teardown(server_env, moto_server):
+    """A person's approval path: the pipeline upserted, a version approved and deployed as
+    the upserted definition's deploy steps would, then everything deleted again."""
+    moto_client(moto_server, "s3").create_bucket(Bucket=DEFAULT_BUCKET)
+    assert _cli(server_env, *UPSERT).returncode == 0
+    sagemaker = moto_client(moto_server, "sagemaker")
+    sagemaker.create_model_package_group(ModelPackageGroupName="dogbreed-classifier")
+    model_data = f"s3://{DEFAULT_BUCKET}/dogbreed-pipeline/executions/x/model.tar.gz"
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName="dogbreed-classifier",
+        ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [{"Image": "image", "ModelDataUrl": model_data}],
+            "SupportedContentTypes": ["image/jpeg"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )["ModelPackageArn"]
+
+    result = _cli(server_env, "approve", "--model-version", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{arn}\n"
+    described = sagemaker.describe_model_package(ModelPackageName=arn)
+    assert described["ModelApprovalStatus"] == "Approved"
+    endpoint = sagemaker.describe_endpoint(EndpointName="dogbreed-classifier")
+    assert endpoint["EndpointStatus"] == "InService"
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"] == model_data
+    assert model["ExecutionRoleArn"] == ROLE  # the upserted definition's role
+
+    result = _cli(server_env, "teardown", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert sagemaker.list_endpoints()["Endpoints"] == []
+    assert sagemaker.list_models()["Models"] == []
