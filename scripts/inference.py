@@ -28,13 +28,21 @@ Response (`Accept` of `application/json`, `*/*` or none), one list per image in 
 `{"predictions": [[{"label": "Affenpinscher", "index": 0, "probability": 0.93}, ...], ...]}`.
 
 Limits, read from the environment on every request: `DOGBREED_MAX_BATCH` images per request
-(64), `DOGBREED_MAX_BODY_BYTES` (32 MiB), `DOGBREED_MAX_PIXELS` per image (Pillow's default)
-and `DOGBREED_MAX_REQUEST_PIXELS` for all images of a request together (twice that), checked
-from the image headers before any pixel is decoded.
+(16), `DOGBREED_MAX_BODY_BYTES` (6 MiB, SageMaker's real-time payload cap), `DOGBREED_MAX_PIXELS`
+per image (Pillow's default) and `DOGBREED_MAX_REQUEST_PIXELS` for all images of a request
+together (twice that), checked from the image headers before any pixel is decoded; JSON bodies
+nest at most `MAX_JSON_DEPTH` (32) arrays and objects, checked before parsing.
 
-Every rejected request raises a `RequestError` (a `ValueError`) saying what was wrong. It also
-carries an HTTP status for the inference toolkit (400, 406, 413 or 415), so clients get a 4xx
-rather than a 500. Handlers keep no per-request state, so a bad request cannot affect the next.
+Errors. Called without a context (tests, benchmarks), a handler raises: a rejected request is a
+`RequestError` (a `ValueError` carrying an HTTP status: 400, 406, 413 or 415) saying what was
+wrong. Under a model server the handlers take the request context as their last argument, as
+the inference toolkit passes it, and answer instead of raising: a rejected request becomes that
+4xx with `{"error": "<what was wrong>"}` alone, any other exception a 500 with a generic
+`{"error": ...}`, its traceback in the server's log. Handlers keep no per-request state, so a
+bad request cannot affect the next.
+
+`model_fn` sizes torch's intra-op threads for one model-server worker: the CPUs divided by
+`SAGEMAKER_MODEL_SERVER_WORKERS` (when set; an explicit `OMP_NUM_THREADS` wins).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import base64
 import binascii
 import io
 import json
+import logging
 import os
 import re
 import tokenize
@@ -55,6 +64,8 @@ import serving_speed
 import torch
 from PIL import Image, UnidentifiedImageError
 from transforms import DEFAULT_MAX_PIXELS, serve_transform, to_rgb
+
+log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 JSON_TYPE = "application/json"
@@ -69,13 +80,25 @@ MAX_BATCH_ENV = "DOGBREED_MAX_BATCH"
 MAX_BODY_BYTES_ENV = "DOGBREED_MAX_BODY_BYTES"
 MAX_PIXELS_ENV = "DOGBREED_MAX_PIXELS"
 MAX_REQUEST_PIXELS_ENV = "DOGBREED_MAX_REQUEST_PIXELS"
-DEFAULT_MAX_BATCH = 64
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# The toolkit's worker count (sagemaker_inference/parameters.py, MODEL_SERVER_WORKERS_ENV),
+# which it hands to TorchServe as default_workers_per_model.
+WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
+# 16 images of ~280 KB each still fit base64-encoded in one 6 MiB request, and bound the
+# forward pass of a request to 16 images.
+DEFAULT_MAX_BATCH = 16
+# InvokeEndpoint takes a body of at most 6 MiB (botocore's sagemaker-runtime model: BodyBlob
+# max 6291456); a larger limit here could never be reached through SageMaker.
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+# Our JSON needs 3 levels ({"instances": [{"b64": ...}]}); json.loads recurses once per level
+# and a 6 MiB body can nest millions deep.
+MAX_JSON_DEPTH = 32
 # Two maximal photos: about 540 MB of decoded RGB, a bound per worker process.
 DEFAULT_MAX_REQUEST_PIXELS = 2 * DEFAULT_MAX_PIXELS
 DEFAULT_TOP_K = 5
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# A JSON string, escapes included: brackets inside strings are not nesting.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_TOP_KEYS = {"instances", "top_k"}
 _JSON_SINGLE_KEYS = {"b64", "top_k"}
 
@@ -119,6 +142,22 @@ class PayloadTooLargeError(RequestError):
     phrase = "Payload Too Large"
 
 
+INTERNAL_ERROR_STATUS = 500
+INTERNAL_ERROR_PHRASE = "Internal Server Error"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answered error: what the handlers hand on, under a model server, instead of raising."""
+
+    status_code: int
+    phrase: str
+    message: str
+
+    def body(self) -> str:
+        return json.dumps({"error": self.message})
+
+
 @dataclass(frozen=True)
 class Classifier:
     """What `model_fn` loads once and `predict_fn` reads (never writes) on every request."""
@@ -145,7 +184,35 @@ class Request:
 
 def model_fn(model_dir: str) -> Classifier:
     # One parameter only: the inference toolkit passes its context to a two-parameter model_fn.
+    threads = intra_op_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    log.info("intra-op threads: %d", torch.get_num_threads())
     return load_classifier(model_dir)
+
+
+def _cpu_count() -> int:
+    # The CPUs this process may run on (a container's cpuset), where Python can tell.
+    if hasattr(os, "process_cpu_count"):
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def intra_op_threads() -> int | None:
+    """Torch threads for one model-server worker, or None to keep torch's own choice.
+
+    TorchServe starts SAGEMAKER_MODEL_SERVER_WORKERS workers (one per vCPU when unset) and
+    torch gives each every core: with several workers the forward passes fight over the CPUs.
+    Each worker gets its share instead. Unset, the count of workers is the model server's
+    guess, so torch's default stays; an explicit OMP_NUM_THREADS is the operator's choice.
+    """
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    if not os.environ.get(WORKERS_ENV, "").strip():
+        return None
+    return max(1, _cpu_count() // _limit(WORKERS_ENV, 1))
 
 
 def load_classifier(
@@ -213,6 +280,9 @@ def _parse_top_k(value: object, source: str) -> int:
 
 
 def _body_bytes(body: object, content_type: str) -> bytes:
+    # TorchServe hands over a request without a body as None.
+    if body is None:
+        return b""
     if isinstance(body, (bytes, bytearray, memoryview)):
         return bytes(body)
     if isinstance(body, str):
@@ -321,8 +391,28 @@ def _reject_url(item: dict, where: str) -> None:
         )
 
 
+def json_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text, found without parsing it.
+
+    Strings are cut out first (their brackets are text), then the remaining brackets are
+    counted: in valid JSON this is the depth json.loads would reach, and in invalid JSON it is
+    at least the depth json.loads reaches before it fails.
+    """
+    structure = np.frombuffer(_JSON_STRING.sub(b"", data), dtype=np.uint8)
+    opens = (structure == ord("[")) | (structure == ord("{"))
+    closes = (structure == ord("]")) | (structure == ord("}"))
+    steps = opens.astype(np.int32) - closes.astype(np.int32)
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+
+
 def _parse_json(data: bytes) -> tuple[list[str], int | None]:
     """The base64 strings of a JSON request, and its top_k if it gives one."""
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise RequestError(
+            f"the JSON body nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}; "
+            'send {"instances": [{"b64": ...}, ...]}'
+        )
     try:
         document = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -440,7 +530,43 @@ def _parse_npy(data: bytes) -> Request:
     )
 
 
-def input_fn(request_body, request_content_type):
+def _refusal(err: Exception) -> Refusal:
+    if isinstance(err, RequestError):
+        return Refusal(err.status_code, err.phrase, err.message)
+    # The client learns only the exception's type: its message and traceback may name paths.
+    log.error("internal error while answering a request", exc_info=err)
+    return Refusal(
+        INTERNAL_ERROR_STATUS,
+        INTERNAL_ERROR_PHRASE,
+        f"internal error while answering the request ({type(err).__name__}); "
+        "the server log has the details",
+    )
+
+
+# Why the handlers answer errors themselves under a model server. In sagemaker-pytorch-inference
+# 2.0.25 an exception leaving a handler reaches Transformer.transform's `except`
+# (sagemaker_inference/transformer.py:167-176), and handle_error (:91-113) answers the
+# exception's message followed by the whole traceback, file paths included; anything but a
+# BaseInferenceToolkitError also becomes a 500 whose reason phrase is the message. What the
+# toolkit supports instead: a handler taking one parameter more is passed the context
+# (_run_handler_function, :272-292); context.set_response_status(code=, phrase=) sets the
+# response's status (handle_error's own call, :109-112; TorchServe reads it for each request
+# in ts/protocol/otf_message_handler.py create_predict_response); and output_fn's (body,
+# content type) is sent as it is (:154-166). So with a context the handlers hand a Refusal on,
+# and output_fn answers it.
+
+
+def input_fn(request_body, request_content_type, context=None):
+    try:
+        return decode_request(request_body, request_content_type)
+    except Exception as err:
+        if context is None:
+            raise
+        return _refusal(err)
+
+
+def decode_request(request_body, request_content_type) -> Request:
+    """input_fn's work: the request's images or tensor, or a RequestError saying what is wrong."""
     media_type, params = _parse_media_type(request_content_type, "Content-Type")
     if media_type not in SUPPORTED_TYPES:
         raise UnsupportedContentTypeError(
@@ -484,7 +610,19 @@ def _batch(request: Request, model: Classifier) -> torch.Tensor:
     return request.tensor
 
 
-def predict_fn(input_data: Request, model: Classifier) -> dict:
+def predict_fn(input_data, model: Classifier, context=None):
+    if isinstance(input_data, Refusal):
+        return input_data
+    try:
+        return predict(input_data, model)
+    except Exception as err:
+        if context is None:
+            raise
+        return _refusal(err)
+
+
+def predict(input_data: Request, model: Classifier) -> dict:
+    """predict_fn's work: the top-k classes of every image of a decoded request."""
     if not isinstance(input_data, Request):
         raise TypeError(f"predict_fn expects what input_fn returns, got {type(input_data)}")
     batch = _batch(input_data, model)
@@ -503,8 +641,22 @@ def predict_fn(input_data: Request, model: Classifier) -> dict:
     }
 
 
-def output_fn(prediction: dict, accept: str | None):
+def output_fn(prediction, accept: str | None, context=None):
     """(JSON text, its content type); the toolkit sends the type as the response header."""
+    if not isinstance(prediction, Refusal):
+        try:
+            return encode_response(prediction, accept)
+        except Exception as err:
+            if context is None:
+                raise
+            prediction = _refusal(err)
+    if context is not None:
+        context.set_response_status(code=prediction.status_code, phrase=prediction.phrase)
+    return prediction.body(), RESPONSE_TYPE
+
+
+def encode_response(prediction: dict, accept: str | None) -> tuple[str, str]:
+    """output_fn's work: the prediction as JSON, if the client accepts JSON."""
     accepted = [
         part.split(";")[0].strip().lower() for part in (accept or "").split(",") if part.strip()
     ]

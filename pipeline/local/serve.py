@@ -9,15 +9,21 @@ What SageMaker's PyTorch serving container does, without Docker:
   serves is the code deployed with the model, never this checkout's `scripts/`;
 - `model_fn(model_dir)` runs once; then every `POST /invocations` goes through
   `input_fn(body, content_type)` -> `predict_fn(data, model)` -> `output_fn(prediction, accept)`
-  with the request's `Content-Type` and `Accept` headers, and `GET /ping` answers 200 once the
-  model is loaded.
+  with the request's `Content-Type` and `Accept` headers (a missing or `*/*` Accept becomes
+  `SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`, default JSON), called as the inference toolkit calls
+  them: a handler taking one parameter more also gets a request context, whose
+  `set_response_status(code, phrase)` sets the answer's status. `GET /ping` answers 200 once
+  the model is loaded.
 
-Errors: the handlers refuse bad requests with `ValueError` subclasses that carry an HTTP
-`status_code` (400, 406, 413, 415; a plain `ValueError` is a 400). Those become that status with
-`{"error": "<the handler's message>"}`. Anything else is a server fault: 500, with the
-traceback in this server's log and not in the response. Bodies over `max_body_bytes` (default
-6 MB, the limit of SageMaker's real-time InvokeEndpoint, so what works here fits there) get a
-413 before any handler runs.
+Errors: our handlers, given that context, answer a bad request themselves (its 4xx and
+`{"error": ...}`, the bytes the endpoint sends) and a fault with a 500 and a generic error.
+Handlers that raise instead (older models) are answered as before: a `ValueError` with an HTTP
+`status_code` (400, 406, 413, 415; a plain `ValueError` is a 400) becomes that status with
+`{"error": "<the handler's message>"}`, anything else a 500, the traceback in this server's log
+and not in the response. Bodies over `max_body_bytes` (default 6 MiB, the most SageMaker's
+real-time InvokeEndpoint takes, so what works here fits there) get a 413 before any handler
+runs. Unlike the toolkit, which decodes an `application/json` body as UTF-8 before any handler
+(and answers bytes that are not UTF-8 with a 500), the body reaches input_fn as sent.
 
 Concurrency: waitress answers on a bounded pool of threads; `predict_fn` runs under a lock, so
 one forward pass at a time shares the torch model. Decoding and encoding run in parallel. The
@@ -35,9 +41,11 @@ reads request bodies.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import itertools
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -56,8 +64,9 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_THREADS = 2
-# SageMaker real-time endpoints take at most 6 MB per InvokeEndpoint request.
-DEFAULT_MAX_BODY_BYTES = 6_000_000
+# The most SageMaker's InvokeEndpoint takes: 6 MiB (botocore's sagemaker-runtime model, BodyBlob
+# max 6291456).
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 DEFAULT_PROGRAM = "inference.py"
 HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn")
 # How long a stop waits for requests already being answered.
@@ -173,6 +182,28 @@ _REASONS = {
 }
 
 
+class RequestContext:
+    """What the handlers use of a model server's request context: setting the status.
+
+    The signature is TorchServe's (`ts.context.Context.set_response_status`).
+    """
+
+    def __init__(self):
+        self.status = 200
+        self.phrase = ""
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.status, self.phrase = code, phrase
+
+
+def _call(handler, context: RequestContext, *args):
+    """The handler on `args`, with the context appended when it takes one parameter more
+    (sagemaker_inference.transformer.Transformer._run_handler_function)."""
+    if len(inspect.signature(handler).parameters) == len(args) + 1:
+        return handler(*args, context)
+    return handler(*args)
+
+
 def _status_line(status: int) -> str:
     return f"{status} {_REASONS.get(status, 'Client Error' if status < 500 else 'Server Error')}"
 
@@ -237,7 +268,7 @@ class EndpointApp:
                 413,
                 f"the request body is {length} bytes, over this endpoint's limit of "
                 f"{self.max_body_bytes} bytes; send a smaller image (SageMaker real-time "
-                "endpoints take at most 6 MB)",
+                f"endpoints take at most {DEFAULT_MAX_BODY_BYTES} bytes)",
             )
         else:
             request_body = environ["wsgi.input"].read(length) if length > 0 else b""
@@ -255,11 +286,14 @@ class EndpointApp:
 
     def _handle(self, body: bytes, content_type: str | None, accept: str | None):
         handlers = self.handlers
+        if not accept or accept == "*/*":
+            accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json")
+        context = RequestContext()
         try:
-            data = handlers.input_fn(body, content_type)
+            data = _call(handlers.input_fn, context, body, content_type)
             with self._predict_lock:
-                prediction = handlers.predict_fn(data, self.model)
-            result = handlers.output_fn(prediction, accept)
+                prediction = _call(handlers.predict_fn, context, data, self.model)
+            result = _call(handlers.output_fn, context, prediction, accept)
         except Exception as exc:
             status = client_status(exc)
             if status is None:
@@ -271,7 +305,15 @@ class EndpointApp:
                 )
             log.info("refused a %s request (%d): %s", content_type, status, exc)
             return _error(status, str(exc))
-        return (200, *_response(result, accept), [])
+        answer, response_type = _response(result, accept)
+        if context.status >= 400:
+            log.info(
+                "answered a %s request with %d: %s",
+                content_type,
+                context.status,
+                answer.decode("utf-8", "replace"),
+            )
+        return context.status, answer, response_type, []
 
 
 def _error(status: int, message: str, extra: list | None = None):
