@@ -32,6 +32,11 @@ DEV = LOCAL + [
     "build",
     "bandit>=1.7",
     "cfn-lint>=1.0",
+    # AWS's serving stack of the PyTorch 2.6 inference DLC, which tests/e2e/
+    # test_inference_toolkit.py serves the model with (TorchServe's frontend needs Java 11+;
+    # without it that test runs only TorchServe's Python worker). The toolkit brings scipy.
+    "sagemaker-pytorch-inference==2.0.25",
+    "torchserve==0.12.0",
 ]
 
 setup(

@@ -29,6 +29,13 @@ CONTENT_TYPES = [
 RESPONSE_TYPES = ["application/json"]
 INFERENCE_INSTANCES = ["ml.m5.xlarge", "ml.c5.2xlarge", "ml.g4dn.xlarge", "ml.g5.xlarge"]
 TRANSFORM_INSTANCES = ["ml.m5.xlarge", "ml.g4dn.xlarge"]
+# TorchServe's workers per instance (the toolkit's SAGEMAKER_MODEL_SERVER_WORKERS, its
+# default_workers_per_model). Unset, a CPU instance gets one per vCPU, four on ml.m5.xlarge, each
+# with its own copy of DenseNet-161 and torch using every core in each: 16 busy threads on 4
+# vCPUs. One worker, with model_fn giving it every vCPU (inference.intra_op_threads), runs one
+# forward pass at a time as fast as the instance allows while TorchServe queues the rest; on
+# every instance type above (at most one GPU) it is also what the GPU takes.
+MODEL_SERVER_WORKERS = 1
 
 
 def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
@@ -42,6 +49,7 @@ def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
             "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
             "SAGEMAKER_REGION": ctx.config.region,
+            "SAGEMAKER_MODEL_SERVER_WORKERS": str(MODEL_SERVER_WORKERS),
         },
         # The endpoint's containers run in the jobs' VPC when one is configured.
         vpc_config=ctx.config.vpc_config,
