@@ -135,9 +135,10 @@ def test_tuning_searches_the_published_ranges_on_validation_accuracy(definition)
     assert ranges["ContinuousParameterRanges"] == [
         {"MaxValue": "0.1", "MinValue": "0.001", "Name": "learning_rate", "ScalingType": "Auto"}
     ]
-    # Framework estimators JSON-encode values; the training toolkit decodes them again.
+    # Framework estimators JSON-encode values; the training toolkit decodes them again. No
+    # 128: bench/activation_memory.py finds it too tight on the default instance's A10G.
     assert ranges["CategoricalParameterRanges"] == [
-        {"Name": "batch_size", "Values": ['"32"', '"64"', '"128"']}
+        {"Name": "batch_size", "Values": ['"32"', '"64"']}
     ]
     assert ranges["IntegerParameterRanges"] == [
         {"MaxValue": "20", "MinValue": "5", "Name": "epochs", "ScalingType": "Auto"}
