@@ -64,18 +64,22 @@ def evaluated(model_artifact, model_tarball, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def endpoint_predictions(model_artifact):
-    """(true name, top-5 names) per test image, from the endpoint handlers in one batch."""
+    """(true name, top-5 names) per test image, from the endpoint handlers in requests of as
+    many images as the endpoint takes."""
     classifier = inference.model_fn(str(model_artifact.model_dir))
     truths, images = [], []
     for folder in sorted((model_artifact.data_root / "test").iterdir()):
         for path in sorted(folder.glob("*.jpg")):
             truths.append(folder.name.split(".", 1)[1])
             images.append({"b64": base64.b64encode(path.read_bytes()).decode()})
-    body = json.dumps({"instances": images, "top_k": 5})
-    answer = inference.predict_fn(inference.input_fn(body, "application/json"), classifier)
+    rows = []
+    for start in range(0, len(images), inference.DEFAULT_MAX_BATCH):
+        chunk = images[start : start + inference.DEFAULT_MAX_BATCH]
+        body = json.dumps({"instances": chunk, "top_k": 5})
+        answer = inference.predict_fn(inference.input_fn(body, "application/json"), classifier)
+        rows.extend(answer["predictions"])
     return [
-        (truth, [entry["label"] for entry in row])
-        for truth, row in zip(truths, answer["predictions"], strict=True)
+        (truth, [entry["label"] for entry in row]) for truth, row in zip(truths, rows, strict=True)
     ]
 
 
