@@ -40,8 +40,9 @@ alternated step by step (so a shared machine's load drift hits both alike), medi
 `--time-steps`; `vs_plain` is the ratio. A CPU ratio only: torchvision documents the
 recomputation as slower on a GPU too, by an amount this machine cannot measure. One torch
 thread by default: on a shared 2-core machine OpenMP's threads wait for each other whenever
-another process holds a core, and two-thread step times swung 2.5x from run to run; the
-memory figures do not depend on the thread count.
+another process holds a core, and a two-thread run timed the plain fp32 step at 9.8 s against
+3.9 s for memory_efficient, the reverse of every one-thread run. The memory figures do not
+depend on the thread count.
 
     python bench/activation_memory.py                    # ~1.5 min on one core
     python bench/activation_memory.py --check-batch 4 --json memory.json
