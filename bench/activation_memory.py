@@ -9,8 +9,8 @@ same at both, so the difference is the cost of one image. Three figures a step:
 
   saved     bytes of the distinct storages autograd saves for backward (saved_tensors_hooks,
             deduplicated by storage: the in-place ReLU and the convolution after it save the
-            batch norm's output storage again, and counting each saved tensor would add ~50 %;
-            the parameters, held anyway, are left out). A checkpoint saves its inputs through
+            batch norm's output storage again, which `saved_tensors` counts each time; the
+            parameters, held anyway, are left out). A checkpoint saves its inputs through
             these hooks before it takes them over for the region, in which nothing is saved
   retained  what the C allocator holds at the end of the forward pass above what it held
             before (glibc mallinfo2, in-use heap plus mmapped chunks; torch's CPU allocator
@@ -206,6 +206,7 @@ def measure_step(args, model: nn.Module, precision: str, size: int) -> dict:
         criterion(model(images), targets).backward()
     model.zero_grad(set_to_none=True)
     storages: dict[int, int] = {}
+    counted = [0]  # every saved tensor's own bytes, shared storages again each time
 
     # The parameters are held anyway; autocast's bf16 copies of them are new, and counted.
     held = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
@@ -214,6 +215,7 @@ def measure_step(args, model: nn.Module, precision: str, size: int) -> dict:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in held:
             storages[storage.data_ptr()] = storage.nbytes()
+            counted[0] += tensor.numel() * tensor.element_size()
         return tensor
 
     gc.collect()
@@ -228,6 +230,7 @@ def measure_step(args, model: nn.Module, precision: str, size: int) -> dict:
     model.zero_grad(set_to_none=True)
     return {
         "saved": sum(storages.values()),
+        "saved_tensors": counted[0],
         "retained": retained,
         "timeline": [sample - start for sample in timeline.samples],
     }
@@ -318,6 +321,7 @@ def main(argv=None) -> int:
                     precision=precision,
                     variant=variant,
                     saved_mib=(r["saved"] - s["saved"]) / images / MIB,
+                    saved_tensors_mib=(r["saved_tensors"] - s["saved_tensors"]) / images / MIB,
                     retained_mib=(r["retained"] - s["retained"]) / images / MIB,
                     parameters=parameters,
                 )
@@ -383,7 +387,7 @@ def main(argv=None) -> int:
     where = f"{records[0]['cpu']}, {base['threads']} threads"
     common.print_table(
         per_image,
-        ["precision", "variant", "saved_mib", "retained_mib"],
+        ["precision", "variant", "saved_mib", "retained_mib", "saved_tensors_mib"],
         title=f"activation memory per image, {args.model} at {args.image_size} px ({where})",
     )
     if checks:
