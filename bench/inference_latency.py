@@ -19,7 +19,7 @@ offered by the endpoint, for comparison: `compile` (torch.compile, minutes of wa
 DenseNet-161) and `jit_freeze` (torch.jit.trace + freeze, deprecated since torch 2.5).
 
     .venv/bin/python bench/inference_latency.py [--device auto|cpu|cuda] [--image-size 224]
-        [--repeat 20] [--batch 64] [--model densenet161] [--variants eager,channels_last]
+        [--repeat 20] [--batch 16] [--model densenet161] [--variants eager,channels_last]
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=20, help="timed one-image requests")
-    parser.add_argument("--batch", type=int, default=64, help="images in the batch request")
+    # 16: the most one request may hold (scripts/inference.py, under SageMaker's 6 MB cap).
+    parser.add_argument("--batch", type=int, default=16, help="images in the batch request")
     parser.add_argument("--batch-repeat", type=int, default=3, help="timed batch requests")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", default="densenet161")
