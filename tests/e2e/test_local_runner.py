@@ -63,7 +63,7 @@ def step_of(definition: dict, name: str) -> dict:
 def quick(definition: dict) -> dict:
     """The exported definition with two changes that only speed the test up.
 
-    Batch sizes the tiny dataset can fill (the published 32-128 need 128+ images), and no
+    Batch sizes the tiny dataset can fill (the published 32-64 need 64+ images), and no
     per-execution checkpoint URI: it is in TrainModel's cache key, so with it TrainModel
     (and the evaluation after it) could never be reused, locally as on SageMaker.
     """
