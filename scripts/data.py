@@ -223,6 +223,9 @@ class DeviceBatches:
         self.image_size = image_size
         self.memory_format = memory_format
         self.norm = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
+        # The loader's latest iterator (with persistent workers, its only one), so that
+        # close() can reach its worker processes.
+        self._source = None
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -231,7 +234,8 @@ class DeviceBatches:
         cuda = self.device.type == "cuda"
         stream = torch.cuda.Stream(self.device) if cuda else None
         pending = None
-        for batch in self.loader:
+        self._source = iter(self.loader)
+        for batch in self._source:
             with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
                 staged = self._stage(batch)
             if pending is not None:
@@ -239,6 +243,29 @@ class DeviceBatches:
             pending = staged
         if pending is not None:
             yield self._take(pending, stream)
+
+    def close(self) -> None:
+        """Stop the loader's worker processes now, SIGKILLing any that do not stop.
+
+        Needed because the workers ignore SIGTERM (`_ignore_sigterm`): when an exception
+        propagates, its traceback keeps the loader's iterator alive until the interpreter
+        exits, and there multiprocessing SIGTERMs its daemonic children and joins them
+        without a timeout, so the process would never exit. The iterator's own shutdown
+        (what its `__del__` runs) takes its workers' pids off the DataLoader's SIGCHLD
+        watch, asks them to stop and joins them; a worker stuck in a read outlives it (the
+        SIGTERM it falls back to is ignored) and is killed.
+        """
+        source, self._source = self._source, None
+        # Private torch API (there from 1.x through 2.14); the single-process iterator and
+        # a loader never iterated have none.
+        shut_down = getattr(source, "_shutdown_workers", None)
+        if shut_down is None:
+            return
+        shut_down()
+        for worker in getattr(source, "_workers", ()):
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
 
     def _stage(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if batch.images is not None:
@@ -297,7 +324,9 @@ class EpochIndexSampler(Sampler):
 
 def _ignore_sigterm(_worker_id: int) -> None:
     # A SIGTERM sent to the whole process group must reach the main process's handler and
-    # let it stop cleanly, not kill the loader workers under it.
+    # let it stop cleanly, not kill the loader workers under it (the DataLoader would raise
+    # in the main process before it reached the batch boundary where it stops). So nothing
+    # but the main process can end them: Data.close() must run however training ends.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
@@ -345,6 +374,11 @@ class Data:
     num_train: int
     num_valid: int
     workers: int
+
+    def close(self) -> None:
+        """Stop both loaders' worker processes (see DeviceBatches.close)."""
+        for batches in (self.train_loader, self.valid_loader):
+            batches.close()
 
 
 def resolve_workers(requested: int, local_world_size: int) -> int:

@@ -215,6 +215,22 @@ def main(args: TrainingArguments) -> int:
 def _train(args: TrainingArguments, runtime: Runtime, stop: StopRequest) -> int:
     amp_dtype, memory_format = _prepare_device(args, runtime)
     data = _load_data(args, runtime, memory_format)
+    try:
+        return _fit(args, runtime, stop, data, amp_dtype, memory_format)
+    finally:
+        # However training ends: after an exception the loaders live on in its traceback,
+        # and their workers, which ignore SIGTERM, would keep the process from exiting.
+        data.close()
+
+
+def _fit(
+    args: TrainingArguments,
+    runtime: Runtime,
+    stop: StopRequest,
+    data: Data,
+    amp_dtype,
+    memory_format,
+) -> int:
     _fit_top_k(args, runtime, len(data.class_names))
     bare_model = create_model(args, len(data.class_names), runtime)
     bare_model.to(runtime.device, memory_format=memory_format)
