@@ -9,7 +9,8 @@ min, max, mean of |x|, L2 norm) of the weights and gradients instead of the raw 
 DenseNet-161's raw weights and gradients are about 230 MB a step, the reductions a few
 hundred KB, and the built-in rules (vanishing gradients, poor initialisation, ...) read
 reductions. Rank 0 alone runs the hook (weights are the same on every rank; the gradients it
-records are rank 0's, before DDP averages them).
+records are rank 0's, before DDP averages them). Tensors of an autocast run (bf16, fp16) are
+saved as float32.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from data import SetupError
 from distributed import Runtime, log
 from torch import nn
@@ -99,11 +101,36 @@ def create_hook(
                 # Weights do not change while validating and there are no gradients.
                 smd.modes.EVAL: every(save_interval=1, end_step=0),
             }
+    _save_half_precision_as_float32(hook)
     hook.register_module(model)
     for loss in losses:
         hook.register_loss(loss)
     log(runtime, f"smdebug hook on, writing to {hook.out_dir}")
     return hook
+
+
+def _save_half_precision_as_float32(hook) -> None:
+    """Make `hook` upcast bf16 and fp16 tensors to float32 before it converts them to numpy.
+
+    smdebug converts every tensor it saves with `.numpy()` (smdebug/pytorch/hook.py,
+    `Hook._make_numpy_array`), and numpy has no bfloat16: under bf16 autocast (`--amp auto`
+    on A10G, A100, L4, H100) the first activation saved, such as PoorWeightInitialization's
+    relu_input, raised `TypeError: Got unsupported ScalarType BFloat16` and ended the job at
+    its first step. fp16 ones were saved as float16, in which the rules' squares (variances,
+    norms) overflow beyond 65504. smdebug is unmaintained (1.0.34 is its last release), so
+    this hook instance, not the installed library, gets the fix: everything the hook writes
+    (raw tensors, reductions, shapes, scalars) goes through that one static method, always
+    looked up on the instance (smdebug/core/hook.py), so an instance attribute replaces it
+    for this hook alone. Reductions are still computed by torch in the tensor's own dtype.
+    """
+    convert = hook._make_numpy_array
+
+    def upcast_then_convert(value):
+        if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+            value = value.float()
+        return convert(value)
+
+    hook._make_numpy_array = upcast_then_convert
 
 
 def set_mode(hook, mode: str) -> None:

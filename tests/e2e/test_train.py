@@ -28,7 +28,8 @@ import pytest
 import torch
 from distributed import Runtime
 from helpers.datagen import class_folders, make_imagefolder
-from helpers.paths import SCRIPTS
+from helpers.definitions import step as definition_step
+from helpers.paths import ROOT, SCRIPTS
 from PIL import Image
 
 from pipeline.metrics import METRIC_DEFINITIONS
@@ -110,12 +111,18 @@ def _run(workdir: Path, proc_output: str, returncode: int) -> Run:
     )
 
 
-def train(data: Path, workdir: Path, args: list[str], launcher: list[str] | None = None) -> Run:
+def train(
+    data: Path,
+    workdir: Path,
+    args: list[str],
+    launcher: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Run:
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         _command(args, workdir, launcher),
         cwd=SCRIPTS,
-        env=_environment(data, workdir),
+        env={**_environment(data, workdir), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -322,6 +329,50 @@ def test_debugger_tensors_are_readable_with_smdebug_trials(densenet161_run):
         # for DenseNet's ~800 weight and gradient tensors).
         assert tensor.steps() == [0]
         assert tensor.reduction_value(0, "l2", abs=False) > 0
+
+
+def test_bf16_run_saves_the_tensors_of_the_pipeline_rules_as_float32(data, tmp_path):
+    """The TrainModel step's own hook config (as SageMaker writes debughookconfig.json) under
+    bf16 autocast, the default on A10G/A100/L4/H100: smdebug could not convert the bf16
+    activations of the relu_input collection, and the job died at its first step."""
+    import numpy as np
+    from smdebug import modes
+    from smdebug.trials import create_trial
+
+    definition = json.loads((ROOT / "pipeline_definition.json").read_text())
+    hook = definition_step(definition, "TrainModel")["Arguments"]["DebugHookConfig"]
+    config = tmp_path / "debughookconfig.json"
+    tensors = tmp_path / "tensors"
+    config.write_text(
+        json.dumps(
+            {
+                "LocalPath": str(tensors),
+                "HookParameters": hook["HookParameters"],
+                "CollectionConfigurations": hook["CollectionConfigurations"],
+            }
+        )
+    )
+    run = train(
+        data,
+        tmp_path,
+        [*COMMON, *FAULT_MODEL, "--amp", "bf16", "--workers", "2", "--checkpoint-dir", "none"],
+        env={"SMDEBUG_CONFIG_FILE_PATH": str(config)},
+    )
+    assert run.returncode == 0, run.output
+    assert "autocast bfloat16" in run.output
+    trial = create_trial(str(tensors))
+    activations = trial.tensor_names(regex=".*relu_input")
+    # Only DenseNet's three transition ReLUs match `.*relu_input` (the dense layers' are
+    # relu1 and relu2); saved at step 0, the first of every 500.
+    assert len(activations) == 3, activations
+    for name in activations:
+        value = trial.tensor(name).value(0, mode=modes.TRAIN)
+        assert value.dtype == np.float32, name
+        assert np.isfinite(value).all() and value.any(), name
+    gradients = trial.tensor_names(collection="gradients")
+    assert gradients
+    assert trial.tensor(gradients[0]).value(0, mode=modes.TRAIN).dtype == np.float32
+    assert trial.tensor_names(collection="losses")
 
 
 # -------------------------------------------------------------------------- fault tolerance
