@@ -469,8 +469,9 @@ def _monitored(command: list[str], interval_ms: int = 100) -> SystemMonitor:
 
 def test_monitor_counts_the_cpu_time_of_a_grandchild(tmp_path):
     # The parent only waits; its child burns half a CPU-second, then lingers so a sample
-    # sees its total. Counted in CPU time, so a busy machine does not change the result.
-    child = "import time\nwhile time.process_time() < 0.5: pass\ntime.sleep(0.5)"
+    # sees its total (2 s: on a loaded machine the sampling thread may wait its turn that
+    # long). Counted in CPU time, so a busy machine does not change the burnt total.
+    child = "import time\nwhile time.process_time() < 0.5: pass\ntime.sleep(2)"
     parent = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}])"
     monitor = _monitored([sys.executable, "-c", parent])
     assert max(s["processes"] for s in monitor.samples) == 2

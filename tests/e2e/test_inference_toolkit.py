@@ -22,6 +22,7 @@ import json
 import os
 import re
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,23 @@ def reference(model_artifact):
     return answer
 
 
+def same_answer(got: dict, expected: dict) -> bool:
+    """The same breeds in the same order, probabilities equal to float32 rounding.
+
+    A model-server worker runs the forward pass with its own thread count, and a different
+    split of the reductions moves the last digits of a float32 softmax.
+    """
+    pairs = list(zip(got["predictions"], expected["predictions"], strict=True))
+    return all(
+        [(p["label"], p["index"]) for p in a] == [(p["label"], p["index"]) for p in b]
+        and all(
+            p["probability"] == pytest.approx(q["probability"], rel=1e-4, abs=1e-6)
+            for p, q in zip(a, b, strict=True)
+        )
+        for a, b in pairs
+    )
+
+
 @pytest.fixture(scope="module")
 def served_tarball(model_artifact, tmp_path_factory) -> Path:
     """model.tar.gz whose code/inference.py fails for top_k=7, deep inside predict_fn."""
@@ -252,7 +270,7 @@ def test_each_request_gets_its_status_and_only_our_json(stack, corpus, reference
     assert reply.content_type.split(";")[0].strip() == "application/json", reply
     answer = json.loads(reply.body)
     if case.status == 200:
-        assert answer == reference(case)
+        assert same_answer(answer, reference(case)), (answer, reference(case))
         assert len(answer["predictions"]) == case.images
         assert all(len(row) == case.top_k for row in answer["predictions"])
         return
@@ -264,7 +282,11 @@ def test_each_request_gets_its_status_and_only_our_json(stack, corpus, reference
     assert answer["error"] not in reply.reason and "Traceback" not in reply.reason, reply.reason
     if case.status == 500:
         assert "secret" not in text and "RuntimeError" in answer["error"]
-        # The details go to the server's log, for the operator.
+        # The details go to the server's log, for the operator; TorchServe's frontend writes
+        # a worker's lines to it a moment after the response has gone.
+        deadline = time.monotonic() + 30
+        while FAULT not in stack.log_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert FAULT in stack.log_text()
 
 
@@ -272,7 +294,7 @@ def test_a_good_request_after_the_corpus_is_answered_as_before(stack, corpus, re
     case = corpus["jpeg"]
     reply = stack.invoke(case.body, case.headers())
     assert reply.status == 200
-    assert json.loads(reply.body) == reference(case)
+    assert same_answer(json.loads(reply.body), reference(case))
 
 
 def test_the_limits_fit_under_what_torchserve_lets_through():
