@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from contract import CLASS_NAMES_FILE, class_name_of
+from cpus import available_cpus
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torchvision import datasets
@@ -385,11 +386,7 @@ def resolve_workers(requested: int, local_world_size: int) -> int:
     """`requested`, or (when negative, i.e. auto) this process's share of the CPU cores."""
     if requested >= 0:
         return requested
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, local_world_size))
+    return max(1, available_cpus() // max(1, local_world_size))
 
 
 def load_data(args, runtime, memory_format=torch.contiguous_format) -> Data:

@@ -35,6 +35,7 @@ from contract import (
     class_name_of,
     format_metrics,
 )
+from cpus import available_cpus
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
@@ -68,7 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         type=int,
-        default=min(8, os.cpu_count() or 1),
+        default=min(8, available_cpus()),
         help="DataLoader worker processes decoding JPEGs (0: decode in the main process)",
     )
     return parser

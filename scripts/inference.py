@@ -62,6 +62,7 @@ import model as artifact
 import numpy as np
 import serving_speed
 import torch
+from cpus import available_cpus
 from PIL import Image, UnidentifiedImageError
 from transforms import DEFAULT_MAX_PIXELS, serve_transform, to_rgb
 
@@ -191,15 +192,6 @@ def model_fn(model_dir: str) -> Classifier:
     return load_classifier(model_dir)
 
 
-def _cpu_count() -> int:
-    # The CPUs this process may run on (a container's cpuset), where Python can tell.
-    if hasattr(os, "process_cpu_count"):
-        return os.process_cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
 def intra_op_threads() -> int | None:
     """Torch threads for one model-server worker, or None to keep torch's own choice.
 
@@ -212,7 +204,7 @@ def intra_op_threads() -> int | None:
         return None
     if not os.environ.get(WORKERS_ENV, "").strip():
         return None
-    return max(1, _cpu_count() // _limit(WORKERS_ENV, 1))
+    return max(1, available_cpus() // _limit(WORKERS_ENV, 1))
 
 
 def load_classifier(

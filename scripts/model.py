@@ -23,6 +23,7 @@ SERVING_CODE = (
     "serving_speed.py",
     "transforms.py",
     "images.py",
+    "cpus.py",
     "model.py",
     "contract.py",
 )

@@ -48,6 +48,7 @@ from contract import (
     SPLITS,
     class_name_of,
 )
+from cpus import available_cpus
 from images import DEFAULT_MAX_PIXELS, to_rgb
 from PIL import Image, UnidentifiedImageError
 
@@ -612,15 +613,6 @@ def _print_summary(
 
 def _workers(count: int) -> str:
     return f"{count} worker{'s' if count > 1 else ''}"
-
-
-def available_cpus() -> int:
-    # Honour CPU affinity (taskset, container cpusets) where the platform exposes it.
-    if hasattr(os, "process_cpu_count"):
-        return os.process_cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 def prepare(input_path: Path, output: Path, work: Path, settings: Settings, workers: int) -> None:

@@ -106,7 +106,7 @@ def test_json_as_deep_as_the_limit_is_parsed():
     ],
 )
 def test_each_worker_gets_its_share_of_the_cpus(monkeypatch, cpus, workers, omp, expected):
-    monkeypatch.setattr(inference, "_cpu_count", lambda: cpus)
+    monkeypatch.setattr(inference, "available_cpus", lambda: cpus)
     for name, value in ((inference.WORKERS_ENV, workers), ("OMP_NUM_THREADS", omp)):
         if value is None:
             monkeypatch.delenv(name, raising=False)
