@@ -97,8 +97,8 @@ def pipeline_settings(aws: Aws, pipeline_name: str, **overrides) -> Settings:
     return dataclasses.replace(settings, **given)
 
 
-def package_arn(aws: Aws, group: str, version: str) -> str:
-    """The ARN of `version` (a number, or an ARN that must be of `group`)."""
+def version_number(version: str, group: str) -> int:
+    """--model-version's number: a number, or a model package ARN that must be of `group`."""
     match = PACKAGE_ARN_RE.match(version)
     if match:
         if match["group"] != group:
@@ -107,14 +107,23 @@ def package_arn(aws: Aws, group: str, version: str) -> str:
                 f"{group}, which this pipeline registers to: pass --model-package-group "
                 f"{match['group']} if you mean it"
             )
-        return version
+        return int(match["version"])
     if not version.isdigit() or int(version) < 1:
         raise UsageError(
             f"--model-version {version!r} is neither a version number nor a model package ARN"
         )
+    return int(version)
+
+
+def package_arn(aws: Aws, group: str, version: str) -> str:
+    """The ARN of `version` (a number, or an ARN that must be of `group`)."""
+    if PACKAGE_ARN_RE.match(version):
+        version_number(version, group)
+        return version
+    number = version_number(version, group)
     partition = aws.session.get_partition_for_region(aws.region)
     account = aws.account_id()
-    return f"arn:{partition}:sagemaker:{aws.region}:{account}:model-package/{group}/{version}"
+    return f"arn:{partition}:sagemaker:{aws.region}:{account}:model-package/{group}/{number}"
 
 
 def describe_version(aws: Aws, arn: str) -> dict:
@@ -197,18 +206,28 @@ def new_names(endpoint_name: str, version: int) -> tuple[str, str]:
     return f"dogbreed-v{version}-{stamp}", config
 
 
-def create_model(aws: Aws, package: dict, settings: Settings, name: str) -> None:
-    containers = (package.get("InferenceSpecification") or {}).get("Containers") or []
-    if not containers:
-        raise UsageError(f"{package['ModelPackageArn']} has no inference container to deploy")
-    container = {
+def package_container(package: dict) -> dict:
+    """What a model needs of a version's inference container: image, model data, environment
+    ({} for a version without one)."""
+    containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
+    return {
         key: containers[0][key]
         for key in ("Image", "ModelDataUrl", "Environment")
         if containers[0].get(key)
     }
+
+
+def deployable_container(package: dict) -> dict:
+    container = package_container(package)
+    if not container.get("ModelDataUrl"):
+        raise UsageError(f"{package['ModelPackageArn']} has no inference container to deploy")
+    return container
+
+
+def create_model(aws: Aws, package: dict, settings: Settings, name: str) -> None:
     request = {
         "ModelName": name,
-        "PrimaryContainer": container,
+        "PrimaryContainer": deployable_container(package),
         "ExecutionRoleArn": settings.role_arn,
     }
     if settings.vpc_config:

@@ -16,7 +16,7 @@ from sagemaker.workflow.parameters import (
     ParameterString,
 )
 
-from pipeline.config import DEFAULT_ENDPOINT_NAME, PipelineConfig
+from pipeline.config import DEFAULT_ENDPOINT_INSTANCE_TYPE, DEFAULT_ENDPOINT_NAME, PipelineConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,7 @@ def get_parameters(config: PipelineConfig) -> Parameters:
         ),
         endpoint_name=ParameterString("EndpointName", default_value=DEFAULT_ENDPOINT_NAME),
         endpoint_instance_type=ParameterString(
-            "EndpointInstanceType", default_value="ml.m5.xlarge"
+            "EndpointInstanceType", default_value=DEFAULT_ENDPOINT_INSTANCE_TYPE
         ),
         # Each trial's and TrainModel's MaxRuntimeInSeconds (with spot also its wait for
         # capacity): a job that hangs stops billing after this long. SageMaker's default, 24 h.

@@ -37,7 +37,7 @@ def approve(args) -> int:
     arn = deployment.package_arn(client, settings.group, args.model_version)
     package = deployment.describe_version(client, arn)
     version = package.get("ModelPackageVersion") or int(arn.rsplit("/", 1)[-1])
-    model_data = _model_data(package)
+    model_data = deployment.package_container(package).get("ModelDataUrl")
     if args.reject:
         deployment.set_approval(client, arn, "Rejected", args.reason)
         log.info("rejected %s version %d", settings.group, version)
@@ -87,18 +87,13 @@ def approve(args) -> int:
     return 0
 
 
-def _model_data(package: dict) -> str | None:
-    containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
-    return containers[0].get("ModelDataUrl")
-
-
 def _approve_local(args) -> int:
     from pipeline.local import endpoints, registry
     from pipeline.local.store import Store
 
     store = Store(args.store)
     group = args.model_package_group or options.DEFAULTS.model_package_group
-    number = _local_version(args.model_version, group)
+    number = deployment.version_number(args.model_version, group)
     endpoint_name = args.endpoint or DEFAULT_ENDPOINT_NAME
     try:
         record = registry.version(store.registry, group, number)
@@ -121,7 +116,16 @@ def _approve_local(args) -> int:
             log.info("endpoint %s already serves %s", endpoint_name, record.get("ModelDataUrl"))
         else:
             model, config = deployment.new_names(endpoint_name, number)
-            _, created = endpoints.deploy_package(store, record, endpoint_name, config, model)
+            _, created = endpoints.deploy_package(
+                store,
+                deployment.deployable_container(record),
+                endpoint_name=endpoint_name,
+                config_name=config,
+                model_name=model,
+                # Without --instance-type the endpoint keeps the type it runs on.
+                instance_type=args.instance_type or (endpoint or {}).get("InstanceType"),
+                execution_arn=record.get("ExecutionArn"),
+            )
             log.info(
                 "%s endpoint %s with %s (`%s serve-local --store %s` serves it)",
                 "created" if created else "updated",
@@ -134,20 +138,6 @@ def _approve_local(args) -> int:
         raise UsageError(f"{err} (in {store.root})") from None
     print(record["ModelPackageArn"])
     return 0
-
-
-def _local_version(text: str, group: str) -> int:
-    match = deployment.PACKAGE_ARN_RE.match(text)
-    if match:
-        if match["group"] != group:
-            raise UsageError(
-                f"{text} is a version of model package group {match['group']}, not of {group}: "
-                f"pass --model-package-group {match['group']} if you mean it"
-            )
-        return int(match["version"])
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"--model-version {text!r} is neither a version number nor an ARN")
-    return int(text)
 
 
 def add_approve(parser) -> None:
@@ -181,7 +171,9 @@ def add_approve(parser) -> None:
         f"{options.DEFAULTS.model_package_group})",
     )
     parser.add_argument(
-        "--instance-type", help="endpoint instance type (default: the pipeline's default)"
+        "--instance-type",
+        help="endpoint instance type (default: the pipeline's EndpointInstanceType default; "
+        "with --store, the endpoint's current type)",
     )
     parser.add_argument("--no-deploy", action="store_true", help="approve only")
     parser.add_argument(

@@ -14,13 +14,13 @@ import json
 import re
 from pathlib import Path
 
+from pipeline.config import DEFAULT_ENDPOINT_INSTANCE_TYPE, ENDPOINT_NAME_RE
 from pipeline.local import properties, registry
 from pipeline.local.records import arn, now, write_json
 from pipeline.local.store import Store, StoreError
 
 MODELS = "models"
 ENDPOINT_CONFIGS = "endpoint-configs"
-ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # Model and configuration names become file names: nothing that could leave their folder.
 _RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")
 
@@ -110,29 +110,25 @@ def deploy(store: Store, arguments: dict, execution_arn: str) -> tuple[dict, dic
 
 
 def deploy_package(
-    store: Store, package: dict, endpoint_name: str, config_name: str, model_name: str
+    store: Store,
+    container: dict,
+    *,
+    endpoint_name: str,
+    config_name: str,
+    model_name: str,
+    instance_type: str | None,
+    execution_arn: str | None,
 ) -> tuple[dict, bool]:
-    """Deploy a registered version as the deploy steps would; (endpoint record, created)."""
-    containers = (package.get("InferenceSpecification") or {}).get("Containers") or []
-    if not containers:
-        raise EndpointError(f"{package['ModelPackageArn']} has no inference container")
-    container = {
-        k: containers[0][k] for k in ("Image", "ModelDataUrl", "Environment") if k in containers[0]
-    }
+    """Deploy a registered version's container as the deploy steps would: a model, a new
+    configuration, the endpoint created or updated; (endpoint record, created)."""
     create_model(store, model_name, {"PrimaryContainer": container})
-    previous = store.endpoints / f"{endpoint_name}.json"
-    instance_type = "ml.m5.xlarge"
-    if previous.is_file():
-        instance_type = (
-            json.loads(previous.read_text(encoding="utf-8")).get("InstanceType") or instance_type
-        )
     variant = {
         "VariantName": "AllTraffic",
         "ModelName": model_name,
         "InitialInstanceCount": 1,
-        "InstanceType": instance_type,
+        "InstanceType": instance_type or DEFAULT_ENDPOINT_INSTANCE_TYPE,
     }
     create_endpoint_config(store, config_name, {"ProductionVariants": [variant]})
     arguments = {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
-    record, _, created = deploy(store, arguments, package.get("ExecutionArn"))
+    record, _, created = deploy(store, arguments, execution_arn)
     return record, created

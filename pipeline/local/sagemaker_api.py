@@ -69,9 +69,10 @@ class LocalSageMaker:
 
     def op_DescribeEndpoint(self, request: dict) -> dict:  # noqa: N802 - the API's names
         name = request.get("EndpointName")
-        path = self.store.endpoints / f"{name}.json"
+        # The name becomes a file name: only a valid endpoint name may reach the path.
         if not isinstance(name, str) or not endpoints.ENDPOINT_NAME_RE.match(name):
             raise _not_found("endpoint", name)
+        path = self.store.endpoints / f"{name}.json"
         if not path.is_file():
             raise _not_found("endpoint", name)
         return json.loads(path.read_text(encoding="utf-8"))

@@ -353,3 +353,13 @@ def test_a_store_endpoint_of_another_naming_is_not_replaced(store, capsys):
 )
 def test_run_local_knows_its_own_configuration_names(config, ours):
     assert endpoints.is_pipeline_config(ENDPOINT, config) is ours
+
+
+def test_approve_in_a_store_records_the_instance_type_and_keeps_it_on_the_next(store, capsys):
+    argv = ["--store", str(store.root), "--model-version", "1", "--instance-type", "ml.c5.2xlarge"]
+    assert run(capsys, *argv)[0] == 0
+    code, out, err = run(capsys, "--store", str(store.root), "--model-version", "2")
+    assert code == 0, err
+    endpoint = json.loads((store.endpoints / f"{ENDPOINT}.json").read_text())
+    assert endpoint["ModelDataUrl"] == "s3://bucket/executions/b/model.tar.gz"
+    assert endpoint["InstanceType"] == "ml.c5.2xlarge"
