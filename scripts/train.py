@@ -546,8 +546,8 @@ def resolve_precision(args: TrainingArguments, device: torch.device):
             raise SetupError("argument --amp: this GPU does not support bf16; use fp16")
         dtype = torch.bfloat16
     elif args.amp == "fp16":
-        if not cuda:
-            raise SetupError("argument --amp: fp16 autocast needs a CUDA GPU; use bf16 or off")
+        # CPU autocast has float16 too (slow): the GPU's fp16 path, GradScaler included, runs
+        # on a CPU for tests.
         dtype = torch.float16
     else:
         dtype = None
@@ -679,7 +679,9 @@ class TrainingArguments:
     )
     checkpoint_dir: str | None = option(
         PATHS,
-        "/opt/ml/checkpoints",
+        # SageMaker syncs /opt/ml/checkpoints; AWS's toolkit roots /opt/ml at
+        # $SAGEMAKER_BASE_DIR when it runs outside SageMaker (run-local --container-python).
+        os.path.join(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "checkpoints"),
         "'none' turns checkpointing and resuming off",
         parse=optional_path,
     )

@@ -58,6 +58,7 @@ def run_local(args) -> int:
         use_cache=args.use_cache,
         workers=args.workers,
         pipeline_name=args.pipeline_name,
+        container_python=args.container_python,
     )
     try:
         if resuming:
@@ -128,6 +129,15 @@ def add_run_local(parser) -> None:
         default=1,
         metavar="N",
         help="steps and tuning trials run at once (default: 1)",
+    )
+    parser.add_argument(
+        "--container-python",
+        type=Path,
+        metavar="PYTHON_OR_VENV",
+        help="run every job with this Python, and start training jobs through AWS's "
+        "training toolkit (sagemaker-training) as SageMaker does; `bin/container-env "
+        "training` builds a venv that mirrors the training image (default: this Python and "
+        "the runner's own launcher)",
     )
     parser.add_argument(
         "--resume",

@@ -9,10 +9,13 @@ file; METRICS lines are also shown as progress.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
+import subprocess  # nosec B404 - probes a given interpreter with fixed arguments, no shell
+import sys
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +33,66 @@ _CONTAINER_ROOT = re.compile(r"(?<![\w./-])/opt/ml(?=/|$)")
 _parse_metrics = contract().parse_metrics
 
 
+# What a job's interpreter must import, and what it reports about itself.
+_PROBE = """
+import importlib.util, json, sys
+found = lambda name: importlib.util.find_spec(name) is not None
+print(json.dumps({
+    "version": "%d.%d.%d" % sys.version_info[:3],
+    "torch": found("torch"),
+    "toolkit": found("sagemaker_training") and found("sagemaker_pytorch_container"),
+}))
+"""
+
+
+@dataclass(frozen=True)
+class ContainerPython:
+    """The interpreter jobs run with, and whether training starts through AWS's toolkit.
+
+    By default jobs run with this process's interpreter and training jobs with the runner's
+    own launcher (training_job.py). Given a Python that has AWS's training toolkit (the venv
+    of `bin/container-env training`, which mirrors the image's packages), every job runs
+    with it and training jobs start as SageMaker starts them: `sagemaker_training` reads
+    /opt/ml/input/config, sets SM_*, and runs train.py (or torchrun) itself.
+    """
+
+    python: str
+    toolkit: bool
+    version: str
+
+    @classmethod
+    def host(cls) -> ContainerPython:
+        return cls(sys.executable, False, ".".join(map(str, sys.version_info[:3])))
+
+    @classmethod
+    def probe(cls, python: Path | str) -> ContainerPython:
+        path = Path(python)
+        if path.is_dir():  # a venv's folder, as bin/container-env prints it
+            path = path / "bin" / "python"
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise ValueError(f"{path} is not an executable Python interpreter")
+        try:
+            # The interpreter the user named, fixed arguments, no shell.
+            done = subprocess.run(  # nosec B603
+                [str(path), "-c", _PROBE], capture_output=True, text=True, timeout=60
+            )
+            found = json.loads(done.stdout)
+        except (OSError, ValueError, subprocess.TimeoutExpired) as err:
+            raise ValueError(f"{path} does not run as Python: {err}") from None
+        if not found["torch"]:
+            raise ValueError(f"{path} (Python {found['version']}) cannot import torch")
+        if not found["toolkit"]:
+            raise ValueError(
+                f"{path} (Python {found['version']}) has no sagemaker_training and "
+                "sagemaker_pytorch_container: `bin/container-env training` builds a venv "
+                "with AWS's training toolkit"
+            )
+        return cls(str(path), True, found["version"])
+
+    def describe(self) -> str:
+        return f"{self.python} (Python {self.version}, AWS's training toolkit)"
+
+
 @dataclass
 class Job:
     """What every job needs besides its arguments."""
@@ -42,6 +105,7 @@ class Job:
     supervisor: Supervisor
     # Extra environment: thread limits, the local SageMaker API; None unsets a variable.
     env: dict[str, str | None] = field(default_factory=dict)
+    container: ContainerPython = field(default_factory=ContainerPython.host)
 
     @property
     def opt_ml(self) -> Path:

@@ -24,7 +24,7 @@ from pipeline.local.container import (
 )
 from pipeline.local.supervisor import JobFailed, failure_reason
 
-# A container entrypoint naming one of these runs this interpreter (the one with torch).
+# A container entrypoint naming one of these runs the job's interpreter (the one with torch).
 _PYTHON = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
 
 
@@ -43,7 +43,9 @@ def run_processing(job: Job, arguments: dict) -> dict:
     records.write_json(config / "processingjobconfig.json", arguments)
     records.write_json(config / "resourceconfig.json", {"current_host": HOST, "hosts": [HOST]})
 
-    command, program = _command(job.root, arguments.get("AppSpecification", {}))
+    command, program = _command(
+        job.root, arguments.get("AppSpecification", {}), job.container.python
+    )
     env = environment(
         job, {k: rewrite(str(v), job.root) for k, v in arguments.get("Environment", {}).items()}
     )
@@ -91,7 +93,7 @@ def _place_inputs(job: Job, inputs: list[dict]) -> None:
         place_input(job.store, source["S3Uri"], destination, name)
 
 
-def _command(root: Path, app: dict) -> tuple[list[str], str]:
+def _command(root: Path, app: dict, python: str) -> tuple[list[str], str]:
     """(the argv to run, what a failure names: the script, else the executable)."""
     entrypoint = list(app.get("ContainerEntrypoint") or [])
     if not entrypoint:
@@ -99,7 +101,7 @@ def _command(root: Path, app: dict) -> tuple[list[str], str]:
     script = next((part for part in entrypoint[1:] if part.endswith((".py", ".sh"))), None)
     program = Path(script or entrypoint[0]).name
     if entrypoint[0] in _PYTHON:
-        entrypoint[0] = sys.executable
+        entrypoint[0] = python
     command = [rewrite(str(part), root) for part in entrypoint]
     command += [rewrite(str(part), root) for part in app.get("ContainerArguments") or []]
     return command, program

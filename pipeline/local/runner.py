@@ -33,7 +33,7 @@ from pipeline.local import endpoints, records, registry
 from pipeline.local import expressions as ex
 from pipeline.local import properties as step_properties
 from pipeline.local.cache import StepCache
-from pipeline.local.container import Job
+from pipeline.local.container import ContainerPython, Job
 from pipeline.local.plan import DefinitionError, Node, check_definition
 from pipeline.local.prepare import place_code, place_input
 from pipeline.local.processing_job import run_processing
@@ -60,6 +60,9 @@ class Options:
     use_cache: bool = True
     workers: int = 1
     pipeline_name: str = PipelineConfig.pipeline_name
+    # A Python with AWS's training toolkit (bin/container-env training): every job runs with
+    # it, and training jobs start through sagemaker-training as in SageMaker's containers.
+    container_python: Path | None = None
 
 
 @dataclass
@@ -123,6 +126,7 @@ class Execution:
         self.lock = threading.RLock()
         self.parameters: dict = {}
         self.job_env: dict[str, str | None] = {}
+        self.container: ContainerPython = ContainerPython.host()
         # One per execution: a stop ends this execution's jobs, and a later one starts afresh.
         self.supervisor = Supervisor()
         self.record: dict = {}
@@ -271,6 +275,12 @@ class Execution:
             overrides["MaxTrials"] = options.max_trials
         if options.max_epochs is not None:
             overrides["MaxEpochs"] = options.max_epochs
+        if options.container_python is not None:
+            try:
+                self.container = ContainerPython.probe(options.container_python)
+            except ValueError as err:
+                raise DefinitionError(f"--container-python: {err}") from None
+            overrides["ContainerPython"] = self.container.describe()
         place_code(self.store, self.definition)
         data_url = self.parameters.get("InputDataUrl")
         if options.input is not None:
@@ -494,6 +504,7 @@ class Execution:
             label=label,
             supervisor=self.supervisor,
             env=dict(self.job_env),
+            container=self.container,
         )
 
     def _step_processing(self, node: Node) -> None:

@@ -175,16 +175,21 @@ def run_training(job: Job, arguments: dict) -> TrainingResult:
         # SageMaker restores the checkpoint prefix before the script starts (spot resume).
         job.store.download(checkpoint_uri, layout.checkpoints)
     _warn_single_host(job, arguments)
-    gpus = gpu_count()
     _write_config(arguments, channels, layout)
-    user_args = _user_args(program, layout)
     own = {k: rewrite(str(v), job.root) for k, v in (arguments.get("Environment") or {}).items()}
-    toolkit = _toolkit_environment(job, program, channels, layout, user_args, gpus)
-    env = environment(job, {**toolkit, **own})
+    if job.container.toolkit:
+        command = [job.container.python, "-m", "sagemaker_training.cli.train"]
+        env = environment(job, {**_platform_environment(job, arguments, layout), **own})
+    else:
+        gpus = gpu_count()
+        user_args = _user_args(program, layout)
+        toolkit = _toolkit_environment(job, program, channels, layout, user_args, gpus)
+        env = environment(job, {**toolkit, **own})
+        command = _command(program, user_args, gpus)
     interval = _profiling_interval(arguments)
     started_clock = time.monotonic()
     done = job.supervisor.run(
-        _command(program, user_args, gpus),
+        command,
         cwd=layout.code,
         env=env,
         log_path=job.log_path,
@@ -297,11 +302,37 @@ def _write_config(arguments: dict, channels: dict, layout: _Layout) -> None:
     )
     records.write_json(
         layout.config / "inputdataconfig.json",
-        {name: {"ContentType": c.get("ContentType", "")} for name, c in channels.items()},
+        {
+            name: {
+                **({"ContentType": c["ContentType"]} if c.get("ContentType") else {}),
+                "TrainingInputMode": c.get("InputMode")
+                or (arguments.get("AlgorithmSpecification") or {}).get("TrainingInputMode")
+                or "File",
+                "S3DistributionType": c["DataSource"]["S3DataSource"].get(
+                    "S3DistributionType", "FullyReplicated"
+                ),
+                "RecordWrapperType": c.get("RecordWrapperType", "None"),
+            }
+            for name, c in channels.items()
+        },
     )
+    instance_type = str((arguments.get("ResourceConfig") or {}).get("InstanceType") or "local")
     records.write_json(
         layout.config / "resourceconfig.json",
-        {"current_host": HOST, "hosts": [HOST], "network_interface_name": "lo"},
+        {
+            "current_host": HOST,
+            "current_instance_type": instance_type,
+            "current_group_name": "homogeneousCluster",
+            "hosts": [HOST],
+            "instance_groups": [
+                {
+                    "instance_group_name": "homogeneousCluster",
+                    "instance_type": instance_type,
+                    "hosts": [HOST],
+                }
+            ],
+            "network_interface_name": "lo",
+        },
     )
 
 
@@ -369,6 +400,32 @@ def _toolkit_environment(
         env[f"SM_CHANNEL_{name.upper()}"] = value
     for name, value in program.user.items():
         env[f"SM_HP_{name.upper()}"] = _toolkit_text(value)
+    return env
+
+
+def _platform_environment(job: Job, arguments: dict, layout: _Layout) -> dict:
+    """What SageMaker and the image give AWS's toolkit before it starts; the SM_* variables
+    and train.py's arguments are then the toolkit's own.
+
+    SAGEMAKER_BASE_DIR roots the toolkit's /opt/ml in the job root, and
+    SM_STUDIO_LOCAL_MODE skips its DNS wait for `algo-1`, a name only SageMaker resolves.
+    The code is already unpacked in /opt/ml/code (safely, by _unpack_code), so the toolkit
+    uses it instead of fetching sagemaker_submit_directory from S3. torchrun is looked up
+    on PATH, as in the image: the container venv's bin comes first.
+    """
+    env = {
+        "SAGEMAKER_BASE_DIR": layout.opt_ml,
+        # The PyTorch images' ENV: the toolkit hands the job to this framework module.
+        "SAGEMAKER_TRAINING_MODULE": "sagemaker_pytorch_container.training:main",
+        "SM_STUDIO_LOCAL_MODE": "true",
+        "TRAINING_JOB_NAME": job.name,
+        "TRAINING_JOB_ARN": records.arn("training-job", job.name),
+        "PATH": os.pathsep.join(
+            [str(Path(job.container.python).parent), os.environ.get("PATH", os.defpath)]
+        ),
+    }
+    if arguments.get("DebugHookConfig"):
+        env["SMDEBUG_CONFIG_FILE_PATH"] = layout.config / "debughookconfig.json"
     return env
 
 

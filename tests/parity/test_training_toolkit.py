@@ -1,0 +1,210 @@
+"""The exported definition's jobs under AWS's training toolkit, as SageMaker starts them.
+
+One execution of the real definition (exported with network isolation) runs with
+`run-local --container-python`: every job uses the container venv's Python, and the
+training jobs start through `sagemaker_training` (SAGEMAKER_BASE_DIR in the job root), which
+reads the /opt/ml/input/config files the runner derived from the definition's resolved
+arguments, as the service derives them (parameter defaults, tuner-encoded categoricals,
+the best trial's TunedHyperParameters). pip gets no index and HTTP a dead proxy: a job that
+needs the internet fails here as it would with network isolation.
+
+The job-level tests take TrainModel's resolved arguments from that execution and change one
+hyperparameter each, named in the test: autocast forced on the CPU (bf16, fp16), two torchrun
+processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers.datagen import make_imagefolder
+from parity.conftest import freeze
+
+from pipeline.config import PipelineConfig
+from pipeline.definition import definition_json
+from pipeline.definition_json import iter_steps
+from pipeline.local.container import ContainerPython, Job
+from pipeline.local.runner import Options, run
+from pipeline.local.store import Store
+from pipeline.local.supervisor import JobFailed, Supervisor
+from pipeline.local.training_job import run_training
+
+OVERRIDES = [("ImageSize", "32"), ("MaxImageSide", "40"), ("Pretrained", "false")]
+# No internet for the jobs: pip finds no index, HTTP(S) clients a closed port. The local
+# SageMaker API (CompareWithDeployed) is on 127.0.0.1, which the proxy leaves alone.
+OFFLINE = {
+    "PIP_NO_INDEX": "1",
+    "PIP_FIND_LINKS": "",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost",
+}
+TOOLKIT = "sagemaker-training-toolkit"
+
+
+def _step(definition: dict, name: str) -> dict:
+    return next(entry.step for entry in iter_steps(definition) if entry.name == name)
+
+
+def _quick(definition: dict) -> dict:
+    """Batch sizes the tiny dataset fills (the published 32/64 need more images)."""
+    definition = copy.deepcopy(definition)
+    ranges = _step(definition, "TuneHyperparameters")["Arguments"]["HyperParameterTuningJobConfig"][
+        "ParameterRanges"
+    ]
+    for spec in ranges["CategoricalParameterRanges"]:
+        if spec["Name"] == "batch_size":
+            spec["Values"] = ['"4"', '"6"']
+    return definition
+
+
+@pytest.fixture(scope="module")
+def offline():
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in OFFLINE.items():
+            patch.setenv(key, value)
+        yield
+
+
+@pytest.fixture(scope="module")
+def execution(container_python, offline, tmp_path_factory):
+    """(outcome, store, the container venv's packages before the run)."""
+    work = tmp_path_factory.mktemp("parity")
+    data = make_imagefolder(work / "data", 3, {"train": 6, "valid": 3, "test": 3}, seed=3)
+    definition = json.loads(definition_json(PipelineConfig(enable_network_isolation=True)))
+    before = freeze(container_python)
+    options = Options(
+        store=work / "store",
+        parameters=OVERRIDES + [("AccuracyThreshold", "0.0")],
+        input=data,
+        max_trials=2,
+        max_epochs=1,
+        container_python=Path(container_python),
+    )
+    outcome = run(_quick(definition), options)
+    return outcome, Store(work / "store"), before
+
+
+def _log(outcome, name: str) -> str:
+    return Path(outcome.step(name)["LogPath"]).read_text(encoding="utf-8", errors="replace")
+
+
+def test_the_whole_execution_succeeds_under_the_toolkit_without_the_internet(execution):
+    outcome, _, _ = execution
+    failed = [(s["StepName"], s.get("FailureReason")) for s in outcome.record["Steps"]]
+    assert outcome.succeeded, failed
+    assert outcome.record["LocalOverrides"]["ContainerPython"].endswith("training toolkit)")
+    for name in ("PrepareData", "EvaluateModel", "CompareWithDeployed", "DeployEndpoint"):
+        assert outcome.step(name)["Status"] == "Succeeded", name
+
+
+def test_trials_and_train_model_start_through_the_toolkit_and_install_nothing(execution):
+    outcome, _, _ = execution
+    train = _log(outcome, "TrainModel")
+    assert TOOLKIT in train
+    assert "Invoking TorchDistributed" in train  # sagemaker_torch_distributed_enabled
+    assert "torchrun" in train
+    trial_logs = sorted(Path(outcome.step("TrainModel")["LogPath"]).parent.glob("Tune*-0*.log"))
+    assert trial_logs, "no trial log"
+    for text in [train] + [p.read_text(errors="replace") for p in trial_logs]:
+        assert TOOLKIT in text
+        assert "Installing dependencies from requirements.txt" not in text
+        assert "InstallRequirementsError" not in text
+
+
+def test_the_image_packages_are_left_as_they_were(execution, container_python):
+    _, _, before = execution
+    assert freeze(container_python) == before
+
+
+def test_train_model_saved_the_rules_tensors_from_the_bundled_smdebug(execution):
+    outcome, store, _ = execution
+    properties = outcome.step("TrainModel")["Properties"]
+    tensors = store.path(properties["DebugHookConfig"]["S3OutputPath"])
+    events = list(tensors.rglob("*.tfevents"))
+    assert events, f"no tensors under {tensors}"
+    statuses = {
+        s["RuleConfigurationName"]: s["RuleEvaluationStatus"]
+        for s in properties["DebugRuleEvaluationStatuses"]
+    }
+    assert "Error" not in statuses.values(), statuses
+
+
+def test_the_processing_jobs_ran_with_the_container_python(execution, container_python):
+    outcome, _, _ = execution
+    for name in ("PrepareData", "EvaluateModel", "CompareWithDeployed"):
+        command = _log(outcome, name).splitlines()[0]
+        assert command.startswith(f"$ {container_python} "), (name, command)
+
+
+# ------------------------------------------------------------------ one job at a time
+
+
+def _train_model_job(execution, container_python, tmp_path, **hyperparameters):
+    """TrainModel's resolved arguments from the execution, with `hyperparameters` changed,
+    run as a new job under the toolkit; (job, result or the JobFailed)."""
+    outcome, store, _ = execution
+    properties = outcome.step("TrainModel")["Properties"]
+    arguments = {
+        key: value
+        for key, value in properties.items()
+        if key
+        in (
+            "AlgorithmSpecification",
+            "HyperParameters",
+            "InputDataConfig",
+            "OutputDataConfig",
+            "ResourceConfig",
+            "StoppingCondition",
+            "DebugHookConfig",
+            "Environment",
+        )
+    }
+    arguments["HyperParameters"] = {
+        **arguments["HyperParameters"],
+        **{key: json.dumps(str(value)) for key, value in hyperparameters.items()},
+    }
+    name = "TrainModel-" + "-".join(f"{k}{v}" for k, v in hyperparameters.items()).replace("_", "")
+    job = Job(
+        store=store,
+        name=name,
+        root=tmp_path / "job",
+        log_path=tmp_path / "job.log",
+        label=name,
+        supervisor=Supervisor(),
+        env=dict(OFFLINE),
+        container=ContainerPython.probe(container_python),
+    )
+    try:
+        return job, run_training(job, arguments)
+    except JobFailed as err:
+        return job, err
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_train_model_with_the_hook_under_forced_autocast(
+    execution, container_python, tmp_path, amp
+):
+    job, result = _train_model_job(execution, container_python, tmp_path, amp=amp)
+    log = job.log_path.read_text(errors="replace")
+    assert not isinstance(result, JobFailed), f"{result}\n{log[-3000:]}"
+    assert f"autocast {'bfloat16' if amp == 'bf16' else 'float16'}" in log
+    assert list((job.opt_ml / "output" / "tensors").rglob("*.tfevents"))
+
+
+def test_train_model_as_two_torchrun_processes(execution, container_python, tmp_path):
+    # A CPU has no GPUs to count: the toolkit's processes-per-host setting stands in for 2.
+    job, result = _train_model_job(
+        execution, container_python, tmp_path, sagemaker_mpi_num_of_processes_per_host=2
+    )
+    log = job.log_path.read_text(errors="replace")
+    assert not isinstance(result, JobFailed), f"{result}\n{log[-3000:]}"
+    assert "--nproc_per_node 2" in log
+    assert "2 process(es)" in log, log[-3000:]
+    model_uri = result.properties["ModelArtifacts"]["S3ModelArtifacts"]
+    with tarfile.open(job.store.path(model_uri)) as tar:
+        assert {"model.pth", "class_names.json"} <= set(tar.getnames())
