@@ -32,6 +32,33 @@ ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # EventBridge Scheduler's rule for schedule names.
 SCHEDULE_NAME_RE = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")
 
+# The default images: AWS Deep Learning Containers (aws/deep-learning-containers,
+# docs/src/data/, where each image's end-of-patch date is). The instance types are pipeline
+# parameters, resolved only at run time, so the CPU/GPU variant is fixed per kind of step:
+# tuning and training on a GPU, processing on a CPU, serving on a CPU (the default endpoint).
+# Training and processing: the AL2023 `pytorch` SageMaker images, torch 2.13.0, Python 3.12,
+# patched until 2027-07-20. The SDK v2 knows no PyTorch training image past 2.8, so these are
+# named here; the registry comes from the SDK (pipeline.definition.dlc_registry).
+# Serving: no PyTorch inference DLC after 2.6 exists (AWS's `pytorch` image is not set up for
+# serving), and 2.6's patches ended 2026-06-30; the SDK names it (image_uris.retrieve).
+DLC_IMAGES = {
+    "training": "pytorch:2.13.0-cu133-amzn2023-sagemaker",
+    "processing": "pytorch:2.13.0-cpu-amzn2023-sagemaker",
+}
+TRAINING_FRAMEWORK_VERSION = "2.13"
+TRAINING_PY_VERSION = "py312"
+INFERENCE_FRAMEWORK_VERSION = "2.6.0"
+INFERENCE_PY_VERSION = "py312"
+# Any CPU instance type gives the SDK's `-cpu-` inference image; this is the endpoint's default.
+INFERENCE_IMAGE_INSTANCE_TYPE = DEFAULT_ENDPOINT_INSTANCE_TYPE
+# What CreateTrainingJob, CreateProcessingJob and CreateModel can pull without a registry
+# configuration of their own: an ECR repository (lower case, `/`-separated) with a tag or digest.
+ECR_IMAGE_RE = re.compile(
+    r"^\d{12}\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.(?P<domain>amazonaws\.com(?:\.cn)?)"
+    r"/[a-z0-9]+(?:[._/-][a-z0-9]+)*"
+    r"(?P<reference>:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})?$"
+)
+
 # run-local's S3, registry, endpoints and records, relative to the working directory.
 LOCAL_STORE = "local-store"
 # The EndpointName parameter's default: the endpoint the pipeline deploys.
@@ -46,14 +73,12 @@ class PipelineConfig:
     prefix: str = "dogbreed-pipeline"
     role_arn: str = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/DogbreedPipelineExecutionRole"
     model_package_group: str = "dogbreed-classifier"
-    # SageMaker's PyTorch images: training has 2.0-2.8, inference stops at 2.6; one version
-    # for both keeps the serialised weights and the serving code on the same torch.
-    framework_version: str = "2.6"
-    py_version: str = "py312"
-    # The image URIs are looked up for these (GPU) instance types; a GPU image also runs on
-    # the CPU instance types a user may pick through the pipeline parameters.
-    image_instance_type: str = "ml.g5.xlarge"
-    processing_framework_version: str = "2.6"
+    # Container images, one per kind of step (README, "Images"); empty: the AWS Deep Learning
+    # Container of DLC_IMAGES in the region's DLC registry. Set, an ECR image URI of this
+    # region with a tag or digest (SageMaker pulls from the job's own region).
+    training_image: str = ""
+    processing_image: str = ""
+    inference_image: str = ""
     # Debugger is closed to new AWS customers: one switch removes rules, hook and profiler.
     enable_debugger: bool = True
     enable_caching: bool = True
@@ -97,6 +122,7 @@ class PipelineConfig:
         if self.prefix != self.prefix.strip("/") or not self.prefix:
             problems.append(f"prefix {self.prefix!r} must be non-empty without leading/trailing /")
         problems.extend(self._security_problems())
+        problems.extend(self._image_problems())
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -119,6 +145,32 @@ class PipelineConfig:
         # SageMaker rejects a VpcConfig that lacks either list.
         if bool(self.subnets) != bool(self.security_group_ids):
             problems.append("subnets and security groups must be given together")
+        return problems
+
+    def _image_problems(self) -> list[str]:
+        problems = []
+        for kind in ("training", "processing", "inference"):
+            uri = getattr(self, f"{kind}_image")
+            if not uri:
+                continue
+            what = f"{kind} image {uri!r}"
+            image = ECR_IMAGE_RE.match(uri)
+            if not image:
+                problems.append(
+                    f"{what} is not an ECR image URI "
+                    "(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>)"
+                )
+            elif not image["reference"]:
+                # Without one, every job would pull whatever `latest` is that day.
+                problems.append(f"{what} needs a :tag or @sha256:digest")
+            elif image["region"] != self.region:
+                problems.append(
+                    f"{what} is in region {image['region']}, the pipeline in {self.region}: "
+                    "SageMaker pulls images from the job's own region"
+                )
+            elif (image["domain"] == "amazonaws.com.cn") != self.region.startswith("cn-"):
+                domain = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
+                problems.append(f"{what}: ECR's domain in {self.region} is {domain}")
         return problems
 
     @property

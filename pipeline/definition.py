@@ -1,7 +1,7 @@
 """get_pipeline(config) -> Pipeline, and the deterministic JSON definition.
 
 The build is offline: a boto3 session with inert credentials (never used: nothing here
-calls AWS), the bucket given explicitly, image URIs looked up from the SDK's bundled JSON,
+calls AWS), the bucket given explicitly, image URIs from the SDK's bundled JSON (images()),
 and the code referenced by the content-addressed S3 URIs of the bundle, so the SDK uploads
 nothing. The JSON is re-serialised with sorted keys so it is byte-identical everywhere.
 """
@@ -9,6 +9,7 @@ nothing. The JSON is re-serialised with sorted keys so it is byte-identical ever
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -16,8 +17,15 @@ import os
 import warnings
 
 from pipeline.bundle import Bundle
-from pipeline.config import PipelineConfig
+from pipeline.config import (
+    DLC_IMAGES,
+    INFERENCE_FRAMEWORK_VERSION,
+    INFERENCE_IMAGE_INSTANCE_TYPE,
+    INFERENCE_PY_VERSION,
+    PipelineConfig,
+)
 from pipeline.definition_json import iter_steps
+from pipeline.errors import UsageError
 
 DESCRIPTION = (
     "Prepares a dog-breed ImageFolder, tunes and trains DenseNet-161, evaluates it on the test "
@@ -101,28 +109,55 @@ def _offline_build(config: PipelineConfig):
         boto3.DEFAULT_SESSION = previous_default
 
 
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """The container image of each kind of step."""
+
+    training: str  # tuning trials and TrainModel (GPU)
+    processing: str  # PrepareData, EvaluateModel, CompareWithDeployed (CPU)
+    inference: str  # the registered model and the endpoint (CPU)
+
+
 @functools.cache
-def _image_uri(region: str, version: str, py_version: str, instance_type: str, scope: str):
-    """The PyTorch image for a scope; memoised, as the lookup is fixed per argument set."""
+def sdk_inference_image(region: str) -> str:
+    """The SDK's PyTorch inference image for the region; memoised, it is fixed per region."""
     from sagemaker import image_uris
 
-    return image_uris.retrieve(
-        framework="pytorch",
-        region=region,
-        version=version,
-        py_version=py_version,
-        instance_type=instance_type,
-        image_scope=scope,
-    )
+    try:
+        return image_uris.retrieve(
+            framework="pytorch",
+            region=region,
+            version=INFERENCE_FRAMEWORK_VERSION,
+            py_version=INFERENCE_PY_VERSION,
+            instance_type=INFERENCE_IMAGE_INSTANCE_TYPE,
+            image_scope="inference",
+        )
+    except ValueError as exc:
+        # The SDK's own message lists the regions it knows; say how to build anyway.
+        raise UsageError(
+            f"{exc} Or give every image: --training-image, --processing-image, --inference-image"
+        ) from None
 
 
-def _pytorch_image(config: PipelineConfig, scope: str) -> str:
-    return _image_uri(
-        config.region,
-        config.framework_version,
-        config.py_version,
-        config.image_instance_type,
-        scope,
+def dlc_registry(region: str) -> str:
+    """`<account>.dkr.ecr.<region>.<domain>`: the region's AWS Deep Learning Containers registry.
+
+    Taken from the SDK's inference image for the region: its account table (opt-in regions,
+    China and GovCloud have their own accounts) and ECR domain (amazonaws.com.cn in China) are
+    the SDK's, and its training table, which stops at 2.8, has the same accounts. AWS lists
+    the same accounts for the AL2023 `pytorch` repository (aws/deep-learning-containers,
+    docs/reference/region_availability.md), GovCloud aside, which that table leaves out.
+    """
+    return sdk_inference_image(region).split("/", 1)[0]
+
+
+def images(config: PipelineConfig) -> Images:
+    """Each kind's image: the config's override, else the default DLC of config.region."""
+    return Images(
+        training=config.training_image or f"{dlc_registry(config.region)}/{DLC_IMAGES['training']}",
+        processing=config.processing_image
+        or f"{dlc_registry(config.region)}/{DLC_IMAGES['processing']}",
+        inference=config.inference_image or sdk_inference_image(config.region),
     )
 
 
@@ -145,13 +180,15 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     config = config or PipelineConfig()
     params = get_parameters(config)
     session = session or _offline_session(config)
+    chosen = images(config)
     ctx = BuildContext(
         config=config,
         params=params,
         session=session,
         bundle=bundle or Bundle.from_dir(),
-        training_image=_pytorch_image(config, "training"),
-        inference_image=_pytorch_image(config, "inference"),
+        training_image=chosen.training,
+        processing_image=chosen.processing,
+        inference_image=chosen.inference,
     )
     prepare = preprocess_step(ctx)
     tuning = tuning_step(ctx, prepare)

@@ -32,6 +32,7 @@ class BuildContext:
     session: PipelineSession
     bundle: Bundle
     training_image: str
+    processing_image: str
     inference_image: str
 
     def execution_uri(self, *parts: str) -> Join:
@@ -122,10 +123,10 @@ def job_retry_policies() -> list:
 def script_processor(
     ctx: BuildContext, script: str, instance_type, base_job_name: str
 ) -> Processor:
-    """A processing job running one of the bundled scripts in the training image."""
+    """A processing job running one of the bundled scripts in the (CPU) processing image."""
     return Processor(
         role=ctx.config.role_arn,
-        image_uri=ctx.training_image,
+        image_uri=ctx.processing_image,
         instance_count=1,
         instance_type=instance_type,
         entrypoint=["python3", f"{CODE_DIR}/{script}"],

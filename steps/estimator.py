@@ -5,6 +5,7 @@ from __future__ import annotations
 from sagemaker.pytorch import PyTorch
 
 from pipeline.bundle import contract
+from pipeline.config import TRAINING_FRAMEWORK_VERSION, TRAINING_PY_VERSION
 from pipeline.metrics import METRIC_DEFINITIONS
 from steps.common import BuildContext, estimator_security
 
@@ -39,8 +40,9 @@ def pytorch_estimator(ctx: BuildContext, hyperparameters: dict, **kwargs) -> PyT
         source_dir=ctx.bundle.tarball_uri(ctx.config),
         role=ctx.config.role_arn,
         image_uri=ctx.training_image,
-        framework_version=ctx.config.framework_version,
-        py_version=ctx.config.py_version,
+        # With image_uri given the SDK only reads these for its metrics switch (on from 1.3).
+        framework_version=TRAINING_FRAMEWORK_VERSION,
+        py_version=TRAINING_PY_VERSION,
         hyperparameters=hyperparameters,
         metric_definitions=METRIC_DEFINITIONS,
         sagemaker_session=ctx.session,

@@ -12,6 +12,7 @@ from sagemaker.workflow.model_step import ModelStep
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
 from pipeline.bundle import contract
+from pipeline.config import INFERENCE_FRAMEWORK_VERSION
 from steps.common import BuildContext, service_retry_policies
 from steps.evaluation import report_uri
 from steps.training import model_artifact
@@ -77,7 +78,9 @@ def register_step(
         domain="COMPUTER_VISION",
         task="IMAGE_CLASSIFICATION",
         framework="PYTORCH",
-        framework_version=ctx.config.framework_version,
+        # The default inference image's torch, which loads the trained weights; another image's
+        # version is not known here, so none is claimed for it.
+        framework_version=None if ctx.config.inference_image else INFERENCE_FRAMEWORK_VERSION,
     )
     return ModelStep(
         name=NAME,

@@ -75,6 +75,19 @@ def add_config(parser, role_required: bool) -> None:
         help="managed spot capacity for the tuning trials and TrainModel (cheaper; TrainModel "
         "resumes from its checkpoints after an interruption)",
     )
+    images = parser.add_argument_group(
+        "images (default: AWS's PyTorch Deep Learning Containers of the region; README, Images)"
+    )
+    for kind, default in (
+        ("training", "GPU training image for tuning and TrainModel"),
+        ("processing", "CPU image for PrepareData, EvaluateModel, CompareWithDeployed"),
+        ("inference", "CPU inference image for the model and the endpoint"),
+    ):
+        images.add_argument(
+            f"--{kind}-image",
+            metavar="ECR_URI",
+            help=f"{kind} image, an ECR URI with a tag or digest (default: {default})",
+        )
     security = parser.add_argument_group(
         "security (infra/dogbreed-pipeline.yaml creates the key, bucket and roles)"
     )
@@ -125,6 +138,9 @@ def config_from(args, **overrides) -> PipelineConfig:
             enable_network_isolation=args.network_isolation or None,
             encrypt_inter_container_traffic=args.encrypt_inter_container_traffic or None,
             use_spot=args.spot or None,
+            training_image=args.training_image,
+            processing_image=args.processing_image,
+            inference_image=args.inference_image,
         )
     except ValueError as exc:
         raise UsageError(f"{exc}: fix the flag") from None

@@ -366,7 +366,7 @@ def test_config_renders_the_users_role_bucket_and_region():
     assert "arn:aws:iam::123456789012:role/MyRole" in text
     assert "s3://my-ml-bucket/dogbreed-pipeline/" in text
     assert "111122223333" not in text
-    assert ".eu-west-1.amazonaws.com/pytorch-training" in text
+    assert "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch:2.13.0-" in text
 
 
 @pytest.mark.parametrize(
@@ -424,7 +424,119 @@ def test_a_build_validates_our_sdk_config_once_and_restores_the_sdk_and_boto3(mo
         sagemaker.utils.validate_sagemaker_config({"SchemaVersion": "1.0", "Unknown": {}})
 
 
-def test_image_uri_lookup_runs_once_per_argument_set(monkeypatch):
+# --------------------------------------------------------------------------- images
+# The instance types are pipeline parameters, so each step's image is fixed by its kind at
+# build time: GPU training image for tuning and training, CPU image for processing, the CPU
+# inference image for the model (README, "Images").
+
+US_EAST_1 = "763104351884.dkr.ecr.us-east-1.amazonaws.com"
+GPU_TRAINING = f"{US_EAST_1}/pytorch:2.13.0-cu133-amzn2023-sagemaker"
+CPU_PROCESSING = f"{US_EAST_1}/pytorch:2.13.0-cpu-amzn2023-sagemaker"
+CPU_INFERENCE = f"{US_EAST_1}/pytorch-inference:2.6.0-cpu-py312"
+IMAGE_KEYS = ("ImageUri", "TrainingImage", "Image")
+
+
+def _images_by_step(definition: dict) -> dict[str, set[str]]:
+    """Every container image each step names (the Debugger rule evaluators' aside)."""
+
+    def found(value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in IMAGE_KEYS and isinstance(item, str):
+                    yield item
+                else:
+                    yield from found(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from found(item)
+
+    return {entry.name: set(found(entry.arguments)) for entry in iter_steps(definition)}
+
+
+def test_each_step_runs_the_image_of_its_kind(definition):
+    images = _images_by_step(definition)
+    for name in ("PrepareData", "EvaluateModel", "CompareWithDeployed"):
+        assert images[name] == {CPU_PROCESSING}, name
+    for name in ("TuneHyperparameters", "TrainModel"):
+        assert images[name] == {GPU_TRAINING}, name
+    for name in ("RegisterModel-RegisterModel", "CreateModel-CreateModel"):
+        assert images[name] == {CPU_INFERENCE}, name
+    # Every step that runs a container was seen above: none is left on another image.
+    assert {image for found in images.values() for image in found} == {
+        GPU_TRAINING,
+        CPU_PROCESSING,
+        CPU_INFERENCE,
+    }
+
+
+def test_the_registered_package_names_the_serving_framework_version(definition):
+    args = step(definition, "RegisterModel-RegisterModel")["Arguments"]
+    (container,) = args["InferenceSpecification"]["Containers"]
+    assert (container["Framework"], container["FrameworkVersion"]) == ("PYTORCH", "2.6.0")
+
+
+@pytest.mark.parametrize(
+    ("region", "registry"),
+    [
+        ("us-east-1", US_EAST_1),
+        ("eu-west-1", "763104351884.dkr.ecr.eu-west-1.amazonaws.com"),
+        # Opt-in regions have their own DLC account; China has its own ECR domain.
+        ("ap-east-1", "871362719292.dkr.ecr.ap-east-1.amazonaws.com"),
+        ("cn-north-1", "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn"),
+        ("us-gov-west-1", "442386744353.dkr.ecr.us-gov-west-1.amazonaws.com"),
+    ],
+)
+def test_the_images_come_from_the_regions_dlc_registry_as_the_sdk_names_it(region, registry):
+    from pipeline.definition import images
+
+    found = images(PipelineConfig(region=region))
+    assert found.training == f"{registry}/pytorch:2.13.0-cu133-amzn2023-sagemaker"
+    assert found.processing == f"{registry}/pytorch:2.13.0-cpu-amzn2023-sagemaker"
+    assert found.inference == f"{registry}/pytorch-inference:2.6.0-cpu-py312"
+
+
+def test_a_china_region_definition_names_only_that_regions_registry():
+    images = _images_by_step(definition_dict(PipelineConfig(region="cn-north-1")))
+    hosts = {image.split("/", 1)[0] for found in images.values() for image in found}
+    assert hosts == {"727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn"}
+
+
+def test_a_region_the_sdk_does_not_know_is_refused_with_the_way_out():
+    from pipeline.definition import images
+    from pipeline.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"xx-east-9.*--training-image"):
+        images(PipelineConfig(region="xx-east-9"))
+
+
+OWN = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+
+
+def test_overridden_images_replace_the_defaults_per_kind():
+    config = PipelineConfig(
+        region="eu-west-1",
+        training_image=f"{OWN}/dogbreed/train:1.0",
+        processing_image=f"{OWN}/dogbreed/process@sha256:" + "a" * 64,
+        inference_image=f"{OWN}/dogbreed/serve:2026-12-01",
+    )
+    images = _images_by_step(definition_dict(config))
+    assert images["TrainModel"] == images["TuneHyperparameters"] == {config.training_image}
+    assert images["PrepareData"] == images["EvaluateModel"] == {config.processing_image}
+    assert images["CreateModel-CreateModel"] == {config.inference_image}
+    # Another image's torch version is unknown: the package claims none.
+    args = step(definition_dict(config), "RegisterModel-RegisterModel")["Arguments"]
+    assert "FrameworkVersion" not in args["InferenceSpecification"]["Containers"][0]
+
+
+def test_one_override_keeps_the_other_defaults():
+    from pipeline.definition import images
+
+    found = images(PipelineConfig(inference_image=f"{US_EAST_1}/pytorch-inference:2.6.0-gpu-py312"))
+    assert (found.training, found.processing) == (GPU_TRAINING, CPU_PROCESSING)
+    assert found.inference == f"{US_EAST_1}/pytorch-inference:2.6.0-gpu-py312"
+
+
+def test_the_sdk_lookup_runs_once_per_region_and_not_at_all_with_every_image_given(monkeypatch):
     from sagemaker import image_uris
 
     from pipeline import definition
@@ -432,12 +544,61 @@ def test_image_uri_lookup_runs_once_per_argument_set(monkeypatch):
     calls = []
     retrieve = image_uris.retrieve
     monkeypatch.setattr(image_uris, "retrieve", lambda **kw: calls.append(kw) or retrieve(**kw))
-    definition._image_uri.cache_clear()
+    definition.sdk_inference_image.cache_clear()
     try:
-        config = PipelineConfig()
-        training = definition._pytorch_image(config, "training")
-        assert definition._pytorch_image(config, "training") == training
-        assert "pytorch-inference" in definition._pytorch_image(config, "inference")
-        assert [call["image_scope"] for call in calls] == ["training", "inference"]
+        definition.images(PipelineConfig(region="eu-north-1"))
+        definition.images(PipelineConfig(region="eu-north-1"))
+        assert [call["region"] for call in calls] == ["eu-north-1"]
+        given = {
+            f"{kind}_image": f"{OWN.replace('eu-west-1', 'eu-south-1')}/x:{kind}"
+            for kind in ("training", "processing", "inference")
+        }
+        definition.images(PipelineConfig(region="eu-south-1", **given))
+        assert [call["region"] for call in calls] == ["eu-north-1"]
     finally:
-        definition._image_uri.cache_clear()
+        definition.sdk_inference_image.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("pytorch:2.13.0-cpu-amzn2023-sagemaker", "not an ECR image URI"),
+        ("docker.io/library/python:3.12", "not an ECR image URI"),
+        (f"{OWN}/dogbreed/train", "needs a :tag or @sha256:digest"),
+        (f"{OWN}/Dogbreed:1", "not an ECR image URI"),
+        ("763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch:2.13.0-cpu", "region us-west-2"),
+        ("727897471807.dkr.ecr.cn-north-1.amazonaws.com/pytorch:2.13", "amazonaws.com.cn"),
+    ],
+)
+def test_image_overrides_are_checked_with_a_clear_message(value, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        PipelineConfig(
+            region="eu-west-1" if "cn-north" not in value else "cn-north-1", processing_image=value
+        )
+    assert "processing image" in str(raised.value)
+
+
+def test_image_flags_of_export_and_upsert_reach_the_config_and_bad_ones_are_usage_errors():
+    from pipeline import cli
+    from pipeline.cli import options
+    from pipeline.errors import UsageError
+
+    image = f"{US_EAST_1}/own:1"
+    for argv in (["export"], ["upsert", "--role-arn", f"arn:aws:iam::{'1' * 12}:role/R"]):
+        args = cli.build_parser().parse_args(
+            [
+                *argv,
+                "--training-image",
+                image,
+                "--processing-image",
+                image,
+                "--inference-image",
+                image,
+            ]
+        )
+        config = options.config_from(args)
+        assert config.training_image == config.processing_image == config.inference_image == image
+        assert options.config_from(cli.build_parser().parse_args(argv)).training_image == ""
+    args = cli.build_parser().parse_args(["export", "--inference-image", "latest"])
+    with pytest.raises(UsageError, match="inference image 'latest' is not an ECR image URI"):
+        options.config_from(args)

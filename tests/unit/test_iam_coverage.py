@@ -547,6 +547,19 @@ def test_derivation_covers_every_step_and_what_their_arguments_name(definition, 
         assert "kms:CreateGrant" in actions
 
 
+def test_the_role_pulls_only_image_repositories_the_definition_runs(role, needs):
+    # The other direction of the test above, for images: a repository left over from images
+    # the steps no longer run (pytorch-training, before the move to the `pytorch` DLCs) fails.
+    pulled = {n.resource for n in needs if n.action == "ecr:BatchGetImage"}
+    granted = {
+        resource
+        for statement in role
+        if statement["Effect"] == "Allow" and "ecr:BatchGetImage" in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    }
+    assert granted == pulled
+
+
 def test_derived_arns_have_the_forms_the_service_authorization_reference_gives(
     needs, authorization_reference
 ):
