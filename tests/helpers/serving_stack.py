@@ -75,18 +75,25 @@ def extract(tarball: Path, dest: Path) -> Path:
     return dest
 
 
-def _toolkit_paths() -> tuple[Path, Path, Path]:
-    """(handler_service.py, the toolkit's log4j2.xml, TorchServe's metrics.yaml)."""
-    import sagemaker_pytorch_serving_container
-    import ts
-    from sagemaker_pytorch_serving_container import handler_service
+_PATHS_SCRIPT = """
+import json, os, sagemaker_pytorch_serving_container as package, ts
+from sagemaker_pytorch_serving_container import handler_service
+print(json.dumps([
+    handler_service.__file__,
+    os.path.join(os.path.dirname(package.__file__), "etc", "log4j2.xml"),
+    os.path.join(os.path.dirname(ts.__file__), "configs", "metrics.yaml"),
+]))
+"""
 
-    package = Path(sagemaker_pytorch_serving_container.__file__).parent
-    return (
-        Path(handler_service.__file__),
-        package / "etc" / "log4j2.xml",
-        Path(ts.__file__).parent / "configs" / "metrics.yaml",
+
+def _toolkit_paths(python: str = sys.executable) -> tuple[Path, Path, Path]:
+    """(handler_service.py, the toolkit's log4j2.xml, TorchServe's metrics.yaml) of the
+    toolkit that `python` imports."""
+    found = subprocess.run(
+        [python, "-c", _PATHS_SCRIPT], capture_output=True, text=True, check=True, timeout=120
     )
+    handler, log_config, metrics = json.loads(found.stdout)
+    return Path(handler), Path(log_config), Path(metrics)
 
 
 def _http(port: int, method: str, path: str, body: bytes = b"", headers=None) -> Reply:
@@ -152,8 +159,16 @@ class TorchServe:
 
     kind = "torchserve"
 
-    def __init__(self, model_dir: Path, container_env: dict[str, str], root: Path):
-        handler, log_config, _ = _toolkit_paths()
+    def __init__(
+        self,
+        model_dir: Path,
+        container_env: dict[str, str],
+        root: Path,
+        python: str = sys.executable,
+    ):
+        """`python`: the interpreter whose TorchServe and toolkit serve (the inference
+        image's venv from bin/container-env, or this one)."""
+        handler, log_config, _ = _toolkit_paths(python)
         self.port = free_port()
         (root / "tmp").mkdir()
         (root / "logs").mkdir()
@@ -177,13 +192,15 @@ class TorchServe:
             "METRICS_LOCATION": str(root / "logs"),
         }
         env.pop("PYTHONHOME", None)
+        # The image's python first on PATH, as in the container.
+        env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", os.defpath)])
         config = subprocess.run(
-            [sys.executable, "-c", _CONFIG_SCRIPT], env=env, capture_output=True, text=True,
+            [python, "-c", _CONFIG_SCRIPT], env=env, capture_output=True, text=True,
             check=True, timeout=120,
         ).stdout  # fmt: skip
         self.config_path = root / "sagemaker-ts.properties"
         self.config_path.write_text(config)
-        torchserve = Path(sys.executable).with_name("torchserve")
+        torchserve = Path(python).with_name("torchserve")
         # torchserve.py's ts_torchserve_cmd, in the foreground so the test owns the process.
         command = [
             str(torchserve), "--start", "--foreground",
