@@ -28,6 +28,7 @@ from pipeline.local import properties, records
 from pipeline.local.container import (
     HOST,
     Job,
+    container_path,
     discard,
     echo_metrics,
     environment,
@@ -35,7 +36,7 @@ from pipeline.local.container import (
     rewrite,
     tar_folder,
 )
-from pipeline.local.store import Store, StoreError, join_uri
+from pipeline.local.store import StoreError, join_uri
 from pipeline.local.supervisor import Completed, JobFailed, failure_reason
 
 log = logging.getLogger("pipeline.local")
@@ -164,10 +165,10 @@ def run_training(job: Job, arguments: dict) -> TrainingResult:
     started = records.now()
     layout = _Layout(job.opt_ml)
     program = _program(arguments)
-    _unpack_code(job.store, program.submit, layout.code)
+    channels = _place_channels(job, arguments, layout)
+    _unpack_code(job, program.submit, layout.code)
     if not (layout.code / program.name).is_file():
         raise JobFailed(f"ClientError: {program.name} is not in {program.submit}")
-    channels = _place_channels(job, arguments, layout)
     for folder in (layout.model, layout.output_data, layout.checkpoints):
         folder.mkdir(parents=True, exist_ok=True)
     checkpoint_uri = (arguments.get("CheckpointConfig") or {}).get("S3Uri")
@@ -243,15 +244,28 @@ def _program(arguments: dict) -> _Program:
     return _Program(name, str(submit), framework, user)
 
 
-def _unpack_code(store: Store, submit: str, code_dir: Path) -> None:
-    if not submit.startswith("s3://"):
-        raise JobFailed(f"ClientError: sagemaker_submit_directory {submit!r} is not an s3:// URI")
-    try:
-        tarball = store.path(submit)
-    except StoreError as err:
-        raise JobFailed(f"ClientError: sagemaker_submit_directory: {err}") from None
-    if not tarball.is_file():
-        raise JobFailed(f"ClientError: the code tarball {submit} is not in the store ({tarball})")
+def _unpack_code(job: Job, submit: str, code_dir: Path) -> None:
+    """The code tarball into /opt/ml/code: from S3, or, with network isolation, from the
+    `code` channel the SDK adds (sagemaker_submit_directory is then a path under
+    /opt/ml/input/data/code/, placed with the other channels)."""
+    if submit.startswith("/opt/ml/input/data/"):
+        tarball = container_path(job.root, submit)
+        if not tarball.is_file():
+            raise JobFailed(f"ClientError: the code tarball {submit} is in no input channel")
+    elif submit.startswith("s3://"):
+        try:
+            tarball = job.store.path(submit)
+        except StoreError as err:
+            raise JobFailed(f"ClientError: sagemaker_submit_directory: {err}") from None
+        if not tarball.is_file():
+            raise JobFailed(
+                f"ClientError: the code tarball {submit} is not in the store ({tarball})"
+            )
+    else:
+        raise JobFailed(
+            f"ClientError: sagemaker_submit_directory {submit!r} is neither an s3:// URI nor "
+            "a path in an input channel"
+        )
     code_dir.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(tarball) as tar:

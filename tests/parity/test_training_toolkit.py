@@ -63,15 +63,7 @@ def _quick(definition: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def offline():
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in OFFLINE.items():
-            patch.setenv(key, value)
-        yield
-
-
-@pytest.fixture(scope="module")
-def execution(container_python, offline, tmp_path_factory):
+def execution(container_python, tmp_path_factory):
     """(outcome, store, the container venv's packages before the run)."""
     work = tmp_path_factory.mktemp("parity")
     data = make_imagefolder(work / "data", 3, {"train": 6, "valid": 3, "test": 3}, seed=3)
@@ -85,7 +77,10 @@ def execution(container_python, offline, tmp_path_factory):
         max_epochs=1,
         container_python=Path(container_python),
     )
-    outcome = run(_quick(definition), options)
+    with pytest.MonkeyPatch.context() as offline:
+        for key, value in OFFLINE.items():
+            offline.setenv(key, value)
+        outcome = run(_quick(definition), options)
     return outcome, Store(work / "store"), before
 
 
