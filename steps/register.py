@@ -28,8 +28,11 @@ CONTENT_TYPES = [
     "application/x-npy",
 ]
 RESPONSE_TYPES = ["application/json"]
-INFERENCE_INSTANCES = ["ml.m5.xlarge", "ml.c5.2xlarge", "ml.g4dn.xlarge", "ml.g5.xlarge"]
-TRANSFORM_INSTANCES = ["ml.m5.xlarge", "ml.g4dn.xlarge"]
+# The instance types the version says it serves on: CPU types for the default (CPU) inference
+# image, on which a GPU instance would serve on its CPU; GPU types too when the user's image
+# (--inference-image) is a GPU one.
+CPU_INSTANCES = ["ml.m5.xlarge", "ml.c5.2xlarge"]
+GPU_INSTANCES = ["ml.g4dn.xlarge", "ml.g5.xlarge"]
 # TorchServe's workers per instance (the toolkit's SAGEMAKER_MODEL_SERVER_WORKERS, its
 # default_workers_per_model). Unset, a CPU instance gets one per vCPU, four on ml.m5.xlarge, each
 # with its own copy of DenseNet-161 and torch using every core in each: 16 busy threads on 4
@@ -58,6 +61,11 @@ def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
     )
 
 
+def serving_instances(ctx: BuildContext) -> list[str]:
+    gpu = "-gpu-" in ctx.inference_image.rsplit(":", 1)[-1]
+    return CPU_INSTANCES + (GPU_INSTANCES if gpu else [])
+
+
 def register_step(
     ctx: BuildContext, training: TrainingStep, evaluation: ProcessingStep
 ) -> ModelStep:
@@ -69,8 +77,8 @@ def register_step(
     step_args = serving_model(ctx, training).register(
         content_types=CONTENT_TYPES,
         response_types=RESPONSE_TYPES,
-        inference_instances=INFERENCE_INSTANCES,
-        transform_instances=TRANSFORM_INSTANCES,
+        inference_instances=serving_instances(ctx),
+        transform_instances=serving_instances(ctx),
         model_package_group_name=ctx.config.model_package_group,
         approval_status=ctx.params.model_approval_status,
         model_metrics=metrics,

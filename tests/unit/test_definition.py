@@ -602,3 +602,17 @@ def test_image_flags_of_export_and_upsert_reach_the_config_and_bad_ones_are_usag
     args = cli.build_parser().parse_args(["export", "--inference-image", "latest"])
     with pytest.raises(UsageError, match="inference image 'latest' is not an ECR image URI"):
         options.config_from(args)
+
+
+def _registered_instances(config: PipelineConfig) -> tuple[list, list]:
+    register = step(definition_dict(config), "RegisterModel-RegisterModel")["Arguments"]
+    spec = register["InferenceSpecification"]
+    return spec["SupportedRealtimeInferenceInstanceTypes"], spec["SupportedTransformInstanceTypes"]
+
+
+def test_the_registered_version_names_only_instance_types_its_image_serves_on():
+    realtime, transform = _registered_instances(PipelineConfig())
+    assert realtime == transform == ["ml.m5.xlarge", "ml.c5.2xlarge"]
+    gpu_image = f"{US_EAST_1}/pytorch-inference:2.6.0-gpu-py312"
+    realtime, transform = _registered_instances(PipelineConfig(inference_image=gpu_image))
+    assert {"ml.g4dn.xlarge", "ml.g5.xlarge"} <= set(realtime) == set(transform)
