@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
 
 import pipeline.cli.argtypes as argtypes
@@ -41,6 +43,18 @@ def _load_definition(args) -> dict:
     return json.loads(build.definition_json(config))
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (`kill`, a CI timeout, a container stop) ends the run as Ctrl-C does: the
+    runner stops its jobs and records the execution as Stopped, instead of the jobs living
+    on as orphans."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_local(args) -> int:
     resuming = args.resume is not None
     if resuming and args.definition is not None:
@@ -60,6 +74,7 @@ def run_local(args) -> int:
         pipeline_name=args.pipeline_name,
         container_python=args.container_python,
     )
+    _stop_on_sigterm()
     try:
         if resuming:
             outcome = runner.resume(args.resume or None, run_options)

@@ -973,3 +973,40 @@ def test_a_job_past_its_max_runtime_is_stopped_and_fails(tmp_path):
     assert not outcome.succeeded
     assert outcome.step("Echo")["FailureReason"].startswith("MaxRuntimeExceeded")
     assert outcome.step("Echo")["Seconds"] < 30
+
+
+def test_sigterm_stops_the_run_and_its_jobs_and_records_it_stopped(tmp_path):
+    import signal
+    import time
+
+    definition = echo_definition()
+    marker = tmp_path / "job-pid"
+    definition["Steps"][0]["Arguments"]["AppSpecification"] = {
+        "ContainerEntrypoint": [
+            "python3",
+            "-c",
+            f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(600)",
+        ]
+    }
+    store = Store(tmp_path / "store")
+    store.put_bytes("s3://b/in/a.txt", b"x")
+    (tmp_path / "definition.json").write_text(json.dumps(definition))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run-local", "--store", str(store.root),
+         "--definition", str(tmp_path / "definition.json")],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    job_pid = int(marker.read_text())
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    with pytest.raises(ProcessLookupError):
+        os.kill(job_pid, 0)
+    (record_path,) = (store.root / "executions").glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["Status"] == "Stopped"
