@@ -24,6 +24,9 @@ PREPROCESS_SCRIPT = "preprocess.py"
 EVALUATE_SCRIPT = "evaluate.py"
 SERVING_SCRIPT = "inference.py"
 COMPARE_SCRIPT = "compare_deployed.py"
+# Debugger's tensor rules over a training job's tensors: a processing job of `--debugger
+# pipeline` on SageMaker, and the local runner after every training job with rules.
+CHECK_RULES_SCRIPT = "check_rules.py"
 
 # ------------------------------------------------------------------ splits and outputs
 
@@ -39,6 +42,8 @@ TRAINING_CHANNELS = (TRAIN_SPLIT, VALID_SPLIT)
 EVALUATION_OUTPUT = "evaluation"
 # compare_deployed.py's processing output, which holds MODEL_CHANGE_FILE.
 MODEL_CHANGE_OUTPUT = "comparison"
+# check_rules.py's processing output, which holds RULES_FILE and RULES_REPORT_FILE.
+RULES_OUTPUT = "rules"
 
 # --------------------------------------------------------------------------- file names
 
@@ -53,6 +58,17 @@ HISTORY_FILE = "history.json"
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 MODEL_CHANGE_FILE = "model_change.json"
+RULES_FILE = "rules.json"
+RULES_REPORT_FILE = "report.md"
+# A rule's status in RULES_FILE: SageMaker's three, and NoData (the rule had nothing to read),
+# which SageMaker's DebugRuleEvaluationStatuses lack and the local runner reports as Error.
+RULE_NO_ISSUES, RULE_ISSUES, RULE_NO_DATA, RULE_ERROR = (
+    "NoIssuesFound",
+    "IssuesFound",
+    "NoData",
+    "Error",
+)
+RULE_STATUSES = (RULE_NO_ISSUES, RULE_ISSUES, RULE_NO_DATA, RULE_ERROR)
 # What preprocess.py unpacks as a dataset (and the local runner fetches as a file, not a prefix).
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 

@@ -512,21 +512,24 @@ def _debugger_outputs(
 
 
 def _evaluate_rules(job: Job, rules: list[dict], tensors_dir: Path) -> list[dict]:
-    """Every rule's status. As on SageMaker, a rule that cannot be evaluated is reported
-    with status Error and never fails the training job it watches."""
+    """Every rule's DebugRuleEvaluationStatuses entry, decided by the bundle's check_rules.py:
+    the code SageMaker runs in `--debugger pipeline`'s processing step, run here with the
+    job's interpreter over the job's tensors, so one implementation decides in both places.
+    As on SageMaker, a rule that cannot be evaluated is reported with status Error and never
+    fails the training job it watches."""
     log.info("[%s] evaluating %d Debugger rule(s)", job.label, len(rules))
     try:
-        # Loaded here: smdebug and numpy cost seconds, and most jobs set no rule.
-        from pipeline.local.debugger import evaluate_rules
-
-        statuses = evaluate_rules(rules, tensors_dir)
-    except Exception as err:
-        log.warning("[%s] Debugger rules not evaluated: %s: %s", job.label, type(err).__name__, err)
+        report = _check_rules(job, rules, tensors_dir)
+        statuses = [_rule_status(entry) for entry in report["rules"]]
+        if len(statuses) != len(rules):
+            raise ValueError(f"{len(statuses)} results for {len(rules)} rules")
+    except Exception as err:  # whatever went wrong, the rules' Error, never the job's
+        log.warning("[%s] Debugger rules not evaluated: %s", job.label, err)
         statuses = [
             {
                 "RuleConfigurationName": rule.get("RuleConfigurationName"),
                 "RuleEvaluationStatus": "Error",
-                "StatusDetails": f"{type(err).__name__}: {err}",
+                "StatusDetails": f"not evaluated: {err}",
             }
             for rule in rules
         ]
@@ -544,6 +547,58 @@ def _evaluate_rules(job: Job, rules: list[dict], tensors_dir: Path) -> list[dict
             f" ({detail})" if detail else "",
         )
     return statuses
+
+
+def _check_rules(job: Job, rules: list[dict], tensors_dir: Path) -> dict:
+    """check_rules.py's rules.json for this job; its output is appended to the job's log."""
+    c = contract()
+    script = _Layout(job.opt_ml).code / c.CHECK_RULES_SCRIPT
+    if not script.is_file():
+        raise JobFailed(
+            f"the job's code has no {c.CHECK_RULES_SCRIPT} (a definition exported before it "
+            "existed: export it again)"
+        )
+    # Beside the job's /opt/ml, as SageMaker keeps a rule's output apart from the job's.
+    output = job.root / "rule-output"
+    output.mkdir(parents=True, exist_ok=True)
+    rules_file = output / "rule-configurations.json"
+    rules_file.write_text(json.dumps(rules, indent=2), encoding="utf-8")
+    command = [job.container.python, str(script), "--tensors-dir", str(tensors_dir)]
+    command += ["--rules", f"@{rules_file}", "--output-dir", str(output)]
+    done = job.supervisor.run(
+        command,
+        cwd=script.parent,
+        env=environment(job, {}),
+        log_path=job.log_path,
+        on_line=lambda _line: None,
+        max_seconds=None,
+    )
+    if done.exit_code != 0:
+        last = done.last_lines[-1] if done.last_lines else "no output"
+        raise JobFailed(
+            f"{c.CHECK_RULES_SCRIPT} exited with code {done.exit_code}: {last} "
+            f"(log: {job.log_path})"
+        )
+    return json.loads((output / c.RULES_FILE).read_text(encoding="utf-8"))
+
+
+def _rule_status(entry: dict) -> dict:
+    """A rules.json entry as SageMaker reports it. DebugRuleEvaluationStatuses know only
+    InProgress, NoIssuesFound, IssuesFound, Error and Stopping/Stopped, so NoData (the rule had
+    nothing to read) becomes Error, the one that says "not judged", with "NoData:" leading the
+    details so the cause stays visible; NoIssuesFound would claim a check that was not made."""
+    c = contract()
+    status, details = entry["status"], entry.get("details") or ""
+    seen = f" [read {entry.get('steps', 0)} step(s), {entry.get('tensors', 0)} tensor(s)]"
+    if status == c.RULE_NO_DATA:
+        status, details = c.RULE_ERROR, f"NoData: {details}"
+    elif status not in (c.RULE_NO_ISSUES, c.RULE_ISSUES, c.RULE_ERROR):
+        raise ValueError(f"rule {entry.get('name')!r}: unknown status {status!r}")
+    return {
+        "RuleConfigurationName": entry["name"],
+        "RuleEvaluationStatus": status,
+        "StatusDetails": details + seen,
+    }
 
 
 def _profiling_interval(arguments: dict) -> int | None:

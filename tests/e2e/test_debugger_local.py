@@ -1,4 +1,5 @@
-"""Debugger rules and the system profiler of the local runner, on tensors of real runs.
+"""Debugger rules (scripts/debugger_rules.py) and the local runner's system profiler, on
+tensors of real runs.
 
 Two runs of the real scripts/train.py on a tiny generated ImageFolder (CPU, 32 px, two epochs)
 save smdebug tensors with --debugger-local-dir, the way the hook writes them for any job:
@@ -11,8 +12,9 @@ save smdebug tensors with --debugger-local-dir, the way the hook writes them for
   VanishingGradient's condition certain: the backbone's gradients are exactly zero.
 
 The loss rules and PoorWeightInitialization are also run on small trials that smdebug's own
-hook writes in this process from scripted losses and tiny networks, where the expected
-outcome is known exactly.
+hook writes in this process from scripted losses and tiny networks (helpers/trials.py), where
+the expected outcome is known exactly. tests/e2e/test_check_rules.py runs the same rules
+through check_rules.py, the command a processing job and the local runner run.
 
 Subprocesses run with one intra-op thread: on two shared cores torch's spinning threads made
 a run ten times slower.
@@ -26,15 +28,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import contract
 import pytest
+from debugger_rules import RELU_INPUTS, evaluate_rules
 from helpers.datagen import make_imagefolder
 from helpers.paths import SCRIPTS
+from helpers.trials import write_losses, write_mlp
 
-from pipeline.local.debugger import evaluate_rules
 from pipeline.local.profiler import SystemMonitor, write_report
 
 RUN_TIMEOUT = 300
@@ -66,8 +68,8 @@ def rule(name: str, **parameters: str) -> dict:
 
 def evaluate_one(config: dict, tensors: Path) -> dict:
     [result] = evaluate_rules([config], tensors)
-    assert set(result) == {"RuleConfigurationName", "RuleEvaluationStatus", "StatusDetails"}
-    assert result["RuleConfigurationName"] == config["RuleConfigurationName"]
+    assert set(result) == {"name", "rule", "status", "details", "steps", "tensors"}
+    assert result["name"] == config["RuleConfigurationName"]
     return result
 
 
@@ -142,18 +144,20 @@ def gradient_count(tensors: Path) -> int:
 
 def test_healthy_densenet161_run_has_no_vanishing_gradient(healthy):
     result = evaluate_one(rule("VanishingGradient"), healthy.tensors)
-    assert result["RuleEvaluationStatus"] == "NoIssuesFound", result
-    details = result["StatusDetails"]
+    assert result["status"] == "NoIssuesFound", result
+    details = result["details"]
     # Every one of DenseNet-161's gradient tensors, at both saved steps.
     assert f"of {gradient_count(healthy.tensors)} gradient tensors" in details
     assert "at 2 of 2 saved steps" in details
     assert "threshold 1e-07" in details
+    assert result["tensors"] == gradient_count(healthy.tensors)
+    assert result["steps"] == 2
 
 
 def test_head_dropout_that_drops_every_unit_makes_gradients_vanish(silenced):
     result = evaluate_one(rule("VanishingGradient"), silenced.tensors)
-    assert result["RuleEvaluationStatus"] == "IssuesFound", result
-    details = result["StatusDetails"]
+    assert result["status"] == "IssuesFound", result
+    details = result["details"]
     assert details.startswith(
         "RuleEvaluationConditionMet: Evaluation of the rule VanishingGradient at step 0 "
     )
@@ -167,27 +171,28 @@ def test_head_dropout_that_drops_every_unit_makes_gradients_vanish(silenced):
 def test_threshold_given_as_a_string_parameter_is_applied(healthy):
     # Healthy gradients are far below 1 on average: a threshold of 1 must flag them.
     result = evaluate_one(rule("VanishingGradient", threshold="1.0"), healthy.tensors)
-    assert result["RuleEvaluationStatus"] == "IssuesFound", result
-    assert "below threshold 1 " in result["StatusDetails"]
+    assert result["status"] == "IssuesFound", result
+    assert "below threshold 1 " in result["details"]
 
 
 def test_every_built_in_rule_of_the_definition_gets_a_status(healthy):
     results = evaluate_rules([rule(name) for name in BUILT_IN], healthy.tensors)
-    statuses = {r["RuleConfigurationName"]: r["RuleEvaluationStatus"] for r in results}
-    assert [r["RuleConfigurationName"] for r in results] == BUILT_IN
+    statuses = {r["name"]: r["status"] for r in results}
+    assert [r["name"] for r in results] == BUILT_IN
     assert statuses["VanishingGradient"] == "NoIssuesFound"
     assert statuses["Overfit"] in ("NoIssuesFound", "IssuesFound")
     assert statuses["Overtraining"] in ("NoIssuesFound", "IssuesFound")
-    # --debugger-local-dir saves no activation inputs: that rule cannot run.
-    assert statuses["PoorWeightInitialization"] == "Error"
-    assert all(r["StatusDetails"] for r in results)
+    # --debugger-local-dir saves no activation inputs: that rule has nothing to read.
+    assert statuses["PoorWeightInitialization"] == "NoData"
+    assert all(r["details"] for r in results)
 
 
-def test_rule_whose_tensors_were_not_saved_is_an_error_naming_them(healthy):
+def test_rule_whose_tensors_were_not_saved_has_no_data_and_names_them(healthy):
     result = evaluate_one(rule("PoorWeightInitialization"), healthy.tensors)
-    assert result["RuleEvaluationStatus"] == "Error"
-    assert ".*relu_input" in result["StatusDetails"]
-    assert "gradients, losses, weights" in result["StatusDetails"]
+    assert result["status"] == "NoData"
+    assert (result["steps"], result["tensors"]) == (0, 0)
+    assert RELU_INPUTS in result["details"]
+    assert "gradients, losses, weights" in result["details"]
 
 
 # ---------------------------------------------------------------------------- errors
@@ -195,19 +200,19 @@ def test_rule_whose_tensors_were_not_saved_is_an_error_naming_them(healthy):
 
 def test_unknown_rule_is_an_error_naming_it(tmp_path):
     result = evaluate_one(rule("DeadRelu"), tmp_path)
-    assert result["RuleEvaluationStatus"] == "Error"
-    assert "'DeadRelu'" in result["StatusDetails"]
-    assert "VanishingGradient" in result["StatusDetails"]  # what is available instead
+    assert result["status"] == "Error"
+    assert "'DeadRelu'" in result["details"]
+    assert "VanishingGradient" in result["details"]  # what is available instead
 
 
-def test_missing_tensors_are_an_error_for_every_rule(tmp_path):
+def test_missing_tensors_are_no_data_for_every_rule(tmp_path):
     results = evaluate_rules([rule(name) for name in BUILT_IN], tmp_path / "tensors")
-    assert [r["RuleEvaluationStatus"] for r in results] == ["Error"] * len(BUILT_IN)
-    assert all("no Debugger tensors" in r["StatusDetails"] for r in results)
+    assert [r["status"] for r in results] == ["NoData"] * len(BUILT_IN)
+    assert all("no Debugger tensors" in r["details"] for r in results)
     (tmp_path / "empty").mkdir()
     [result] = evaluate_rules([rule("Overfit")], tmp_path / "empty")
-    assert result["RuleEvaluationStatus"] == "Error"
-    assert "collections file" in result["StatusDetails"]
+    assert result["status"] == "NoData"
+    assert "collections file" in result["details"]
 
 
 @pytest.mark.parametrize(
@@ -220,86 +225,11 @@ def test_missing_tensors_are_an_error_for_every_rule(tmp_path):
 )
 def test_malformed_or_unknown_parameter_is_an_error(tmp_path, parameters, message):
     result = evaluate_one(rule("Overfit", **parameters), tmp_path)
-    assert result["RuleEvaluationStatus"] == "Error"
-    assert message in result["StatusDetails"]
+    assert result["status"] == "Error"
+    assert message in result["details"]
 
 
 # ----------------------------------------------------------------- scripted smdebug trials
-
-
-def _torch():
-    import torch
-
-    torch.set_num_threads(1)
-    return torch
-
-
-def write_losses(out_dir: Path, phases: list[tuple[str, list[float]]]) -> Path:
-    """A trial whose loss takes the given values, phase by phase (TRAIN or EVAL)."""
-    torch = _torch()
-    import smdebug.pytorch as smd
-
-    class ScriptedLoss(torch.nn.modules.loss._Loss):
-        def forward(self, value):
-            return value
-
-    hook = smd.Hook(
-        out_dir=str(out_dir),
-        save_config=smd.SaveConfig(save_interval=1),
-        include_collections=["losses"],
-    )
-    net, loss = torch.nn.Linear(1, 1), ScriptedLoss()
-    hook.register_module(net)
-    hook.register_loss(loss)
-    for mode, values in phases:
-        hook.set_mode(smd.modes.TRAIN if mode == "TRAIN" else smd.modes.EVAL)
-        for value in values:
-            net(torch.zeros(1, 1))  # a step starts with the model's forward pass
-            loss(torch.tensor(value))
-    hook.close()
-    return out_dir
-
-
-def write_mlp(out_dir: Path, scale: dict[str, float], lr: float = 0.01, steps: int = 8) -> Path:
-    """A trial of a ReLU network trained for a few steps, saving raw activation inputs,
-    gradients and losses every step; `scale` multiplies a layer's initial weights."""
-    torch = _torch()
-    import smdebug.pytorch as smd
-    from torch import nn
-
-    torch.manual_seed(0)
-
-    def block(width_in: int, width_out: int) -> nn.Module:
-        return nn.Sequential(OrderedDict(fc=nn.Linear(width_in, width_out), relu=nn.ReLU()))
-
-    net = nn.Sequential(
-        OrderedDict(block1=block(16, 64), block2=block(64, 64), block3=block(64, 64))
-    )
-    net.add_module("head", nn.Linear(64, 3))
-    with torch.no_grad():
-        for name, module in net.named_modules():
-            if isinstance(module, nn.Linear):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                module.bias.zero_()
-                module.weight.mul_(scale.get(name.split(".")[0], 1.0))
-    hook = smd.Hook(
-        out_dir=str(out_dir),
-        save_config=smd.SaveConfig(save_interval=1),
-        include_collections=["losses", "gradients", "relu_input"],
-    )
-    hook.get_collection("relu_input").include(".*relu_input")
-    criterion = nn.CrossEntropyLoss()
-    hook.register_module(net)
-    hook.register_loss(criterion)
-    hook.set_mode(smd.modes.TRAIN)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-    inputs, targets = torch.randn(32, 16), torch.randint(0, 3, (32,))
-    for _ in range(steps):
-        optimizer.zero_grad()
-        criterion(net(inputs), targets).backward()
-        optimizer.step()
-    hook.close()
-    return out_dir
 
 
 @pytest.mark.parametrize(("validation", "status"), [(1.2, "IssuesFound"), (0.82, "NoIssuesFound")])
@@ -310,36 +240,34 @@ def test_overfit_compares_mean_validation_with_mean_training_loss(tmp_path, vali
                          ("TRAIN", [0.9, 0.8, 0.7]), ("EVAL", [validation])]
     )  # fmt: skip
     result = evaluate_one(rule("Overfit"), trial)
-    assert result["RuleEvaluationStatus"] == status, result
+    assert result["status"] == status, result
     if status == "IssuesFound":
-        assert "mean validation loss 1.2 (steps 3-4)" in result["StatusDetails"]
-        assert "mean training loss 0.8 " in result["StatusDetails"]
+        assert "mean validation loss 1.2 (steps 3-4)" in result["details"]
+        assert "mean training loss 0.8 " in result["details"]
     else:
-        assert "2 evaluation(s) compared" in result["StatusDetails"]
+        assert "2 evaluation(s) compared" in result["details"]
 
 
 def test_overfit_patience_waits_for_consecutive_evaluations(tmp_path):
     phases = [("TRAIN", [0.8]), ("EVAL", [1.2]), ("TRAIN", [0.8]), ("EVAL", [0.8])] * 2
     trial = write_losses(tmp_path / "t", phases)
-    assert evaluate_one(rule("Overfit"), trial)["RuleEvaluationStatus"] == "IssuesFound"
+    assert evaluate_one(rule("Overfit"), trial)["status"] == "IssuesFound"
     relaxed = evaluate_one(rule("Overfit", patience="2"), trial)
-    assert relaxed["RuleEvaluationStatus"] == "NoIssuesFound", relaxed
+    assert relaxed["status"] == "NoIssuesFound", relaxed
 
 
 def test_loss_not_decreasing_flags_a_flat_loss_and_passes_a_falling_one(tmp_path):
     falling = write_losses(tmp_path / "falling", [("TRAIN", [2.0 - 0.05 * i for i in range(30)])])
     flat = write_losses(tmp_path / "flat", [("TRAIN", [2.0, 1.5, 1.0] + [1.0] * 27)])
     passed = evaluate_one(rule("LossNotDecreasing"), falling)
-    assert passed["RuleEvaluationStatus"] == "NoIssuesFound", passed
-    assert "in all 2 comparisons" in passed["StatusDetails"]
+    assert passed["status"] == "NoIssuesFound", passed
+    assert "in all 2 comparisons" in passed["details"]
     flagged = evaluate_one(rule("LossNotDecreasing"), flat)
-    assert flagged["RuleEvaluationStatus"] == "IssuesFound", flagged
-    assert (
-        "did not decrease over 10 steps: 1 at step 20 vs 1 at step 10" in flagged["StatusDetails"]
-    )
+    assert flagged["status"] == "IssuesFound", flagged
+    assert "did not decrease over 10 steps: 1 at step 20 vs 1 at step 10" in flagged["details"]
     # Falling 0.5 every 10 steps is not the 40% asked for.
     strict = evaluate_one(rule("LossNotDecreasing", diff_percent="40"), falling)
-    assert strict["RuleEvaluationStatus"] == "IssuesFound", strict
+    assert strict["status"] == "IssuesFound", strict
 
 
 def test_loss_not_decreasing_prefers_validation_losses(tmp_path):
@@ -347,10 +275,10 @@ def test_loss_not_decreasing_prefers_validation_losses(tmp_path):
     phases = [("TRAIN", [1.0 - 0.01 * i for i in range(12)]), ("EVAL", [1.0] * 12)]
     trial = write_losses(tmp_path / "t", phases)
     default = evaluate_one(rule("LossNotDecreasing"), trial)
-    assert default["RuleEvaluationStatus"] == "IssuesFound", default
-    assert "(EVAL mode)" in default["StatusDetails"]
+    assert default["status"] == "IssuesFound", default
+    assert "(EVAL mode)" in default["details"]
     train = evaluate_one(rule("LossNotDecreasing", mode="TRAIN"), trial)
-    assert train["RuleEvaluationStatus"] == "NoIssuesFound", train
+    assert train["status"] == "NoIssuesFound", train
 
 
 def test_overtraining_flags_a_validation_loss_that_stopped_improving(tmp_path):
@@ -358,21 +286,23 @@ def test_overtraining_flags_a_validation_loss_that_stopped_improving(tmp_path):
     stalled = [phase for i, p in enumerate(improving) for phase in (p, ("EVAL", [1.0 + 0.01 * i]))]
     trial = write_losses(tmp_path / "t", stalled)
     result = evaluate_one(rule("Overtraining", patience_validation="5"), trial)
-    assert result["RuleEvaluationStatus"] == "IssuesFound", result
-    assert "the validation loss has not improved by more than delta 0.1" in result["StatusDetails"]
+    assert result["status"] == "IssuesFound", result
+    assert "the validation loss has not improved by more than delta 0.1" in result["details"]
     patient = evaluate_one(rule("Overtraining"), trial)  # patience_validation 10 > 7 stale
-    assert patient["RuleEvaluationStatus"] == "NoIssuesFound", patient
+    assert patient["status"] == "NoIssuesFound", patient
 
 
 def test_poor_weight_initialization_flags_a_layer_initialised_too_large(tmp_path):
     balanced = evaluate_one(rule("PoorWeightInitialization"), write_mlp(tmp_path / "ok", {}))
-    assert balanced["RuleEvaluationStatus"] == "NoIssuesFound", balanced
-    assert "over 3 tensors" in balanced["StatusDetails"]
+    assert balanced["status"] == "NoIssuesFound", balanced
+    assert "over 3 tensors" in balanced["details"]
+    # 3 ReLU inputs, 8 gradients (4 layers, weight and bias), the loss.
+    assert (balanced["steps"], balanced["tensors"]) == (8, 3 + 8 + 1)
     scaled = write_mlp(tmp_path / "scaled", {"block2": 10.0})
     result = evaluate_one(rule("PoorWeightInitialization"), scaled)
-    assert result["RuleEvaluationStatus"] == "IssuesFound", result
-    assert "activation input variance differs" in result["StatusDetails"]
-    assert "at step 0" in result["StatusDetails"]
+    assert result["status"] == "IssuesFound", result
+    assert "activation input variance differs" in result["details"]
+    assert "at step 0" in result["details"]
 
 
 def test_poor_weight_initialization_flags_tiny_gradients_with_a_stalled_loss(tmp_path):
@@ -381,13 +311,13 @@ def test_poor_weight_initialization_flags_tiny_gradients_with_a_stalled_loss(tmp
     tiny = write_mlp(tmp_path / "tiny", dict.fromkeys(("block1", "block2", "block3"), 1e-3), lr=0)
     one_layer = rule("PoorWeightInitialization", activation_inputs_regex="block1.relu_input")
     result = evaluate_one(one_layer, tiny)
-    assert result["RuleEvaluationStatus"] == "IssuesFound", result
-    assert "5th-95th percentile spread of the gradients" in result["StatusDetails"]
+    assert result["status"] == "IssuesFound", result
+    assert "5th-95th percentile spread of the gradients" in result["details"]
     # The same narrow gradients are no issue while the loss still falls.
     learning = write_mlp(tmp_path / "learning", dict.fromkeys(("block1", "block2", "block3"), 1e-3))
     passed = evaluate_one(one_layer, learning)
-    assert passed["RuleEvaluationStatus"] == "NoIssuesFound", passed
-    assert "below the range but the loss kept falling" in passed["StatusDetails"]
+    assert passed["status"] == "NoIssuesFound", passed
+    assert "below the range but the loss kept falling" in passed["details"]
 
 
 @pytest.mark.timeout(60)
@@ -402,7 +332,7 @@ def test_trial_of_a_crashed_job_or_a_rank_zero_hook_is_read_without_waiting(tmp_
     collections.write_text(json.dumps(content))
     started = time.monotonic()
     result = evaluate_one(rule("Overfit"), trial)
-    assert result["RuleEvaluationStatus"] == "IssuesFound", result
+    assert result["status"] == "IssuesFound", result
     assert time.monotonic() - started < 30
 
 

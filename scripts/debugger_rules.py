@@ -1,25 +1,32 @@
-"""SageMaker Debugger's built-in tensor rules, evaluated locally on a finished job's tensors.
+"""SageMaker Debugger's built-in tensor rules, evaluated on a finished job's tensors.
 
-On SageMaker every entry of a training job's `DebugRuleConfigurations` runs in an AWS rule
-container beside the job and ends with a status in `DebugRuleEvaluationStatuses`. Those
-rules are not part of the smdebug package, so this module re-implements the ones the pipeline
-attaches (VanishingGradient, Overfit, Overtraining, PoorWeightInitialization) and
-LossNotDecreasing as `smdebug.rules.Rule` subclasses, with the parameters and defaults of the
-AWS documentation ("List of Debugger built-in rules"), and runs each with smdebug's
-`invoke_rule` over the trial, step by step, as the rule container does.
+The one implementation of the rules: `check_rules.py` runs it in a processing job on SageMaker
+(`--debugger pipeline`, for accounts that Debugger no longer admits) and the local runner runs
+that same script after a training job. On SageMaker proper every entry of a training job's
+`DebugRuleConfigurations` runs in an AWS rule container beside the job; those rules are not
+part of the smdebug package, so this module re-implements the ones the pipeline attaches
+(VanishingGradient, Overfit, Overtraining, PoorWeightInitialization) and LossNotDecreasing as
+`smdebug.rules.Rule` subclasses, with the parameters and defaults of the AWS documentation
+("List of Debugger built-in rules"), and runs each with smdebug's `invoke_rule` over the trial,
+step by step, as the rule container does.
 
 `evaluate_rules(rule_configs, tensors_dir)` takes the definition's entries as they are
 (`RuleParameters` values are strings; `rule_to_invoke` names the rule) and returns, per entry,
-`RuleConfigurationName`, `RuleEvaluationStatus` and `StatusDetails`:
+`{"name", "rule", "status", "details", "steps", "tensors"}`: `steps` and `tensors` count what
+the rule actually read, so a NoIssuesFound over 0 tensors cannot pass for a healthy run.
 
 - IssuesFound: the rule raised RuleEvaluationConditionMet; the details say at which step and
   which values (SageMaker's own sentence, followed by the offending values);
 - NoIssuesFound: the rule reached the end of the data (smdebug's NoMoreData) without meeting
   its condition; the details say what was checked, over which steps;
+- NoData: there was nothing for the rule to read: no tensors at all (hook off, smdebug missing
+  in the job, a job that died before its first step), or not the tensors this rule needs (for
+  example PoorWeightInitialization without ReLU inputs). SageMaker's statuses have no NoData
+  (the caller maps it, see training_job.py); it is kept apart here so that a gate can tell
+  "the rule found nothing wrong" from "the rule saw nothing";
 - Error: the rule could not be evaluated: an unknown `rule_to_invoke`, a malformed or unknown
-  parameter, no tensors at all, or tensors the rule needs that the hook did not save (for
-  example PoorWeightInitialization without a `relu_input` collection). Like SageMaker, an
-  Error never fails the training job.
+  parameter, a tensor file that cannot be read (named in the details), or a bug. Like
+  SageMaker, an Error never fails the training job.
 
 What the rules read. train.py's hook saves the `losses` (TRAIN and EVAL modes), `weights` and
 `gradients` collections: raw tensors when built from SageMaker's hook config (the rules'
@@ -42,6 +49,9 @@ until every worker the hook declared has written its collection file and until t
 writes its end marker; a job that crashed never writes the marker, and train.py hooks rank 0
 only while the hook declares the whole torchrun world, so that reader would wait forever. The
 trial is therefore read as a finished LocalTrial (`_finished_trial`).
+
+smdebug comes from `smdebug_loader` (AWS's images have none; the bundle carries its wheel), so
+it is loaded before anything of it is imported: importing this module loads it.
 """
 
 from __future__ import annotations
@@ -55,30 +65,49 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from smdebug.core.modes import ModeKeys
-from smdebug.core.utils import get_worker_name_from_collection_file
-from smdebug.exceptions import (
+import smdebug_loader
+from contract import RULE_ERROR, RULE_ISSUES, RULE_NO_DATA, RULE_NO_ISSUES
+
+# The rules subclass smdebug's Rule, so smdebug must be importable before the classes below
+# are defined: from the interpreter, or installed from the bundled wheel by the loader.
+smdebug_loader.load()
+
+from smdebug.core.modes import ModeKeys  # noqa: E402
+from smdebug.core.utils import get_worker_name_from_collection_file  # noqa: E402
+from smdebug.exceptions import (  # noqa: E402
     MissingCollectionFiles,
     NoMoreData,
     RuleEvaluationConditionMet,
     TensorUnavailable,
     TensorUnavailableForStep,
 )
-from smdebug.rules import Rule
-from smdebug.rules.rule_invoker import invoke_rule
-from smdebug.trials.local_trial import LocalTrial
+from smdebug.rules import Rule  # noqa: E402
+from smdebug.rules.rule_invoker import invoke_rule  # noqa: E402
+from smdebug.trials.local_trial import LocalTrial  # noqa: E402
 
 __all__ = ["RULES", "evaluate_rules"]
 
-NO_ISSUES, ISSUES, ERROR = "NoIssuesFound", "IssuesFound", "Error"
+NO_ISSUES, ISSUES, NO_DATA, ERROR = RULE_NO_ISSUES, RULE_ISSUES, RULE_NO_DATA, RULE_ERROR
 MAX_STEPS_READ = 10
 GRADIENT_SAMPLE = 4096
 # How many offending tensors a finding names before summarising the rest.
 NAMED_OFFENDERS = 3
+# Every ReLU module's input as smdebug names it (`<module path>_input_<i>`): DenseNet's dense
+# layers have relu1 and relu2, its stem relu0 and its transitions relu. AWS's documented
+# default, `.*relu_input`, matches the 3 transition ReLUs of DenseNet alone.
+RELU_INPUTS = r".*relu\d*_input_\d+"
 
 
 class RuleSetupError(Exception):
-    """The rule cannot be evaluated on this trial (bad parameter, tensors not saved)."""
+    """The rule cannot be evaluated as configured (bad parameter): status Error."""
+
+
+class RuleNoData(RuleSetupError):
+    """The tensors the rule reads were not saved (or none at all were): status NoData."""
+
+
+class TensorFileError(Exception):
+    """A saved tensor could not be read (a truncated or corrupt event file): status Error."""
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -135,20 +164,48 @@ class Param:
 # ------------------------------------------------------------------------- trial helpers
 
 
-def _value(trial, name: str, step: int) -> float | None:
-    """A scalar tensor's value at a global step; None where it was not saved."""
+def _event_file(trial, name: str, step: int) -> str:
+    """The event file smdebug's index says holds `name` at `step` (for error messages)."""
+    with contextlib.suppress(Exception):
+        saved = trial.tensor(name)._step(step_num=step)
+        locations = [saved.location, *saved.reduction_locations().values()]
+        files = sorted({loc.event_file_name for loc in locations if loc is not None})
+        if files:
+            return ", ".join(files)
+    return "an unknown event file"
+
+
+def _read(trial, name: str, step: int, read: Callable[[], object]):
+    """`read()`, None where the tensor was not saved at that step; a TensorFileError naming
+    the file when the bytes there do not decode. smdebug's reader fails deep inside (an
+    IndexError or struct.error on a truncated file), which would name no file at all."""
     try:
-        return float(np.asarray(trial.tensor(name).value(step)).reshape(-1)[0])
+        return read()
     except (TensorUnavailableForStep, TensorUnavailable):
         return None
+    except Exception as err:
+        raise TensorFileError(
+            f"cannot read tensor {name!r} at step {step} from {_event_file(trial, name, step)} "
+            f"(truncated or corrupt?): {type(err).__name__}: {err}"
+        ) from err
+
+
+def _value(trial, name: str, step: int) -> float | None:
+    """A scalar tensor's value at a global step; None where it was not saved."""
+    value = _read(trial, name, step, lambda: trial.tensor(name).value(step))
+    return None if value is None else float(np.asarray(value).reshape(-1)[0])
 
 
 def _reduction(trial, name: str, step: int, reduction: str, absolute: bool) -> float | None:
-    try:
-        value = trial.tensor(name).reduction_value(step, reduction, abs=absolute)
-    except (TensorUnavailableForStep, TensorUnavailable):
-        return None
+    value = _read(
+        trial, name, step, lambda: trial.tensor(name).reduction_value(step, reduction, abs=absolute)
+    )
     return None if value is None else float(value)
+
+
+def _raw(trial, name: str, step: int) -> np.ndarray | None:
+    value = _read(trial, name, step, lambda: trial.tensor(name).value(step))
+    return None if value is None else np.asarray(value, dtype=np.float64)
 
 
 def _matching(trial, patterns: list[str]) -> list[str]:
@@ -216,17 +273,17 @@ class _FinishedJobTrial(LocalTrial):
 
 
 def _finished_trial(tensors_dir: Path):
-    """The trial of a finished job, or RuleSetupError when the folder holds none."""
+    """The trial of a finished job, or RuleNoData when the folder holds none."""
     if not tensors_dir.is_dir():
-        raise RuleSetupError(
-            f"no Debugger tensors: {tensors_dir} does not exist (the job saved none: is smdebug "
-            "installed in the job (requirements.txt) and its hook configured?)"
+        raise RuleNoData(
+            f"no Debugger tensors: {tensors_dir} does not exist (the job saved none: its hook "
+            "was off, smdebug could not be loaded in the job, or it ended before its first step)"
         )
     collections = tensors_dir / "collections"
     if not collections.is_dir() or not any(collections.rglob("*collections.json")):
-        raise RuleSetupError(
+        raise RuleNoData(
             f"no Debugger tensors in {tensors_dir}: the hook never wrote its collections file "
-            "(the job failed before its first step, or smdebug is not installed in the job)"
+            "(the job failed before its first step, or smdebug could not be loaded in it)"
         )
     with _quiet_smdebug():
         trial = _FinishedJobTrial(name=tensors_dir.name, dirname=str(tensors_dir))
@@ -234,7 +291,7 @@ def _finished_trial(tensors_dir: Path):
         trial.loaded_all_steps = True
         saved = trial.steps()
     if not saved:
-        raise RuleSetupError(f"no Debugger tensors in {tensors_dir}: the hook saved no step")
+        raise RuleNoData(f"no Debugger tensors in {tensors_dir}: the hook saved no step")
     trial.last_complete_step = saved[-1]
     return trial
 
@@ -246,12 +303,31 @@ class LocalRule(Rule):
     """A built-in rule: documented parameters, and sentences for the status details."""
 
     PARAMETERS: dict[str, Param] = {}
+    CHECKS = ""  # what the rule checks, one sentence for the report
 
     def __init__(self, base_trial, **parameters):
         super().__init__(base_trial, action_str=None)
         for name, param in self.PARAMETERS.items():
             setattr(self, name, parameters.get(name, param.default))
         self.finding = ""  # the offending values, once the condition is met
+        # What the rule actually read, reported beside its status.
+        self.steps_read: set[int] = set()
+        self.tensors_read: set[str] = set()
+
+    def _seen(self, name: str, step: int, value):
+        if value is not None:
+            self.steps_read.add(step)
+            self.tensors_read.add(name)
+        return value
+
+    def value(self, name: str, step: int) -> float | None:
+        return self._seen(name, step, _value(self.base_trial, name, step))
+
+    def reduction(self, name: str, step: int, reduction: str, absolute: bool) -> float | None:
+        return self._seen(name, step, _reduction(self.base_trial, name, step, reduction, absolute))
+
+    def raw(self, name: str, step: int) -> np.ndarray | None:
+        return self._seen(name, step, _raw(self.base_trial, name, step))
 
     @classmethod
     def parse_parameters(cls, raw: dict[str, str]) -> dict[str, object]:
@@ -298,11 +374,10 @@ def _loss_tensors(trial, collection_names=None, tensor_regex=None, use_losses=Tr
         steps = trial.tensor(name).steps()
         if not steps:
             continue
-        try:
-            size = np.asarray(trial.tensor(name).value(steps[0])).size
-        except TensorUnavailableForStep:
+        value = _read(trial, name, steps[0], lambda n=name, s=steps[0]: trial.tensor(n).value(s))
+        if value is None:
             continue  # saved as reductions only: not a loss value
-        if size == 1:
+        if np.asarray(value).size == 1:
             scalars.append(name)
     return scalars
 
@@ -314,13 +389,17 @@ def _modes_of(trial, name: str) -> set[ModeKeys]:
 class VanishingGradient(LocalRule):
     """True when the mean of |gradient| of any gradient tensor drops below `threshold`."""
 
+    CHECKS = (
+        "the mean |gradient| of every saved gradient tensor, at up to 10 of its saved steps, "
+        "against `threshold` (1e-7): a layer that stopped learning"
+    )
     PARAMETERS = {"threshold": Param(_float, 1e-7)}
 
     def __init__(self, base_trial, **parameters):
         super().__init__(base_trial, **parameters)
         self.names = _collection_names(base_trial, "gradients")
         if not self.names:
-            raise RuleSetupError(
+            raise RuleNoData(
                 "VanishingGradient needs the gradients collection, which the hook did not save "
                 f"(saved collections: {_saved_collections(base_trial)})"
             )
@@ -335,7 +414,7 @@ class VanishingGradient(LocalRule):
             return False
         offenders = []
         for name in self.names:
-            value = _reduction(self.base_trial, name, step, "mean", absolute=True)
+            value = self.reduction(name, step, "mean", absolute=True)
             if value is None:
                 continue
             if self.smallest is None or value < self.smallest[0]:
@@ -377,6 +456,10 @@ class LossNotDecreasing(LocalRule):
     decrease.
     """
 
+    CHECKS = (
+        "that each loss fell (by `diff_percent`) over every `num_steps` (10) steps, validation "
+        "losses first"
+    )
     PARAMETERS = {
         "collection_names": Param(_names, None),
         "tensor_regex": Param(_names, None),
@@ -398,7 +481,7 @@ class LossNotDecreasing(LocalRule):
             base_trial, self.collection_names, self.tensor_regex, self.use_losses_collection
         )
         if not self.names:
-            raise RuleSetupError(
+            raise RuleNoData(
                 "LossNotDecreasing found no scalar loss tensors (losses collection, "
                 f"collection_names, tensor_regex); saved collections: "
                 f"{_saved_collections(base_trial)}"
@@ -417,7 +500,7 @@ class LossNotDecreasing(LocalRule):
             return False
         position = step if self.mode == ModeKeys.GLOBAL else mode_step
         for name in self.names:
-            value = _value(self.base_trial, name, step)
+            value = self.value(name, step)
             if value is None:
                 continue
             history = self.history[name]
@@ -467,6 +550,10 @@ class Overfit(LocalRule):
     Without `tensor_regex` the losses collection is compared (AWS: "all scalar tensors").
     """
 
+    CHECKS = (
+        "the mean validation loss of each evaluation against the mean training loss before it: "
+        "more than `ratio_threshold` (10 %) above for `patience` evaluations is overfitting"
+    )
     PARAMETERS = {
         "tensor_regex": Param(_names, None),
         "start_step": Param(_count, 0),
@@ -482,7 +569,7 @@ class Overfit(LocalRule):
             n for n in names if _modes_of(base_trial, n) == {ModeKeys.TRAIN, ModeKeys.EVAL}
         ]
         if not self.names:
-            raise RuleSetupError(
+            raise RuleNoData(
                 "Overfit compares training and validation losses, but no loss tensor was saved "
                 f"in both TRAIN and EVAL modes (loss tensors: {names or 'none'}); the training "
                 "script sets the hook's mode for validation (hook.set_mode)"
@@ -497,7 +584,7 @@ class Overfit(LocalRule):
             return False
         mode, _ = self.base_trial.mode_modestep(step)
         for name in self.names:
-            value = _value(self.base_trial, name, step)
+            value = self.value(name, step)
             if value is None:
                 continue
             if mode == ModeKeys.TRAIN:
@@ -551,6 +638,10 @@ class Overtraining(LocalRule):
     saved EVAL steps: training on no longer pays (the documentation points to early
     stopping as the cure)."""
 
+    CHECKS = (
+        "that the training (validation) loss still improves on its best by more than `delta` "
+        "(0.1) within `patience_train` (5) / `patience_validation` (10) saved steps"
+    )
     PARAMETERS = {
         "patience_train": Param(_count, 5),
         "patience_validation": Param(_count, 10),
@@ -562,7 +653,7 @@ class Overtraining(LocalRule):
         losses = _loss_tensors(base_trial)
         self.names = [n for n in losses if ModeKeys.TRAIN in _modes_of(base_trial, n)]
         if not self.names:
-            raise RuleSetupError(
+            raise RuleNoData(
                 f"Overtraining needs training losses (TRAIN mode); loss tensors: {losses or 'none'}"
             )
         # Per (loss, mode): [best value, its step, saved steps since, steps seen].
@@ -578,7 +669,7 @@ class Overtraining(LocalRule):
             return False
         patience = self.patience_train if mode == ModeKeys.TRAIN else self.patience_validation
         for name in self.names:
-            value = _value(self.base_trial, name, step)
+            value = self.value(name, step)
             if value is None:
                 continue
             state = self.state[(name, mode)]
@@ -620,10 +711,19 @@ class PoorWeightInitialization(LocalRule):
     The AWS documentation lists these three checks without saying how they combine; a spread
     of all gradients is small in any large healthy network, so here it counts only together
     with a stalled loss.
+
+    The default `activation_inputs_regex` is RELU_INPUTS, not AWS's documented `.*relu_input`:
+    that one sees only 3 of DenseNet-161's 160 ReLUs (the transitions'), so a badly scaled
+    dense layer would go unnoticed. An explicit parameter is used as given.
     """
 
+    CHECKS = (
+        "over the first `steps` (10) training steps, the variance of every ReLU's input across "
+        "layers (a spread above `threshold`, 10x, is a badly scaled layer) and the gradients' "
+        "5th-95th percentile spread with a stalled loss"
+    )
     PARAMETERS = {
-        "activation_inputs_regex": Param(_names, [".*relu_input"]),
+        "activation_inputs_regex": Param(_names, [RELU_INPUTS]),
         "threshold": Param(_float, 10.0),
         "distribution_range": Param(_float, 0.001),
         "patience": Param(_count, 5),
@@ -634,11 +734,11 @@ class PoorWeightInitialization(LocalRule):
         super().__init__(base_trial, **parameters)
         self.activations = _matching(base_trial, self.activation_inputs_regex)
         if not self.activations:
-            raise RuleSetupError(
+            raise RuleNoData(
                 "PoorWeightInitialization needs activation inputs matching "
                 f"{', '.join(self.activation_inputs_regex)}, which the hook did not save "
-                f"(saved collections: {_saved_collections(base_trial)}); SageMaker's config "
-                "for this rule adds a relu_input collection (include_regex .*relu_input)"
+                f"(saved collections: {_saved_collections(base_trial)}); the hook saves them in a "
+                f"relu_input collection (include_regex {RELU_INPUTS})"
             )
         self.gradients = _collection_names(base_trial, "gradients")
         # Read at training steps only, so these are training losses.
@@ -661,7 +761,7 @@ class PoorWeightInitialization(LocalRule):
         self.analysed.append(step)
         variances = {}
         for name in self.activations:
-            std = _reduction(self.base_trial, name, step, "std", absolute=False)
+            std = self.reduction(name, step, "std", absolute=False)
             if std is not None:
                 variances[name] = std * std
         if len(variances) >= 2:
@@ -677,9 +777,8 @@ class PoorWeightInitialization(LocalRule):
                 )
         samples = []
         for name in self.gradients:
-            try:
-                raw = np.asarray(self.base_trial.tensor(name).value(step), dtype=np.float64)
-            except (TensorUnavailableForStep, TensorUnavailable):
+            raw = self.raw(name, step)
+            if raw is None:
                 continue
             flat = raw.reshape(-1)
             samples.append(flat[:: max(1, flat.size // GRADIENT_SAMPLE)])
@@ -688,7 +787,7 @@ class PoorWeightInitialization(LocalRule):
             low, high = np.percentile(np.concatenate(samples), [5, 95])
             self.spreads.append((step, float(high - low)))
         for name in self.losses:
-            value = _value(self.base_trial, name, step)
+            value = self.value(name, step)
             if value is not None:
                 self.loss_values.append((step, value))
                 break
@@ -769,11 +868,14 @@ RULES: dict[str, type[LocalRule]] = {
 # ---------------------------------------------------------------------------- evaluation
 
 
-def _status(config: dict, status: str, details: str) -> dict:
+def _result(config: dict, rule: str, status: str, details: str, rule_run=None) -> dict:
     return {
-        "RuleConfigurationName": config.get("RuleConfigurationName"),
-        "RuleEvaluationStatus": status,
-        "StatusDetails": details,
+        "name": config.get("RuleConfigurationName") or rule,
+        "rule": rule,
+        "status": status,
+        "details": details,
+        "steps": len(rule_run.steps_read) if rule_run is not None else 0,
+        "tensors": len(rule_run.tensors_read) if rule_run is not None else 0,
     }
 
 
@@ -790,43 +892,67 @@ def _run(rule: LocalRule) -> tuple[str, str]:
         last = rule.base_trial.steps()[-1]
         met = RuleEvaluationConditionMet(name, last)
         return ISSUES, f"RuleEvaluationConditionMet: {met}: {rule.finding}"
+    if not rule.tensors_read:
+        # Its tensors exist but none had a value at a step it judges (e.g. nothing saved in
+        # PoorWeightInitialization's first steps): "no issues" would claim a check not made.
+        return NO_DATA, f"{name} read no tensor value: {rule.summary()}"
     return NO_ISSUES, f"No issues found by {name}: {rule.summary()}"
 
 
+def _load_trial(tensors_dir: Path):
+    """(trial, None), or (None, (status, details)) when there is no trial to read."""
+    try:
+        return _finished_trial(tensors_dir), None
+    except RuleNoData as err:
+        return None, (NO_DATA, str(err))
+    except MissingCollectionFiles:
+        return None, (NO_DATA, f"no Debugger tensors in {tensors_dir}: no collections file")
+    except Exception as err:  # a damaged index or collections file: every rule's Error
+        return None, (
+            ERROR,
+            f"cannot read the Debugger trial in {tensors_dir}: {type(err).__name__}: {err}",
+        )
+
+
 def evaluate_rules(rule_configs: list[dict], tensors_dir: Path) -> list[dict]:
-    """The evaluation status of every rule configuration, in order (see the module doc)."""
+    """The evaluation result of every rule configuration, in order (see the module doc)."""
     tensors_dir = Path(tensors_dir)
     results = []
-    trial, trial_error = None, None
+    loaded = None  # (trial, failure), read once, at the first rule that needs it
     for config in rule_configs:
         parameters = dict(config.get("RuleParameters") or {})
-        rule_name = parameters.get("rule_to_invoke") or config.get("RuleConfigurationName")
-        rule_class = RULES.get(str(rule_name))
+        rule_name = str(parameters.get("rule_to_invoke") or config.get("RuleConfigurationName"))
+        rule_class = RULES.get(rule_name)
         if rule_class is None:
             results.append(
-                _status(
+                _result(
                     config,
+                    rule_name,
                     ERROR,
-                    f"rule_to_invoke {rule_name!r} is not a rule the local runner implements "
-                    f"({', '.join(sorted(RULES))}); it runs only in SageMaker's rule container",
+                    f"rule_to_invoke {rule_name!r} is not a rule this implementation has "
+                    f"({', '.join(sorted(RULES))})",
                 )
             )
             continue
+        rule = None
         try:
             kwargs = rule_class.parse_parameters(parameters)
-            if trial is None and trial_error is None:
-                try:
-                    trial = _finished_trial(tensors_dir)
-                except (RuleSetupError, MissingCollectionFiles) as err:
-                    trial_error = str(err)
-            if trial_error is not None:
-                raise RuleSetupError(trial_error)
-            with _quiet_smdebug():
-                rule = rule_class(trial, **kwargs)
-                status, details = _run(rule)
+            if loaded is None:
+                loaded = _load_trial(tensors_dir)
+            trial, failure = loaded
+            if failure is not None:
+                status, details = failure
+            else:
+                with _quiet_smdebug():
+                    rule = rule_class(trial, **kwargs)
+                    status, details = _run(rule)
+        except RuleNoData as err:
+            status, details = NO_DATA, str(err)
         except RuleSetupError as err:
             status, details = ERROR, str(err)
+        except TensorFileError as err:
+            status, details = ERROR, f"{rule_name}: {err}"
         except Exception as err:  # a broken rule is that rule's Error, as on SageMaker
-            status, details = ERROR, f"{rule_class.__name__} failed: {type(err).__name__}: {err}"
-        results.append(_status(config, status, details))
+            status, details = ERROR, f"{rule_name} failed: {type(err).__name__}: {err}"
+        results.append(_result(config, rule_name, status, details, rule))
     return results
