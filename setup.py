@@ -50,7 +50,8 @@ setup(
     python_requires=">=3.10",
     packages=["pipeline", "pipeline.cli", "pipeline.local", "steps", "pipeline.scripts_bundle"],
     package_dir={"pipeline.scripts_bundle": "scripts"},
-    package_data={"pipeline.scripts_bundle": ["*.py", "requirements.txt"]},
+    # bundle.INCLUDE_SUFFIXES: the scripts and the smdebug wheel they install in the jobs.
+    package_data={"pipeline.scripts_bundle": ["*.py", "*.whl"]},
     include_package_data=False,
     install_requires=[
         "sagemaker>=2.257.7,<3",

@@ -26,7 +26,10 @@ from types import ModuleType
 from pipeline.config import PipelineConfig
 
 # Only these travel to the jobs: no caches, no editor files, nothing a user left lying there.
-INCLUDE_SUFFIXES = (".py", ".txt")
+# The wheel is smdebug's (scripts/smdebug_loader.py installs it, offline, in jobs that save
+# tensors). No .txt: SageMaker's training toolkit pip-installs a requirements.txt from PyPI
+# before every job, which fails without internet and downgrades the image's packages.
+INCLUDE_SUFFIXES = (".py", ".whl")
 TARBALL_NAME = "sourcedir.tar.gz"
 
 

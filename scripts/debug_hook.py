@@ -1,7 +1,7 @@
 """The SageMaker Debugger (smdebug) hook of a training run.
 
-smdebug is installed by requirements.txt, but the import is optional: without it training
-runs, and warns when SageMaker configured Debugger. With SageMaker's hook config
+smdebug is loaded only when a hook is asked for (smdebug_loader.py: the interpreter's own, else
+the wheel in the code bundle); a run without either gets no hook. With SageMaker's hook config
 (/opt/ml/input/config/debughookconfig.json) the hook is built from it. Otherwise a local
 folder (train.py's `--debugger-local-dir`) gets a hook that saves the losses every
 `loss_interval` steps and, every `tensor_interval` training steps, reductions (mean, std,
@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+import smdebug_loader
 import torch
 from data import SetupError
 from distributed import Runtime, log
@@ -32,16 +34,14 @@ def sagemaker_debugger_config() -> Path | None:
 
 
 def check_local_dir(local_dir: str | None) -> None:
-    """Fail before training (and on every rank) when `local_dir` cannot work."""
-    if not local_dir or sagemaker_debugger_config():
+    """Fail before training (and on every rank) when the hook this run asks for cannot work:
+    smdebug does not load (SageMaker's config or `local_dir`), or `local_dir` holds a trial."""
+    config = sagemaker_debugger_config()
+    if not local_dir and config is None:
         return
-    try:
-        import smdebug.pytorch  # noqa: F401
-    except ImportError as err:
-        raise SetupError(
-            f"argument --debugger_local_dir: smdebug is not installed ({err}); "
-            "pip install -r requirements.txt"
-        ) from None
+    smdebug_loader.load()
+    if config is not None:
+        return
     out_dir = Path(local_dir)
     # smdebug refuses to write into an existing trial (it would mix two runs' steps).
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -62,15 +62,7 @@ def create_hook(
     config = sagemaker_debugger_config()
     if config is None and not local_dir:
         return None
-    try:
-        import smdebug.pytorch as smd
-    except ImportError as err:
-        print(
-            f"WARNING: SageMaker Debugger is configured ({config}) but smdebug is not "
-            f"installed ({err}); no tensors will be saved and Debugger rules get no data",
-            flush=True,
-        )
-        return None
+    smd = smdebug_loader.load()
     if config is not None:
         if local_dir:
             log(runtime, f"SageMaker Debugger config {config} wins over --debugger-local-dir")
@@ -101,7 +93,7 @@ def create_hook(
                 # Weights do not change while validating and there are no gradients.
                 smd.modes.EVAL: every(save_interval=1, end_step=0),
             }
-    _save_half_precision_as_float32(hook)
+    _convert_tensors_for_smdebug(hook)
     hook.register_module(model)
     for loss in losses:
         hook.register_loss(loss)
@@ -109,35 +101,47 @@ def create_hook(
     return hook
 
 
-def _save_half_precision_as_float32(hook) -> None:
-    """Make `hook` upcast bf16 and fp16 tensors to float32 before it converts them to numpy.
+class _WithToString(np.ndarray):
+    """An ndarray view that still has tostring(), which numpy 2.3 removed (2.2 deprecates it)
+    and smdebug's tensor writer calls on every array it saves (smdebug/core/tfevent/util.py,
+    make_tensor_proto): the same bytes as tobytes()."""
+
+    def tostring(self, order="C"):
+        return self.tobytes(order)
+
+
+def _convert_tensors_for_smdebug(hook) -> None:
+    """Make `hook` hand its writer arrays it can save: bf16 and fp16 as float32, and with the
+    tostring() that numpy >= 2.3 lacks.
 
     smdebug converts every tensor it saves with `.numpy()` (smdebug/pytorch/hook.py,
     `Hook._make_numpy_array`), and numpy has no bfloat16: under bf16 autocast (`--amp auto`
     on A10G, A100, L4, H100) the first activation saved, such as PoorWeightInitialization's
     relu_input, raised `TypeError: Got unsupported ScalarType BFloat16` and ended the job at
     its first step. fp16 ones were saved as float16, in which the rules' squares (variances,
-    norms) overflow beyond 65504. smdebug is unmaintained (1.0.34 is its last release), so
-    this hook instance, not the installed library, gets the fix: everything the hook writes
-    (raw tensors, reductions, shapes, scalars) goes through that one static method, always
-    looked up on the instance (smdebug/core/hook.py), so an instance attribute replaces it
-    for this hook alone. Reductions are still computed by torch in the tensor's own dtype.
+    norms) overflow beyond 65504. Under numpy >= 2.3 (AWS's current images) the first saved
+    tensor raised `AttributeError: 'numpy.ndarray' object has no attribute 'tostring'`.
+    smdebug is unmaintained (1.0.34 is its last release), so this hook instance, not the
+    installed library, gets the fix: everything the hook writes (raw tensors, reductions,
+    shapes, scalars) goes through that one static method, always looked up on the instance
+    (smdebug/core/hook.py), so an instance attribute replaces it for this hook alone.
+    Reductions are still computed by torch in the tensor's own dtype.
     """
     convert = hook._make_numpy_array
 
-    def upcast_then_convert(value):
+    def convert_for_writer(value):
         if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
             value = value.float()
-        return convert(value)
+        array = convert(value)
+        return array.view(_WithToString) if isinstance(array, np.ndarray) else array
 
-    hook._make_numpy_array = upcast_then_convert
+    hook._make_numpy_array = convert_for_writer
 
 
 def set_mode(hook, mode: str) -> None:
     """Tell the hook whether the steps that follow are training ("train") or validation."""
     if hook is not None:
-        import smdebug.pytorch as smd
-
+        smd = smdebug_loader.load()
         hook.set_mode(smd.modes.TRAIN if mode == "train" else smd.modes.EVAL)
 
 

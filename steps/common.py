@@ -68,15 +68,20 @@ def estimator_security(ctx: BuildContext) -> dict:
     return settings
 
 
-def processor_security(ctx: BuildContext) -> dict:
-    """The same options for processing jobs, where VPC and isolation live in a NetworkConfig."""
+def processor_security(ctx: BuildContext, isolated: bool = True) -> dict:
+    """The same options for processing jobs, where VPC and isolation live in a NetworkConfig.
+
+    `isolated=False` for a job that calls AWS APIs itself: network isolation would cut it off
+    from them, so it keeps only the VPC and the KMS key.
+    """
     config = ctx.config
+    isolation = isolated and config.enable_network_isolation
     settings = {}
     if config.kms_key_id:
         settings.update(volume_kms_key=config.kms_key_id, output_kms_key=config.kms_key_id)
-    if config.subnets or config.enable_network_isolation:
+    if config.subnets or isolation:
         settings["network_config"] = NetworkConfig(
-            enable_network_isolation=config.enable_network_isolation,
+            enable_network_isolation=isolation,
             subnets=list(config.subnets) or None,
             security_group_ids=list(config.security_group_ids) or None,
         )
@@ -121,9 +126,10 @@ def job_retry_policies() -> list:
 
 
 def script_processor(
-    ctx: BuildContext, script: str, instance_type, base_job_name: str
+    ctx: BuildContext, script: str, instance_type, base_job_name: str, isolated: bool = True
 ) -> Processor:
-    """A processing job running one of the bundled scripts in the (CPU) processing image."""
+    """A processing job running one of the bundled scripts in the (CPU) processing image;
+    `isolated` as in processor_security."""
     return Processor(
         role=ctx.config.role_arn,
         image_uri=ctx.processing_image,
@@ -132,7 +138,7 @@ def script_processor(
         entrypoint=["python3", f"{CODE_DIR}/{script}"],
         base_job_name=base_job_name,
         sagemaker_session=ctx.session,
-        **processor_security(ctx),
+        **processor_security(ctx, isolated),
     )
 
 

@@ -32,8 +32,15 @@ def compare_step(ctx: BuildContext, training: TrainingStep) -> tuple[ProcessingS
         output_name=contract().MODEL_CHANGE_OUTPUT,
         path=contract().MODEL_CHANGE_FILE,
     )
+    # Never network-isolated: compare_deployed.py asks the SageMaker API (DescribeEndpoint,
+    # ListModelPackages, ...), which an isolated container cannot reach. In a VPC it needs a
+    # SageMaker API VPC endpoint or a NAT gateway (docs/container-contract.md).
     processor = script_processor(
-        ctx, contract().COMPARE_SCRIPT, ctx.params.processing_instance_type, "dogbreed-compare"
+        ctx,
+        contract().COMPARE_SCRIPT,
+        ctx.params.processing_instance_type,
+        "dogbreed-compare",
+        isolated=False,
     )
     step_args = processor.run(
         inputs=[code_input(ctx)],

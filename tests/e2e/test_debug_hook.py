@@ -1,5 +1,8 @@
 """scripts/debug_hook.py: the smdebug hook built from SageMaker's config saves what the rules
-read, also from a network running under bf16 or fp16 autocast."""
+read, also from a network running under bf16 or fp16 autocast, and with numpy >= 2.3 (which
+removed the ndarray.tostring() smdebug's writer calls: numpy 2.2's deprecation of it is an
+error here). smdebug comes through smdebug_loader, as in the jobs: the interpreter's own, else
+the bundled wheel."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections import OrderedDict
 import debug_hook
 import numpy as np
 import pytest
+import smdebug_loader
 import torch
 from distributed import Runtime
 from torch import nn
@@ -58,9 +62,10 @@ def _network() -> nn.Module:
     )
 
 
+@pytest.mark.filterwarnings("error:tostring:DeprecationWarning")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_autocast_activations_are_saved_as_float32(tmp_path, monkeypatch, dtype):
-    from smdebug import modes
+    modes = smdebug_loader.load().modes
     from smdebug.trials import create_trial
 
     torch.manual_seed(0)

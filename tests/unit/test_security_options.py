@@ -104,6 +104,27 @@ def test_processing_jobs_get_vpc_and_isolation_in_their_network_config(secured, 
     assert network["EnableNetworkIsolation"] is True
 
 
+def test_compare_with_deployed_keeps_vpc_and_kms_key_but_never_isolation(secured):
+    """Its script calls the SageMaker API (DescribeEndpoint, ListModelPackages, ...), which a
+    network-isolated container cannot reach."""
+    args = arguments(secured, "CompareWithDeployed")
+    assert args["NetworkConfig"]["VpcConfig"] == VPC
+    assert args["NetworkConfig"]["EnableNetworkIsolation"] is False
+    assert args["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == KEY
+    assert args["ProcessingOutputConfig"]["KmsKeyId"] == KEY
+
+
+def test_isolation_alone_isolates_every_job_but_compare_with_deployed():
+    """`export --network-isolation` without a VPC."""
+    config = options.config_from(cli.build_parser().parse_args(["export", "--network-isolation"]))
+    definition = definition_dict(config)
+    for name in ("PrepareData", "EvaluateModel"):
+        assert arguments(definition, name)["NetworkConfig"]["EnableNetworkIsolation"] is True
+    for name in ("TuneHyperparameters", "TrainModel"):
+        assert training_job(definition, name)["EnableNetworkIsolation"] is True
+    assert "NetworkConfig" not in arguments(definition, "CompareWithDeployed")
+
+
 @pytest.mark.parametrize("name", ["TuneHyperparameters", "TrainModel"])
 def test_training_and_tuning_jobs_get_vpc_isolation_and_inter_container_encryption(secured, name):
     job = training_job(secured, name)
