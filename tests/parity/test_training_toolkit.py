@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -203,3 +204,39 @@ def test_train_model_as_two_torchrun_processes(execution, container_python, tmp_
     model_uri = result.properties["ModelArtifacts"]["S3ModelArtifacts"]
     with tarfile.open(job.store.path(model_uri)) as tar:
         assert {"model.pth", "class_names.json"} <= set(tar.getnames())
+
+
+# ------------------------------------------------------------ the trained model, served
+
+
+def test_the_trained_model_is_served_by_the_inference_image_stack(execution, tmp_path):
+    """TrainModel's model.tar.gz (written by the training image's torch 2.13) served by
+    TorchServe and sagemaker-pytorch-inference in the inference image's venv (torch 2.6),
+    with the container environment the execution deployed it with."""
+    from helpers.serving_stack import TorchServe, extract, java_version
+
+    python = os.environ.get("DOGBREED_INFERENCE_PYTHON")
+    if not python:
+        message = "DOGBREED_INFERENCE_PYTHON is not set (`make test` sets it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    version = java_version()
+    if version is None or version < 11:
+        pytest.skip(f"TorchServe's frontend needs Java 11 or later (found: {version})")
+    outcome, store, _ = execution
+    container = outcome.step("CreateModel-CreateModel")["Properties"]["PrimaryContainer"]
+    model_dir = extract(store.path(container["ModelDataUrl"]), tmp_path / "opt-ml-model")
+    class_names = json.loads((model_dir / "class_names.json").read_text())
+    image = next((Path(outcome.record["LocalOverrides"]["Input"]) / "test").rglob("*.jpg"))
+    server = TorchServe(model_dir, dict(container["Environment"]), tmp_path, python=python)
+    try:
+        reply = server.invoke(
+            image.read_bytes(), {"Content-Type": "image/jpeg", "Accept": "application/json"}
+        )
+    finally:
+        server.stop()
+    assert reply.status == 200, reply
+    (predictions,) = json.loads(reply.body)["predictions"]
+    assert {p["label"] for p in predictions} <= set(class_names)
+    assert sum(p["probability"] for p in predictions) <= 1.0 + 1e-6
