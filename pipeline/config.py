@@ -59,6 +59,12 @@ ECR_IMAGE_RE = re.compile(
     r"(?P<reference>:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})?$"
 )
 
+# How TrainModel is debugged (README, "SageMaker Debugger: three modes"): `service` attaches
+# SageMaker Debugger (hook config, built-in rules, profiler), which AWS closed to new customers
+# on 2026-07-30; `pipeline` configures no Debugger at all: train.py registers the smdebug hook
+# itself and a CheckTrainingRules processing step runs the same rules; `off` drops both.
+DEBUGGER_MODES = ("service", "pipeline", "off")
+
 # run-local's S3, registry, endpoints and records, relative to the working directory.
 LOCAL_STORE = "local-store"
 # The EndpointName parameter's default: the endpoint the pipeline deploys.
@@ -79,8 +85,8 @@ class PipelineConfig:
     training_image: str = ""
     processing_image: str = ""
     inference_image: str = ""
-    # Debugger is closed to new AWS customers: one switch removes rules, hook and profiler.
-    enable_debugger: bool = True
+    # One of DEBUGGER_MODES; `service` is the committed definition's.
+    debugger: str = "service"
     enable_caching: bool = True
     cache_expire_after: str = "P30D"
     # Security options (infra/dogbreed-pipeline.yaml creates the key and the roles). All off by
@@ -121,6 +127,10 @@ class PipelineConfig:
             )
         if self.prefix != self.prefix.strip("/") or not self.prefix:
             problems.append(f"prefix {self.prefix!r} must be non-empty without leading/trailing /")
+        if self.debugger not in DEBUGGER_MODES:
+            problems.append(
+                f"debugger mode {self.debugger!r} is not one of {', '.join(DEBUGGER_MODES)}"
+            )
         problems.extend(self._security_problems())
         problems.extend(self._image_problems())
         if problems:

@@ -169,11 +169,17 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     from pipeline.parameters import get_parameters
     from steps.common import BuildContext
     from steps.compare import changed_condition, compare_step
-    from steps.condition import approval_step, condition_step, fail_step
+    from steps.condition import (
+        approval_step,
+        condition_step,
+        fail_step,
+        rules_condition_step,
+    )
     from steps.deploy import deploy_steps
     from steps.evaluation import evaluation_step
     from steps.preprocess import preprocess_step
     from steps.register import register_step
+    from steps.rules import rules_step
     from steps.training import training_step
     from steps.tuning import tuning_step
 
@@ -198,17 +204,24 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     approved = approval_step(register, if_steps=deploy_steps(ctx, training, register))
     compare, change = compare_step(ctx, training)
     changed = changed_condition(compare, change, if_steps=[register, approved])
+    registration = [compare, changed]
+    checks = []
+    if config.debugger == "pipeline":
+        # Beside EvaluateModel, after TrainModel; its gate follows the accuracy's.
+        rules, findings = rules_step(ctx, training)
+        checks.append(rules)
+        registration = [rules_condition_step(ctx, rules, findings, if_steps=registration)]
     check = condition_step(
         ctx,
         evaluation,
         report,
-        if_steps=[compare, changed],
+        if_steps=registration,
         else_steps=[fail_step(ctx, evaluation, report)],
     )
     return Pipeline(
         name=config.pipeline_name,
         parameters=params.all(),
-        steps=[prepare, tuning, training, evaluation, check],
+        steps=[prepare, tuning, training, evaluation, *checks, check],
         sagemaker_session=session,
         # Keep the job names SageMaker generates per execution; custom prefixes would put
         # the same names in every execution and collide.

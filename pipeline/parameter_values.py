@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from pipeline.definition_json import iter_steps
 from pipeline.errors import UsageError
 
 # StartPipelineExecution's limit on a parameter value.
@@ -81,7 +82,41 @@ def check(definition: dict, given: list[tuple[str, str]], pipeline: str) -> list
         except ValueError as exc:
             raise UsageError(f"--param {name} {exc}") from None
         result.append(ParameterValue(name, sent, value))
+    _refuse_debugger_on_several_instances(definition, result)
     return result
+
+
+# A training job's fields that only SageMaker Debugger reads.
+_DEBUGGER_FIELDS = ("DebugHookConfig", "DebugRuleConfigurations")
+
+
+def _refuse_debugger_on_several_instances(definition: dict, values: list[ParameterValue]) -> None:
+    """AWS documents Debugger as unavailable when distributed training and SageMaker
+    checkpoints are both on (debugger-considerations); the SDK's own guard checks only
+    checkpoint_local_path, which our jobs leave unset. TrainModel's instance count is a
+    parameter, so a `--debugger service` definition is refused here, before any execution,
+    with a count above 1."""
+    declared = declared_parameters(definition)
+    typed = {value.name: value.value for value in values}
+    for entry in iter_steps(definition):
+        arguments = entry.arguments
+        if entry.type != "Training" or not arguments.get("CheckpointConfig"):
+            continue
+        if not any(arguments.get(field) for field in _DEBUGGER_FIELDS):
+            continue
+        count = (arguments.get("ResourceConfig") or {}).get("InstanceCount")
+        reference = count.get("Get", "") if isinstance(count, dict) else ""
+        if not reference.startswith("Parameters."):
+            continue
+        name = reference.removeprefix("Parameters.")
+        value = typed.get(name, (declared.get(name) or {}).get("DefaultValue"))
+        if isinstance(value, int) and value > 1:
+            raise UsageError(
+                f"--param {name}={value}: step {entry.name} uses SageMaker Debugger, which AWS "
+                "does not support with distributed training and checkpoints together; upsert "
+                "with --debugger pipeline (the same rules in a processing step) or --debugger "
+                "off to train on more than one instance"
+            )
 
 
 def pipeline_parameters(values: list[ParameterValue]) -> list[dict[str, str]]:

@@ -36,9 +36,13 @@ class Parameters:
     endpoint_name: ParameterString
     endpoint_instance_type: ParameterString
     max_training_seconds: ParameterInteger
+    # Only with `--debugger pipeline`, whose CheckTrainingRules step it reads; None otherwise,
+    # so the service and off definitions declare exactly the parameters they use.
+    rule_issues_block_registration: ParameterBoolean | None = None
 
     def all(self) -> list:
-        return [getattr(self, field.name) for field in dataclasses.fields(self)]
+        values = (getattr(self, field.name) for field in dataclasses.fields(self))
+        return [value for value in values if value is not None]
 
 
 def get_parameters(config: PipelineConfig) -> Parameters:
@@ -76,4 +80,12 @@ def get_parameters(config: PipelineConfig) -> Parameters:
         # Each trial's and TrainModel's MaxRuntimeInSeconds (with spot also its wait for
         # capacity): a job that hangs stops billing after this long. SageMaker's default, 24 h.
         max_training_seconds=ParameterInteger("MaxTrainingSeconds", default_value=86_400),
+        # Off by default: a rule's finding is reported (rules.json, report.md) but registers
+        # the model anyway, as service mode's rules never stop an execution; on, any
+        # IssuesFound ends the execution before registration, naming the rule.
+        rule_issues_block_registration=(
+            ParameterBoolean("RuleIssuesBlockRegistration", default_value=False)
+            if config.debugger == "pipeline"
+            else None
+        ),
     )

@@ -1,14 +1,17 @@
 """Processing job "check training rules": Debugger's tensor rules over a training job's tensors.
 
     python3 check_rules.py (--tensors-dir DIR | --tensors-archive FILE [--tensors-path tensors])
-                           --rules JSON_OR_@FILE [--timing FILE] --output-dir DIR
+                           --rules JSON_OR_@FILE [--timing FILE | --timing-path MEMBER]
+                           --output-dir DIR
 
 `--rules` is a JSON list shaped like a training job's `DebugRuleConfigurations` entries
 (`RuleConfigurationName`, `RuleParameters` with `rule_to_invoke` and string parameters), given
 inline or as `@path`. The tensors are an smdebug trial folder, or a training job's
 `output.tar.gz` (extracted safely, archive.py) holding the trial under `--tensors-path`.
 `--timing` optionally names a JSON list of train.py's TIMING records (contract.parse_timing),
-summarised in a `profiler` section.
+summarised in a `profiler` section; `--timing-path` names that file inside `--tensors-archive`
+instead (train.py writes it beside the tensors: `timing.json`), since the archive is
+extracted into a scratch folder of this process that no caller can name.
 
 Writes `<output-dir>/rules.json`:
     {"rules": [{"name", "rule", "status", "details", "steps", "tensors"}, ...],
@@ -70,7 +73,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rules", required=True, help="JSON list of DebugRuleConfigurations entries, or @FILE"
     )
-    parser.add_argument("--timing", help="JSON list of TIMING records, summarised if readable")
+    timing = parser.add_mutually_exclusive_group()
+    timing.add_argument("--timing", help="JSON list of TIMING records, summarised if readable")
+    timing.add_argument(
+        "--timing-path",
+        help="the same file inside --tensors-archive (e.g. timing.json), summarised if readable",
+    )
     parser.add_argument("--output-dir", default="/opt/ml/processing/rules")
     return parser
 
@@ -105,17 +113,22 @@ def load_rules(text: str) -> list[dict]:
     return rules
 
 
-def _relative(path: str) -> Path:
+def _relative(path: str, option: str = "--tensors-path") -> Path:
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts:
-        raise UsageError(f"--tensors-path {path!r} must be a path inside the archive")
+        raise UsageError(f"{option} {path!r} must be a path inside the archive")
     return Path(*pure.parts) if pure.parts else Path()
+
+
+def _extracted(scratch: Path) -> Path:
+    """Where tensors_from_archive extracts the archive."""
+    return scratch / "archive"
 
 
 def tensors_from_archive(tarball: str, inside: str, scratch: Path) -> tuple[Path | None, tuple]:
     """(the trial folder extracted from `tarball`, None), or (None, (status, details))."""
     relative = _relative(inside)
-    root = scratch / "archive"
+    root = _extracted(scratch)
     try:
         archive.extract(tarball, root)
     except FileNotFoundError:
@@ -139,10 +152,12 @@ def tensors_from_archive(tarball: str, inside: str, scratch: Path) -> tuple[Path
     return tensors, ()
 
 
-def timing_summary(path: str) -> tuple[dict | None, str]:
-    """(the profiler section from a JSON list of TIMING records, note); None if unreadable."""
+def timing_summary(path: str, shown: str | None = None) -> tuple[dict | None, str]:
+    """(the profiler section from a JSON list of TIMING records, note); None if unreadable.
+    `shown`: how the file is named in both (default: its path)."""
+    path_read, path = path, shown or path
     try:
-        records = json.loads(Path(path).read_text(encoding="utf-8"))
+        records = json.loads(Path(path_read).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         return (
             None,
@@ -272,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         rules = load_rules(args.rules)
         if args.tensors_archive:
             _relative(args.tensors_path)
+        if args.timing_path:
+            if not args.tensors_archive:
+                raise UsageError("--timing-path needs --tensors-archive (else give --timing)")
+            _relative(args.timing_path, "--timing-path")
     except UsageError as err:
         print(f"check_rules: {err}", file=sys.stderr)
         return 2
@@ -289,7 +308,15 @@ def main(argv: list[str] | None = None) -> int:
             results = _everyone(rules, *failure)
         else:
             results = evaluate(rules, tensors)
-    profiler, note = timing_summary(args.timing) if args.timing else (None, "")
+        # Inside the block: a --timing-path is read from the extracted archive, whether or
+        # not it held tensors (a failure above leaves no file, which reads as a note).
+        if args.timing_path:
+            profiler, note = timing_summary(
+                str(_extracted(Path(scratch)) / _relative(args.timing_path)),
+                f"{args.tensors_archive} ({args.timing_path})",
+            )
+        else:
+            profiler, note = timing_summary(args.timing) if args.timing else (None, "")
     if note:
         print(note, flush=True)
     report = summary(results, source, profiler)

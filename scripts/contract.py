@@ -69,8 +69,46 @@ RULE_NO_ISSUES, RULE_ISSUES, RULE_NO_DATA, RULE_ERROR = (
     "Error",
 )
 RULE_STATUSES = (RULE_NO_ISSUES, RULE_ISSUES, RULE_NO_DATA, RULE_ERROR)
+# train.py's timing records (a JSON list of parse_timing dicts) beside HISTORY_FILE, so they
+# ship in OUTPUT_ARCHIVE for check_rules.py's profiler section (`--debugger pipeline`).
+TIMING_FILE = "timing.json"
 # What preprocess.py unpacks as a dataset (and the local runner fetches as a file, not a prefix).
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+# ------------------------------------------------------------------ the Debugger hook
+
+# TrainModel's smdebug hook in both Debugger modes: SageMaker's DebugHookConfig (`service`,
+# steps/training.py) and the hook train.py registers itself (`pipeline`) save the same.
+# Sparse saving: DenseNet-161 tensors are large (hundreds of MB for a few full saves).
+HOOK_PARAMETERS = {"train.save_interval": "100", "eval.save_interval": "10"}
+# The ReLU inputs of the relu_input collection, which PoorWeightInitialization reads (its
+# activation_inputs_regex is this too). smdebug names a module's input `<module>_input_<i>`.
+# AWS's `.*relu_input` matched only DenseNet's 3 transition ReLUs (`transitionN.relu`); all 160
+# ReLU inputs would be ~117 MB per image per saved step (fp32, 224 px). This samples every
+# depth (12 tensors, ~19 MB per image): the stem (`features.relu0`), the first dense layer of
+# each block (`relu1`, `relu2`) and every transition. DenseNet's ReLUs run in place, so what
+# smdebug records as a ReLU's "input" may already be its output (docs/container-contract.md).
+RELU_INPUT_REGEX = r".*(features\.relu0|denselayer1\.relu[12]|transition\d\.relu)_input_\d+"
+# `--debugger pipeline`: this TrainModel hyperparameter, set to PIPELINE_HOOK, makes train.py
+# register the hook itself (no DebugHookConfig exists), writing the trial to
+# <SM_OUTPUT_DATA_DIR>/TENSORS_FOLDER so it ships in OUTPUT_ARCHIVE. Tuning trials never get it.
+PIPELINE_HOOK_HYPERPARAMETER = "debugger_hook"
+PIPELINE_HOOK = "pipeline"
+TENSORS_FOLDER = "tensors"
+# The hook's collections in `pipeline` mode, in debughookconfig.json's shape: what the SDK's
+# rule configs make service mode's hook save (gradients and relu_input every 500 steps; losses
+# are smdebug's default collection), plus weights, at the same sparse interval as gradients
+# (DenseNet-161's weights are ~115 MB a save). tests/unit/test_definition.py checks them against
+# the service definition's DebugHookConfig.
+PIPELINE_HOOK_COLLECTIONS = (
+    {"CollectionName": "losses", "CollectionParameters": {}},
+    {"CollectionName": "weights", "CollectionParameters": {"save_interval": "500"}},
+    {"CollectionName": "gradients", "CollectionParameters": {"save_interval": "500"}},
+    {
+        "CollectionName": "relu_input",
+        "CollectionParameters": {"include_regex": RELU_INPUT_REGEX, "save_interval": "500"},
+    },
+)
 
 _NUMBERED_FOLDER = re.compile(r"^\d+\.(.+)$")
 

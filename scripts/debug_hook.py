@@ -2,7 +2,12 @@
 
 smdebug is loaded only when a hook is asked for (smdebug_loader.py: the interpreter's own, else
 the wheel in the code bundle); a run without either gets no hook. With SageMaker's hook config
-(/opt/ml/input/config/debughookconfig.json) the hook is built from it. Otherwise a local
+(/opt/ml/input/config/debughookconfig.json, `--debugger service`) the hook is built from it.
+With train.py's `--debugger-hook pipeline` (`--debugger pipeline`: no Debugger configuration
+reaches the job) the hook is built the same way from a config of the same shape written here,
+holding what service mode's asks for (contract.HOOK_PARAMETERS, PIPELINE_HOOK_COLLECTIONS),
+into a folder of SM_OUTPUT_DATA_DIR, so the trial ships in output.tar.gz for CheckTrainingRules.
+Otherwise a local
 folder (train.py's `--debugger-local-dir`) gets a hook that saves the losses every
 `loss_interval` steps and, every `tensor_interval` training steps, reductions (mean, std,
 min, max, mean of |x|, L2 norm) of the weights and gradients instead of the raw tensors:
@@ -15,9 +20,12 @@ saved as float32.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
 
+import contract
 import numpy as np
 import smdebug_loader
 import torch
@@ -33,19 +41,42 @@ def sagemaker_debugger_config() -> Path | None:
     return config if config.is_file() else None
 
 
-def check_local_dir(local_dir: str | None) -> None:
+def check_local_dir(local_dir: str | None, pipeline_dir: str | None = None) -> None:
     """Fail before training (and on every rank) when the hook this run asks for cannot work:
-    smdebug does not load (SageMaker's config or `local_dir`), or `local_dir` holds a trial."""
+    smdebug does not load (SageMaker's config, `pipeline_dir` or `local_dir`), or the folder
+    the hook would write to already holds a trial."""
     config = sagemaker_debugger_config()
-    if not local_dir and config is None:
+    if not local_dir and not pipeline_dir and config is None:
         return
     smdebug_loader.load()
     if config is not None:
         return
-    out_dir = Path(local_dir)
+    option, out_dir = (
+        ("--debugger_hook", Path(pipeline_dir))
+        if pipeline_dir
+        else ("--debugger_local_dir", Path(local_dir))
+    )
     # smdebug refuses to write into an existing trial (it would mix two runs' steps).
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise SetupError(f"argument --debugger_local_dir: {out_dir} exists and is not empty")
+        raise SetupError(f"argument {option}: {out_dir} exists and is not empty")
+
+
+def pipeline_hook_config(out_dir: Path) -> dict:
+    """A debughookconfig.json like the one SageMaker writes for service mode's DebugHookConfig,
+    with the same HookParameters and the collections its rules ask for."""
+    return {
+        "LocalPath": str(out_dir),
+        "HookParameters": dict(contract.HOOK_PARAMETERS),
+        "CollectionConfigurations": [dict(c) for c in contract.PIPELINE_HOOK_COLLECTIONS],
+    }
+
+
+def _hook_from_config(smd, config: dict):
+    """smdebug's own reader of SageMaker's config, so both modes configure the hook alike."""
+    with tempfile.TemporaryDirectory(prefix="debughook-") as folder:
+        path = Path(folder) / "debughookconfig.json"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        return smd.Hook.create_from_json_file(str(path))
 
 
 def create_hook(
@@ -55,18 +86,27 @@ def create_hook(
     local_dir: str | None,
     loss_interval: int,
     tensor_interval: int,
+    pipeline_dir: str | None = None,
 ):
-    """An smdebug hook from SageMaker's config or `local_dir`; None without either."""
+    """An smdebug hook from SageMaker's config, else `pipeline_dir` (pipeline_hook_config),
+    else `local_dir`; None without any."""
     if not runtime.is_main:
         return None
     config = sagemaker_debugger_config()
-    if config is None and not local_dir:
+    if config is None and not local_dir and not pipeline_dir:
         return None
     smd = smdebug_loader.load()
     if config is not None:
-        if local_dir:
-            log(runtime, f"SageMaker Debugger config {config} wins over --debugger-local-dir")
+        if local_dir or pipeline_dir:
+            log(runtime, f"SageMaker Debugger config {config} wins over train.py's own hook")
         hook = smd.Hook.create_from_json_file()
+    elif pipeline_dir:
+        if local_dir:
+            log(runtime, "--debugger-hook pipeline wins over --debugger-local-dir")
+        out_dir = Path(pipeline_dir)
+        if out_dir.exists():
+            out_dir.rmdir()
+        hook = _hook_from_config(smd, pipeline_hook_config(out_dir))
     else:
         out_dir = Path(local_dir)
         if out_dir.exists():

@@ -41,7 +41,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import contract
@@ -106,6 +106,8 @@ class Training:
     amp_dtype: torch.dtype | None
     hook: object  # smdebug's, or None
     stop: StopRequest
+    # Rank 0's TIMING records (contract.parse_timing) of the epochs this process ran.
+    timing: list[dict] = field(default_factory=list)
 
     def autocast(self):
         device_type = self.runtime.device.type
@@ -160,7 +162,9 @@ def train_one_epoch(t: Training, loader: DeviceBatches, epoch: int) -> tuple[flo
     if runtime.distributed and t.stop.agreed(runtime):
         raise Interrupted(f"epoch {epoch} end of training")
     if runtime.is_main and step_seconds:
-        print(contract.format_timing(epoch, step_seconds, data_wait), flush=True)
+        line = contract.format_timing(epoch, step_seconds, data_wait)
+        print(line, flush=True)
+        t.timing.append(contract.parse_timing(line))
     return _reduce_means(sums, seen, runtime)
 
 
@@ -202,7 +206,7 @@ def main(args: TrainingArguments) -> int:
     if args.weight_decay is None:
         args.weight_decay = 0.05 if args.optimizer == "adamw" else 1e-4
     serving_code_files()
-    debug_hook.check_local_dir(args.debugger_local_dir)
+    debug_hook.check_local_dir(args.debugger_local_dir, pipeline_tensors_dir(args))
     stop = StopRequest()
     with stop.installed():
         runtime = init_runtime()
@@ -265,6 +269,7 @@ def _fit(
         args.debugger_local_dir,
         args.debugger_loss_interval,
         args.debugger_tensor_interval,
+        pipeline_tensors_dir(args),
     )
 
     for epoch in range(start_epoch + 1, args.epochs + 1):
@@ -413,6 +418,9 @@ def _save_epoch(t: Training, store: CheckpointStore | None, history: list[dict],
         Path(t.args.output_data_dir) / contract.HISTORY_FILE,
         {"hyperparameters": run_config(t.args), "epochs": history},
     )
+    # Beside history.json, so it ships in output.tar.gz: CheckTrainingRules' profiler section
+    # (`--debugger pipeline`, where no ProfilerReport runs) reads it from there.
+    _write_json_atomically(Path(t.args.output_data_dir) / contract.TIMING_FILE, t.timing)
     print(
         f"epoch {epoch}/{epochs} done in {done['seconds']:.1f}s "
         f"({done['train_images_per_second']:.1f} train images/s per process)",
@@ -692,6 +700,14 @@ class TrainingArguments:
         "save smdebug tensors here (a new folder) when SageMaker gives no hook config",
         parse=optional_path,
     )
+    debugger_hook: str | None = option(
+        DEBUGGER,
+        None,
+        f"{contract.PIPELINE_HOOK}: register the hook with SageMaker's hook settings of service "
+        f"mode, the trial in $SM_OUTPUT_DATA_DIR/{contract.TENSORS_FOLDER} "
+        "(`--debugger pipeline`, where SageMaker gives no hook config)",
+        parse=choice(contract.PIPELINE_HOOK),
+    )
     debugger_loss_interval: int = option(
         DEBUGGER,
         10,
@@ -729,6 +745,13 @@ def parse_args(argv: list[str] | None = None) -> TrainingArguments:
             channel = f"SM_CHANNEL_{name.split('_')[0].upper()}"
             parser.error(f"argument --{name}: required (or set ${channel})")
     return args
+
+
+def pipeline_tensors_dir(args: TrainingArguments) -> str | None:
+    """Where `--debugger-hook pipeline` saves the trial: inside output.tar.gz's folder."""
+    if args.debugger_hook != contract.PIPELINE_HOOK:
+        return None
+    return str(Path(args.output_data_dir) / contract.TENSORS_FOLDER)
 
 
 def run_config(args: TrainingArguments) -> dict:

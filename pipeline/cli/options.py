@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 import pipeline.cli.argtypes as argtypes
-from pipeline.config import LOCAL_STORE, PipelineConfig
+from pipeline.config import DEBUGGER_MODES, LOCAL_STORE, PipelineConfig
 from pipeline.errors import UsageError
 
 PROG = "dogbreed-pipeline"
@@ -68,7 +68,19 @@ def add_config(parser, role_required: bool) -> None:
         + ("" if role_required else " (default: a placeholder)"),
     )
     parser.add_argument("--bucket", help="S3 bucket for code and artifacts")
-    parser.add_argument("--no-debugger", action="store_true", help="leave SageMaker Debugger out")
+    debugger = parser.add_mutually_exclusive_group()
+    debugger.add_argument(
+        "--debugger",
+        choices=DEBUGGER_MODES,
+        help="service: SageMaker Debugger's hook, rules and profiler (closed to new AWS "
+        "customers); pipeline: no Debugger configuration, train.py saves the tensors and a "
+        "CheckTrainingRules processing step runs the same rules; off: neither "
+        f"(default: {DEFAULTS.debugger}; README, SageMaker Debugger: three modes)",
+    )
+    # Kept for scripts written before the modes: the same as --debugger off.
+    debugger.add_argument(
+        "--no-debugger", dest="debugger", action="store_const", const="off", help="--debugger off"
+    )
     parser.add_argument(
         "--spot",
         action="store_true",
@@ -131,7 +143,7 @@ def config_from(args, **overrides) -> PipelineConfig:
             region=overrides.get("region", args.region),
             bucket=overrides.get("bucket", args.bucket),
             role_arn=args.role_arn,
-            enable_debugger=False if args.no_debugger else None,
+            debugger=args.debugger,
             kms_key_id=args.kms_key_id,
             subnets=tuple(args.subnet) or None,
             security_group_ids=tuple(args.security_group) or None,

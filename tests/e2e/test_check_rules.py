@@ -151,13 +151,16 @@ def test_a_truncated_tensor_file_is_an_error_naming_it(tmp_path, healthy):
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def _output_archive(tmp_path: Path, trial: Path | None, inside: str = "tensors") -> Path:
-    """A training job's output.tar.gz: SM_OUTPUT_DATA_DIR's files, the trial under `inside`."""
+def _output_archive(tmp_path: Path, trial: Path | None, inside: str = "tensors", files=()) -> Path:
+    """A training job's output.tar.gz: SM_OUTPUT_DATA_DIR's files, the trial under `inside`,
+    `files` (paths) at the top beside history.json."""
     tarball = tmp_path / contract.OUTPUT_ARCHIVE
     history = tmp_path / contract.HISTORY_FILE
     history.write_text("[]")
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(history, arcname=contract.HISTORY_FILE)
+        for path in files:
+            tar.add(path, arcname=path.name)
         if trial is not None:
             tar.add(trial, arcname=inside)
     return tarball
@@ -239,6 +242,46 @@ def test_timing_records_add_a_profiler_section_and_a_missing_file_none(tmp_path,
     assert done.returncode == 0, done.stderr
     assert "profiler" not in report
     assert "no profiler section" in done.stdout
+
+
+def test_timing_path_reads_the_records_inside_the_archive_and_needs_one(tmp_path, healthy):
+    """`--debugger pipeline`: train.py's timing.json travels in output.tar.gz, which
+    check_rules.py extracts into a scratch folder that no caller can name."""
+    line = (
+        "TIMING epoch=1 steps=4 step_seconds_mean=2 step_seconds_p50=2.0 step_seconds_p95=2.5 "
+        "step_seconds_max=2.6 data_wait_seconds=1.0 compute_seconds=9.0"
+    )
+    timing = tmp_path / contract.TIMING_FILE
+    timing.write_text(json.dumps([contract.parse_timing(line)]))
+    tarball = _output_archive(tmp_path, healthy, files=[timing])
+    done, report = check_rules(
+        tmp_path, "--tensors-archive", str(tarball), rules=[rule("Overtraining")],
+        extra=["--timing-path", contract.TIMING_FILE],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    profiler = report["profiler"]
+    assert (profiler["epochs"], profiler["steps"], profiler["data_wait_share"]) == (1, 4, 0.1)
+    assert profiler["file"] == f"{tarball} ({contract.TIMING_FILE})"
+
+    without = tmp_path / "without"
+    without.mkdir()
+    done, report = check_rules(
+        without, "--tensors-archive", str(_output_archive(without, healthy)),
+        rules=[rule("Overtraining")], extra=["--timing-path", contract.TIMING_FILE],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "profiler" not in report and "no profiler section" in done.stdout
+
+    for extra, message in (
+        (["--timing-path", "timing.json"], "--timing-path needs --tensors-archive"),
+        (
+            ["--timing-path", "../timing.json", "--tensors-archive", str(tarball)],
+            "inside the archive",
+        ),
+    ):
+        source = [] if "--tensors-archive" in extra else ["--tensors-dir", str(healthy)]
+        done, report = check_rules(without, *source, rules=[], extra=extra)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
 def _container_python() -> str | None:

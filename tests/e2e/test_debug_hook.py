@@ -102,3 +102,40 @@ def test_autocast_activations_are_saved_as_float32(tmp_path, monkeypatch, dtype)
     assert "gradient/Sequential_classifier.weight" in gradients
     [loss_name] = trial.tensor_names(collection="losses")
     assert np.isfinite(trial.tensor(loss_name).value(1, mode=modes.TRAIN)).all()
+
+
+def test_the_pipeline_hook_saves_what_service_mode_s_config_asks_for(tmp_path, monkeypatch):
+    """`--debugger-hook pipeline`: no SageMaker config; the hook train.py registers itself
+    saves the losses, weights, gradients and the ReLU inputs of contract.RELU_INPUT_REGEX."""
+    import contract
+
+    modes = smdebug_loader.load().modes
+    from smdebug.trials import create_trial
+
+    monkeypatch.setenv("SMDEBUG_CONFIG_FILE_PATH", str(tmp_path / "no-such-config.json"))
+    tensors = tmp_path / "output-data" / contract.TENSORS_FOLDER
+    debug_hook.check_local_dir(None, str(tensors))
+    torch.manual_seed(0)
+    net, criterion = _network(), nn.CrossEntropyLoss()
+    hook = debug_hook.create_hook(CPU, net, [criterion], None, 1, 1, str(tensors))
+    debug_hook.set_mode(hook, "train")
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):
+        loss = criterion(net(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 0]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    debug_hook.close(hook)
+
+    trial = create_trial(str(tensors))
+    # Step 0 only: gradients, weights and ReLU inputs every 500 steps, losses every 100.
+    [relu] = trial.tensor_names(regex=contract.RELU_INPUT_REGEX)
+    assert relu == "features.transition1.relu_input_0"
+    assert trial.tensor(relu).steps(mode=modes.TRAIN) == [0]
+    assert "gradient/Sequential_classifier.weight" in trial.tensor_names(collection="gradients")
+    assert "Sequential_classifier.weight" in trial.tensor_names(collection="weights")
+    [loss_name] = trial.tensor_names(collection="losses")
+    assert trial.tensor(loss_name).steps(mode=modes.TRAIN) == [0]
+    # A second run into the same folder would mix two runs' steps: refused before training.
+    with pytest.raises(debug_hook.SetupError, match="--debugger_hook: .* exists and is not empty"):
+        debug_hook.check_local_dir(None, str(tensors))

@@ -149,10 +149,11 @@ def test_spot_flag_reaches_the_config_of_export_and_upsert():
 
 
 def test_no_debugger_flag_reaches_the_config():
+    # An alias of `--debugger off` (tests/unit/test_debugger_modes.py has the modes).
     args = cli.build_parser().parse_args(["upsert", "--role-arn", ROLE, "--no-debugger"])
-    assert options.config_from(args).enable_debugger is False
+    assert options.config_from(args).debugger == "off"
     args = cli.build_parser().parse_args(["export"])
-    assert options.config_from(args).enable_debugger is True
+    assert options.config_from(args).debugger == "service"
 
 
 def test_graph_renders_the_exported_definition(aws_env, definitions, tmp_path, capsys):
@@ -617,9 +618,11 @@ def test_start_goes_ahead_when_the_accounts_quotas_suffice(real_pipeline, calls,
 
 def test_start_checks_the_instance_types_and_counts_it_is_given(real_pipeline, calls, capsys):
     _quotas(calls, applied=[_quota("ml.g5.2xlarge for training job usage", 2, "L-G5TRAIN")])
-    code, out, err = run(capsys, "start", "--param", "TrainingInstanceCount=3")
+    # (Not TrainingInstanceCount: the service-mode definition refuses more than one instance
+    # before quotas are read; tests/unit/test_debugger_modes.py.)
+    code, out, err = run(capsys, "start", "--param", "MaxParallelTuningJobs=3")
     assert code == 2
-    assert "needs 3 (TrainingInstanceCount)" in one_error_line(err)
+    assert "needs 3 (MaxParallelTuningJobs)" in one_error_line(err)
     code, out, err = run(capsys, "start", "--param", "EndpointInstanceType=ml.c5.large")
     assert code == 0, err
     assert "no SageMaker quota named 'ml.c5.large for endpoint usage'" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -182,12 +183,228 @@ def test_training_carries_debugger_rules_hook_and_profiler(definition):
     assert "Execution.PipelineExecutionId" not in set(references(checkpoint))
 
 
-def test_debugger_can_be_switched_off():
-    args = step(definition_dict(PipelineConfig(enable_debugger=False)), "TrainModel")["Arguments"]
-    assert "DebugHookConfig" not in args
-    assert "DebugRuleConfigurations" not in args
-    assert "ProfilerRuleConfigurations" not in args
-    assert args["ProfilerConfig"]["DisableProfiler"] is True
+# --------------------------------------------------------------------------- Debugger modes
+# README, "SageMaker Debugger: three modes": service (the committed definition), pipeline, off.
+
+DEBUGGER_KEYS = (
+    "DebugHookConfig",
+    "DebugRuleConfigurations",
+    "ProfilerRuleConfigurations",
+    "CollectionConfigurations",
+    "RuleEvaluatorImage",
+    "sagemaker-debugger-rules",
+)
+RELU_INPUTS = r".*(features\.relu0|denselayer1\.relu[12]|transition\d\.relu)_input_\d+"
+RULES = ["VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_mode() -> dict:
+    return definition_dict(PipelineConfig(debugger="pipeline"))
+
+
+@pytest.fixture(scope="module")
+def off_mode() -> dict:
+    return definition_dict(PipelineConfig(debugger="off"))
+
+
+def _container_arguments(processing: dict) -> dict:
+    arguments = processing["Arguments"]["AppSpecification"]["ContainerArguments"]
+    return dict(zip(arguments[::2], arguments[1::2], strict=True))
+
+
+def _without_code_hash(text: str) -> str:
+    return re.sub(r"/code/[0-9a-f]{16}/", "/code/<hash>/", text)
+
+
+@pytest.mark.parametrize("mode", ["pipeline", "off"])
+def test_pipeline_and_off_modes_configure_no_debugger_on_any_job(mode, pipeline_mode, off_mode):
+    definition = pipeline_mode if mode == "pipeline" else off_mode
+    text = json.dumps(definition)
+    for key in DEBUGGER_KEYS:
+        assert key not in text, key
+    for entry in iter_steps(definition):
+        if entry.type == "Training":
+            # What the SDK writes for disable_profiler=True: the profiler off, nothing else.
+            assert entry.arguments["ProfilerConfig"] == {"DisableProfiler": True}
+        if entry.type == "Tuning":
+            assert "ProfilerConfig" not in entry.arguments["TrainingJobDefinition"]
+
+
+def test_off_mode_saves_no_tensors_and_runs_no_rule_step(off_mode, definition):
+    hyper = step(off_mode, "TrainModel")["Arguments"]["HyperParameters"]
+    assert "debugger_hook" not in hyper
+    names = {entry.name for entry in iter_steps(off_mode)}
+    assert names == {entry.name for entry in iter_steps(definition)}
+    assert "RuleIssuesBlockRegistration" not in {p["Name"] for p in off_mode["Parameters"]}
+
+
+def test_pipeline_mode_hooks_train_model_only(pipeline_mode):
+    hyper = step(pipeline_mode, "TrainModel")["Arguments"]["HyperParameters"]
+    assert hyper["debugger_hook"] == '"pipeline"'
+    trials = step(pipeline_mode, "TuneHyperparameters")["Arguments"]["TrainingJobDefinition"]
+    assert "debugger_hook" not in trials["StaticHyperParameters"]
+
+
+def test_pipeline_mode_checks_the_rules_on_train_model_s_output_archive(pipeline_mode):
+    rules = step(pipeline_mode, "CheckTrainingRules")
+    args = rules["Arguments"]
+    assert args["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/check_rules.py")
+    assert args["AppSpecification"]["ImageUri"] == CPU_PROCESSING
+    assert args["ProcessingResources"]["ClusterConfig"]["InstanceType"] == {
+        "Get": "Parameters.EvaluationInstanceType"
+    }
+    inputs = {i["InputName"]: i["S3Input"] for i in args["ProcessingInputs"]}
+    assert inputs["training"]["LocalPath"] == "/opt/ml/processing/training"
+    # <S3OutputPath>/<TrainingJobName>/output/output.tar.gz, where SageMaker puts it.
+    assert inputs["training"]["S3Uri"] == {
+        "Std:Join": {
+            "On": "/",
+            "Values": [
+                {"Get": "Steps.TrainModel.OutputDataConfig.S3OutputPath"},
+                {"Get": "Steps.TrainModel.TrainingJobName"},
+                "output",
+                "output.tar.gz",
+            ],
+        }
+    }
+    given = _container_arguments(rules)
+    assert given["--tensors-archive"] == "/opt/ml/processing/training/output.tar.gz"
+    assert given["--tensors-path"] == "tensors"
+    assert given["--timing-path"] == "timing.json"
+    assert given["--output-dir"] == "/opt/ml/processing/rules"
+    (output,) = args["ProcessingOutputConfig"]["Outputs"]
+    assert (output["OutputName"], output["S3Output"]["LocalPath"]) == (
+        "rules",
+        "/opt/ml/processing/rules",
+    )
+    assert "Execution.PipelineExecutionId" in set(references(output["S3Output"]["S3Uri"]))
+    assert rules["PropertyFiles"] == [
+        {"FilePath": "rules.json", "OutputName": "rules", "PropertyFileName": "TrainingRules"}
+    ]
+    assert rules["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
+
+
+def test_pipeline_mode_runs_the_rules_of_service_mode_with_their_parameters(
+    pipeline_mode, definition
+):
+    entries = json.loads(_container_arguments(step(pipeline_mode, "CheckTrainingRules"))["--rules"])
+    service = step(definition, "TrainModel")["Arguments"]["DebugRuleConfigurations"]
+    assert entries == [
+        {key: rule[key] for key in ("RuleConfigurationName", "RuleParameters")} for rule in service
+    ]
+    assert [entry["RuleConfigurationName"] for entry in entries] == RULES
+    poor = entries[-1]["RuleParameters"]
+    assert poor["activation_inputs_regex"] == RELU_INPUTS
+
+
+def test_pipeline_mode_s_hook_saves_what_service_mode_s_hook_config_asks_for(definition):
+    from pipeline.bundle import contract
+
+    hook = step(definition, "TrainModel")["Arguments"]["DebugHookConfig"]
+    assert hook["HookParameters"] == contract().HOOK_PARAMETERS
+    own = {
+        c["CollectionName"]: c["CollectionParameters"] for c in contract().PIPELINE_HOOK_COLLECTIONS
+    }
+    for collection in hook["CollectionConfigurations"]:
+        assert own[collection["CollectionName"]] == collection["CollectionParameters"]
+    # losses: smdebug's default collection in service mode; weights: the pipeline's addition.
+    assert set(own) == {"losses", "weights", "gradients", "relu_input"}
+
+
+def test_the_relu_input_regex_samples_every_depth_of_densenet_in_both_modes(definition):
+    hook = step(definition, "TrainModel")["Arguments"]["DebugHookConfig"]
+    (relu,) = [c for c in hook["CollectionConfigurations"] if c["CollectionName"] == "relu_input"]
+    assert relu["CollectionParameters"] == {"include_regex": RELU_INPUTS, "save_interval": "500"}
+    rules = step(definition, "TrainModel")["Arguments"]["DebugRuleConfigurations"]
+    (poor,) = [r for r in rules if r["RuleConfigurationName"] == "PoorWeightInitialization"]
+    assert poor["RuleParameters"]["activation_inputs_regex"] == RELU_INPUTS
+    pattern = re.compile(RELU_INPUTS)
+    # smdebug's names of DenseNet-161's ReLU inputs: the stem, the first dense layer of each
+    # block, every transition, and nothing else.
+    sampled = ["features.relu0_input_0", "features.transition3.relu_input_0"]
+    sampled += [
+        f"features.denseblock{b}.denselayer1.relu{r}_input_0" for b in (1, 4) for r in (1, 2)
+    ]
+    skipped = [
+        "features.denseblock1.denselayer10.relu1_input_0",
+        "features.denseblock2.denselayer2.relu2_input_0",
+        "features.denseblock3.denselayer21.relu1_input_0",
+        "classifier.1_input_0",
+    ]
+    assert all(pattern.fullmatch(name) for name in sampled)
+    assert not any(pattern.fullmatch(name) for name in skipped)
+
+
+def test_service_mode_changes_only_by_the_relu_regex(definition):
+    """The committed definition before issue 11, with the regex fix applied: nothing else."""
+    before = json.loads(
+        subprocess.run(
+            ["git", "show", "fb9efb0:pipeline_definition.json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    args = step(before, "TrainModel")["Arguments"]
+    (relu,) = [
+        c for c in args["DebugHookConfig"]["CollectionConfigurations"]
+        if c["CollectionName"] == "relu_input"
+    ]  # fmt: skip
+    relu["CollectionParameters"]["include_regex"] = RELU_INPUTS
+    args["DebugRuleConfigurations"][-1]["RuleParameters"]["activation_inputs_regex"] = RELU_INPUTS
+    assert _without_code_hash(json.dumps(definition, sort_keys=True)) == _without_code_hash(
+        json.dumps(before, sort_keys=True)
+    )
+
+
+def test_the_rules_gate_follows_the_accuracy_and_names_the_rule_when_it_blocks(pipeline_mode):
+    declared = {p["Name"]: p for p in pipeline_mode["Parameters"]}
+    assert declared["RuleIssuesBlockRegistration"] == {
+        "DefaultValue": False,
+        "Name": "RuleIssuesBlockRegistration",
+        "Type": "Boolean",
+    }
+    top = [s["Name"] for s in pipeline_mode["Steps"]]
+    assert top == [
+        "PrepareData",
+        "TuneHyperparameters",
+        "TrainModel",
+        "EvaluateModel",
+        "CheckTrainingRules",
+        "CheckAccuracy",
+    ]
+    accuracy = step(pipeline_mode, "CheckAccuracy")["Arguments"]
+    assert [s["Name"] for s in accuracy["IfSteps"]] == ["CheckRuleFindings"]
+    gate = step(pipeline_mode, "CheckRuleFindings")["Arguments"]
+    assert [s["Name"] for s in gate["IfSteps"]] == ["CompareWithDeployed", "CheckModelChanged"]
+    (condition,) = gate["Conditions"]
+    assert condition["Type"] == "Or"
+    blocking_off, no_issues = condition["Conditions"]
+    assert blocking_off == {
+        "Type": "Equals",
+        "LeftValue": {"Get": "Parameters.RuleIssuesBlockRegistration"},
+        "RightValue": False,
+    }
+    assert no_issues["Type"] == "Equals" and no_issues["RightValue"] == 0
+    json_get = no_issues["LeftValue"]["Std:JsonGet"]
+    assert json_get["Path"] == "issues"
+    assert json_get["PropertyFile"] == {
+        "Get": "Steps.CheckTrainingRules.PropertyFiles.TrainingRules"
+    }
+    (fail,) = gate["ElseSteps"]
+    assert (fail["Name"], fail["Type"]) == ("RuleIssuesFound", "Fail")
+    message = fail["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    assert message[1]["Std:JsonGet"]["Path"] == "finding"
+    assert "RuleIssuesBlockRegistration" in json.dumps(message)
+
+
+def test_a_bad_debugger_mode_is_refused_naming_the_modes():
+    with pytest.raises(
+        ValueError, match=r"debugger mode 'on' is not one of service, pipeline, off"
+    ):
+        PipelineConfig(debugger="on")
 
 
 def test_job_steps_retry_throttling_and_capacity_errors_and_cache(definition):

@@ -259,6 +259,7 @@ CONTAINER_CALLS = {
     "preprocess.py": lambda step, endpoint, group: [],
     "evaluate.py": lambda step, endpoint, group: [],
     "compare_deployed.py": compare_deployed_calls,
+    "check_rules.py": lambda step, endpoint, group: [],
 }
 
 
@@ -289,9 +290,20 @@ class Derivation:
         if reference.startswith("Parameters."):
             return str(self.defaults[reference.split(".", 1)[1]])
         step, _, prop = reference.removeprefix("Steps.").partition(".")
-        if step in self.steps and prop in self.steps[step].arguments:
-            return self.evaluate(self.steps[step].arguments[prop])
+        if step in self.steps and prop == "TrainingJobName":
+            return self.job_name(step)
+        if step in self.steps:
+            # A property that is one of the step's own arguments, at any depth.
+            found = self.steps[step].arguments
+            for part in prop.split("."):
+                found = found.get(part) if isinstance(found, dict) else None
+            if found is not None:
+                return self.evaluate(found)
         raise ValueError(f"this test cannot evaluate {value}")
+
+    @staticmethod
+    def job_name(step: str) -> str:
+        return f"pipelines-{EXECUTION_ID}-{step.lower()}-{HASH}"
 
     def derive(self) -> list[Need]:
         for entry in self.steps.values():
@@ -320,7 +332,7 @@ class Derivation:
         self.add(step, JOB_LOGS, arn("logs", f"log-group:{group}:log-stream:{stream}"))
 
     def _Processing(self, step: str, args: dict) -> None:
-        job = f"pipelines-{EXECUTION_ID}-{step.lower()}-{HASH}"
+        job = self.job_name(step)
         actions = ("Create", "Describe", "Stop")
         self._job(step, "processing-job", job, [f"sagemaker:{a}ProcessingJob" for a in actions])
         self.add(step, "sagemaker:AddTags", sm(f"processing-job/{job}"))
@@ -332,9 +344,17 @@ class Derivation:
             )
         group = self._group()
         self.needs += CONTAINER_CALLS[script](step, self.defaults["EndpointName"], group)
+        # An input joined from another step's properties (CheckTrainingRules reads TrainModel's
+        # output.tar.gz) names no s3:// text of its own for _arguments to find. (A plain Get of
+        # another step's output is that step's own S3 location, derived with that step.)
+        for item in args.get("ProcessingInputs", []):
+            uri = item["S3Input"]["S3Uri"]
+            if isinstance(uri, dict) and "Std:Join" in uri:
+                for bucket, key in S3_URI.findall(self.evaluate(uri)):
+                    self._s3(step, bucket, key)
 
     def _Training(self, step: str, args: dict) -> None:
-        job = f"pipelines-{EXECUTION_ID}-{step.lower()}-{HASH}"
+        job = self.job_name(step)
         actions = [f"sagemaker:{a}TrainingJob" for a in ("Create", "Describe", "Stop")]
         self._job(step, "training-job", job, [*actions, "sagemaker:AddTags"])
         # Debugger runs each built-in rule as a processing job named after the training job,
@@ -490,12 +510,15 @@ def config_for(template: Template, **security) -> PipelineConfig:
 
 # "secured" adds what upsert's security flags add, with the template's key. --subnet is not
 # built: VpcConfig needs EC2 network-interface rights that the template leaves out on purpose
-# (README, "Reliability and security").
-@pytest.fixture(scope="module", params=["default", "secured"])
+# (README, "Reliability and security"). "pipeline" and "off" are the other Debugger modes
+# (`--debugger`); "default" is service mode.
+@pytest.fixture(scope="module", params=["default", "secured", "pipeline", "off"])
 def definition(request, template) -> dict:
     from pipeline.definition import definition_dict
 
     security = {}
+    if request.param in ("pipeline", "off"):
+        security = {"debugger": request.param}
     if request.param == "secured":
         security = {
             "kms_key_id": template.attribute("DataKey", "Arn"),
@@ -545,9 +568,18 @@ def test_derivation_covers_every_step_and_what_their_arguments_name(definition, 
             assert "sagemaker-debugger-rules" in repositories
     if any("KmsKeyId" in json.dumps(entry.arguments) for entry in iter_steps(definition)):
         assert "kms:CreateGrant" in actions
+    if "CheckTrainingRules" in steps:
+        # Its input is joined from TrainModel's properties: the derivation must reach it.
+        job = Derivation.job_name("TrainModel")
+        assert any(
+            n.step == "CheckTrainingRules"
+            and n.action == "s3:GetObject"
+            and n.resource.endswith(f"/models/{job}/output/output.tar.gz")
+            for n in needs
+        )
 
 
-def test_the_role_pulls_only_image_repositories_the_definition_runs(role, needs):
+def test_the_role_pulls_only_image_repositories_the_definition_runs(role, needs, definition):
     # The other direction of the test above, for images: a repository left over from images
     # the steps no longer run (pytorch-training, before the move to the `pytorch` DLCs) fails.
     pulled = {n.resource for n in needs if n.action == "ecr:BatchGetImage"}
@@ -557,7 +589,11 @@ def test_the_role_pulls_only_image_repositories_the_definition_runs(role, needs)
         if statement["Effect"] == "Allow" and "ecr:BatchGetImage" in as_list(statement["Action"])
         for resource in as_list(statement["Resource"])
     }
-    assert granted == pulled
+    # One role serves every Debugger mode: the rule containers' repository is pulled only by
+    # service mode's rules (the default definition, where the two sets are equal).
+    rules = arn("ecr", "repository/sagemaker-debugger-rules", REGION, "503895931360")
+    uses_rules = "DebugRuleConfigurations" in json.dumps(definition)
+    assert granted == (pulled if uses_rules else pulled | {rules})
 
 
 def test_derived_arns_have_the_forms_the_service_authorization_reference_gives(
