@@ -360,6 +360,34 @@ def execution_steps(aws: Aws, execution_arn: str) -> list[dict]:
             return steps
 
 
+# Debugger is closed to new AWS customers since 2026-07-30, and what such an account's
+# CreateTrainingJob answers is undocumented: a failure that names Debugger (or the fields only
+# Debugger uses) and reads as a refusal is taken for one.
+_DEBUGGER_TERMS = re.compile(
+    r"debugger|DebugHookConfig|DebugRuleConfiguration|ProfilerConfig|ProfilerRuleConfiguration"
+    r"|profiler|smdebug",
+    re.IGNORECASE,
+)
+_REFUSAL_TERMS = re.compile(
+    r"not authori[sz]ed|access ?denied|not (?:available|supported|enabled|allowed|permitted)"
+    r"|no longer|unavailable|not subscribed|new customers|opt.?in",
+    re.IGNORECASE,
+)
+DEBUGGER_HINT = (
+    "SageMaker Debugger looks unavailable to this account (it is closed to new AWS customers "
+    "since 2026-07-30): upsert with --debugger pipeline, which runs the same rules in a "
+    "processing step, or --debugger off"
+)
+
+
+def debugger_hint(reasons: Iterable[str | None]) -> str | None:
+    """DEBUGGER_HINT when one of the failure reasons is a refusal of Debugger, else None."""
+    for reason in reasons:
+        if reason and _DEBUGGER_TERMS.search(reason) and _REFUSAL_TERMS.search(reason):
+            return DEBUGGER_HINT
+    return None
+
+
 def wait_for_execution(
     aws: Aws,
     execution_arn: str,
@@ -375,7 +403,7 @@ def wait_for_execution(
     """
     from botocore.exceptions import ClientError
 
-    started, seen, steps_ok = clock(), {}, True
+    started, seen, steps_ok, reasons = clock(), {}, True, []
     while True:
         execution = describe_execution(aws, execution_arn)
         if steps_ok:
@@ -385,6 +413,7 @@ def wait_for_execution(
                     if seen.get(name) != status:
                         seen[name] = status
                         reason = step.get("FailureReason")
+                        reasons.append(reason)
                         log.info("step %s: %s%s", name, status, f" ({reason})" if reason else "")
             except ClientError as exc:
                 # Progress is a nicety: without the permission, keep polling the status alone.
@@ -397,9 +426,11 @@ def wait_for_execution(
             log.info("execution %s", status)
             if status != "Succeeded":
                 reason = execution.get("FailureReason") or "no reason given"
+                hint = debugger_hint([reason, *reasons])
                 raise ExecutionFailed(
                     f"execution {status.lower()}: {one_line(reason)} "
                     f"(details: dogbreed-pipeline status {execution_arn})"
+                    + (f"; {hint}" if hint else "")
                 )
             return execution
         if timeout is not None and clock() - started >= timeout:

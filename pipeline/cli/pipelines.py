@@ -152,6 +152,11 @@ def status(args) -> int:
     print("\n".join(lines))
     print()
     print(_table(rows) if len(rows) > 1 else "(no steps yet)")
+    hint = aws.debugger_hint(
+        [execution.get("FailureReason"), *(step.get("FailureReason") for step in steps)]
+    )
+    if hint:
+        print(f"\nHint: {hint}")
     return 0
 
 

@@ -16,6 +16,7 @@ from helpers.awsfakes import (
     aws_error,
     create_pipeline,
     moto_execution,
+    ok,
     steps_response,
 )
 
@@ -351,3 +352,54 @@ def test_clients_honour_aws_endpoint_url(endpoint):
     direct = boto3.client("sagemaker", region_name=REGION, endpoint_url=endpoint)
     names = [p["PipelineName"] for p in direct.list_pipelines()["PipelineSummaries"]]
     assert names == [CONFIG.pipeline_name]
+
+
+# ------------------------------------------------------------- Debugger refusals
+
+# The exact answer an account new to Debugger gets is undocumented: plausible phrasings.
+DEBUGGER_REFUSALS = [
+    "ClientError: SageMaker Debugger is no longer available to new customers",
+    "ClientError: User is not authorized to use DebugRuleConfigurations",
+    "ValidationException: ProfilerConfig is not supported for this account",
+    "AccessDeniedException: access denied for SageMaker Debugger rule evaluation",
+]
+OTHER_FAILURES = [
+    "ClientError: out of memory",
+    "AlgorithmError: train.py exited with code 1: debugger hook saved 3 tensors",
+    "ResourceLimitExceeded: The account-level service limit 'ml.g5.2xlarge for training job "
+    "usage' is 0 Instances",
+    None,
+    "",
+]
+
+
+@pytest.mark.parametrize("reason", DEBUGGER_REFUSALS)
+def test_a_debugger_refusal_gets_the_hint_to_run_the_rules_in_the_pipeline(reason):
+    assert aws.debugger_hint(["ClientError: out of memory", reason]) == aws.DEBUGGER_HINT
+    assert "--debugger pipeline" in aws.DEBUGGER_HINT
+
+
+@pytest.mark.parametrize("reason", OTHER_FAILURES)
+def test_other_failures_get_no_debugger_hint(reason):
+    assert aws.debugger_hint([reason]) is None
+
+
+def test_wait_adds_the_debugger_hint_when_train_model_was_refused(moto, calls):
+    create_pipeline()
+    client = aws.connect()
+    arn = aws.start_execution(client, "dogbreed-pipeline", [])
+    _script_statuses(calls, arn, ["Executing", "Failed"])
+    refusal = DEBUGGER_REFUSALS[0]
+
+    def listing(params):
+        return ok(
+            {
+                "PipelineExecutionSteps": [
+                    {"StepName": "TrainModel", "StepStatus": "Failed", "FailureReason": refusal}
+                ]
+            }
+        )
+
+    calls.stubs["ListPipelineExecutionSteps"] = listing
+    with pytest.raises(ExecutionFailed, match="upsert with --debugger pipeline"):
+        aws.wait_for_execution(client, arn, interval=0, sleep=lambda s: None)

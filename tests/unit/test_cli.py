@@ -937,3 +937,32 @@ def test_unschedule_deletes_the_schedule_then_says_there_is_none(deployed, capsy
     assert code == 0
     assert "no schedule 'dogbreed-pipeline-schedule' in group 'default'" in err
     assert "nothing to remove" in err
+
+
+def test_status_ends_with_the_debugger_hint_when_a_step_was_refused_debugger(
+    deployed, calls, capsys
+):
+    from helpers.awsfakes import ok
+
+    run(capsys, "start")
+    refusal = "ClientError: SageMaker Debugger is not available to new customers"
+    calls.stubs["ListPipelineExecutionSteps"] = lambda params: ok(
+        {
+            "PipelineExecutionSteps": [
+                {"StepName": "TrainModel", "StepType": "Training", "StepStatus": "Failed",
+                 "FailureReason": refusal}
+            ]
+        }
+    )  # fmt: skip
+    code, out, err = run(capsys, "status")
+    assert code == 0, err
+    assert out.rstrip().splitlines()[-1].startswith("Hint: SageMaker Debugger looks unavailable")
+    assert "--debugger pipeline" in out
+
+
+def test_status_gives_no_hint_for_other_failures(deployed, calls, capsys):
+    run(capsys, "start")
+    calls.stubs["ListPipelineExecutionSteps"] = steps_response(("TrainModel", "Training", "Failed"))
+    code, out, err = run(capsys, "status")
+    assert code == 0, err
+    assert "Hint:" not in out
