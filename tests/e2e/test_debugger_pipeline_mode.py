@@ -140,3 +140,45 @@ def test_with_the_gate_on_the_fail_step_names_the_rule_and_its_finding(runs):
     assert reason.startswith("step RuleIssuesFound failed: Debugger rule VanishingGradient: ")
     assert "RuleIssuesBlockRegistration is true" in reason
     assert "VanishingGradient" in result.stderr
+
+
+def test_service_mode_decides_the_same_on_the_same_tensors(runs, tmp_path):
+    """run-local's service mode (in place of AWS's rule containers) evaluates the service
+    definition's DebugRuleConfigurations, with the same tripped threshold, over the tensors the
+    pipeline-mode TrainModel saved: every rule gets the status the rules step gave it."""
+    from pipeline.config import PipelineConfig
+    from pipeline.definition import definition_json
+    from pipeline.local.container import Job
+    from pipeline.local.supervisor import Supervisor
+    from pipeline.local.training_job import _evaluate_rules
+
+    steps = steps_by_name(runs.record("reported"))
+    properties = steps["TrainModel"]["Properties"]
+    store = Store(runs.store)
+    archive_uri = "/".join(
+        [properties["OutputDataConfig"]["S3OutputPath"], properties["TrainingJobName"]]
+        + ["output", "output.tar.gz"]
+    )
+    job = Job(store, "service-rules", tmp_path / "job", tmp_path / "job.log", "rules", Supervisor())
+    with tarfile.open(store.path(archive_uri)) as archive:
+        archive.extractall(job.opt_ml / "output" / "data", filter="data")
+    code = job.opt_ml / "code"
+    code.mkdir(parents=True)
+    with tarfile.open(
+        store.path(json.loads(properties["HyperParameters"]["sagemaker_submit_directory"]))
+    ) as tar:
+        tar.extractall(code, filter="data")
+
+    service = json.loads(definition_json(PipelineConfig()))
+    rules = step_of(service, "TrainModel")["Arguments"]["DebugRuleConfigurations"]
+    for rule in rules:
+        if rule["RuleConfigurationName"] == "VanishingGradient":
+            rule["RuleParameters"]["threshold"] = "1e9"  # as tripping() does
+    service_statuses = {
+        status["RuleConfigurationName"]: status["RuleEvaluationStatus"]
+        for status in _evaluate_rules(job, rules, job.opt_ml / "output" / "data" / "tensors")
+    }
+    output = steps["CheckTrainingRules"]["Properties"]["ProcessingOutputConfig"]["Outputs"][0]
+    report = json.loads(store.path(f"{output['S3Output']['S3Uri']}/rules.json").read_text())
+    assert service_statuses == {rule["name"]: rule["status"] for rule in report["rules"]}
+    assert service_statuses["VanishingGradient"] == "IssuesFound"
