@@ -23,7 +23,7 @@ import functools
 import importlib.util
 import os
 import shutil
-import subprocess
+import subprocess  # nosec B404 - pip on the bundled wheel, fixed arguments, no shell
 import sys
 import tempfile
 import types
@@ -96,7 +96,10 @@ def _install_wheel() -> Path:
     command = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps"]
     command += ["--no-cache-dir", "--disable-pip-version-check", "--quiet"]
     command += ["--target", str(target), str(WHEEL)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    # This interpreter's pip on a file of the bundle: no shell, nothing from the outside.
+    proc = subprocess.run(  # nosec B603
+        command, env=env, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         output = (proc.stderr or proc.stdout).strip()[-2000:]
         raise SetupError(f"installing the bundled {WHEEL.name} failed: {output}")
