@@ -34,6 +34,7 @@ from pathlib import Path
 import inference
 import numpy as np
 import pytest
+from helpers.container_envs import INFERENCE, python_of
 from helpers.definitions import step
 from helpers.paths import ROOT
 from helpers.serving_stack import (
@@ -247,19 +248,6 @@ def served_tarball(model_artifact, tmp_path_factory) -> Path:
     return tarball
 
 
-def image_python() -> str:
-    """The inference image's venv (container/inference.txt: torch 2.6, TorchServe 0.12.0,
-    sagemaker-pytorch-inference 2.0.25 on Python 3.12), which `make test` builds and names in
-    DOGBREED_INFERENCE_PYTHON; skipped without it, except in CI."""
-    python = os.environ.get("DOGBREED_INFERENCE_PYTHON")
-    if not python:
-        message = "DOGBREED_INFERENCE_PYTHON is not set (`make test` sets it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return python
-
-
 @pytest.fixture(
     scope="module", params=["serve-local", "torchserve-worker", "torchserve", "torchserve-image"]
 )
@@ -275,7 +263,7 @@ def stack(request, served_tarball, tmp_path_factory):
         if version is None or version < 11:
             pytest.skip(f"TorchServe's frontend needs Java 11 or later (found: {version})")
         # torchserve-image: the image's Python and torch load weights this torch saved.
-        python = image_python() if request.param == "torchserve-image" else sys.executable
+        python = python_of(INFERENCE) if request.param == "torchserve-image" else sys.executable
         server = TorchServe(
             extract(served_tarball, root / "opt-ml-model"), environment, root, python=python
         )

@@ -9,14 +9,13 @@ the tier is skipped, except in CI, where a missing environment is a failure.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.container_envs import TRAINING, python_of
 
 PARITY = Path(__file__).resolve().parent
-ENV_VAR = "DOGBREED_CONTAINER_PYTHON"
 
 
 def pytest_collection_modifyitems(items):
@@ -28,15 +27,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def container_python() -> str:
-    python = os.environ.get(ENV_VAR)
-    if not python:
-        message = f"{ENV_VAR} is not set: `make test` sets it to bin/container-env training's venv"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    if not Path(python).is_file():
-        pytest.fail(f"{ENV_VAR}={python} does not exist")
-    return python
+    return python_of(TRAINING)
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from helpers.datagen import make_imagefolder
-from parity.test_training_toolkit import OFFLINE, OVERRIDES, _quick
+from parity.test_training_toolkit import OVERRIDES, _quick, run_offline
 
 from pipeline.config import PipelineConfig
 from pipeline.definition import definition_json
-from pipeline.local.runner import Options, run
+from pipeline.local.runner import Options
 from pipeline.local.store import Store
 
 
@@ -33,11 +33,7 @@ def execution(container_python, tmp_path_factory):
         max_epochs=1,
         container_python=Path(container_python),
     )
-    with pytest.MonkeyPatch.context() as offline:
-        for key, value in OFFLINE.items():
-            offline.setenv(key, value)
-        outcome = run(definition, options)
-    return outcome, Store(work / "store")
+    return run_offline(definition, options), Store(work / "store")
 
 
 def test_the_rules_step_runs_in_the_image_and_reads_what_train_model_saved(

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import tarfile
 from pathlib import Path
 
 import pytest
+from helpers.container_envs import INFERENCE, python_of
 from helpers.datagen import make_imagefolder
 from parity.conftest import freeze
 
@@ -78,11 +78,15 @@ def execution(container_python, tmp_path_factory):
         max_epochs=1,
         container_python=Path(container_python),
     )
+    return run_offline(_quick(definition), options), Store(work / "store"), before
+
+
+def run_offline(definition: dict, options: Options):
+    """The execution, its jobs without the internet (OFFLINE)."""
     with pytest.MonkeyPatch.context() as offline:
         for key, value in OFFLINE.items():
             offline.setenv(key, value)
-        outcome = run(_quick(definition), options)
-    return outcome, Store(work / "store"), before
+        return run(definition, options)
 
 
 def _log(outcome, name: str) -> str:
@@ -215,12 +219,7 @@ def test_the_trained_model_is_served_by_the_inference_image_stack(execution, tmp
     with the container environment the execution deployed it with."""
     from helpers.serving_stack import TorchServe, extract, java_version
 
-    python = os.environ.get("DOGBREED_INFERENCE_PYTHON")
-    if not python:
-        message = "DOGBREED_INFERENCE_PYTHON is not set (`make test` sets it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    python = python_of(INFERENCE)
     version = java_version()
     if version is None or version < 11:
         pytest.skip(f"TorchServe's frontend needs Java 11 or later (found: {version})")
