@@ -398,15 +398,35 @@ def _monitored(command: list[str], interval_ms: int = 100) -> SystemMonitor:
 
 
 def test_monitor_counts_the_cpu_time_of_a_grandchild(tmp_path):
-    # The parent only waits; its child burns half a CPU-second, then lingers so a sample
-    # sees its total (2 s: on a loaded machine the sampling thread may wait its turn that
-    # long). Counted in CPU time, so a busy machine does not change the burnt total.
-    child = "import time\nwhile time.process_time() < 0.5: pass\ntime.sleep(2)"
+    # The parent only waits; its child burns half a CPU-second, then stays until the test has
+    # seen a sample with both processes and that CPU time in it, however long a loaded
+    # machine keeps the sampling thread waiting. Counted in CPU time, so load does not
+    # change the burnt total.
+    release = tmp_path / "release"
+    child = (
+        "import os, time\nwhile time.process_time() < 0.5: pass\n"
+        f"while not os.path.exists({str(release)!r}): time.sleep(0.05)"
+    )
     parent = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}])"
-    monitor = _monitored([sys.executable, "-c", parent])
+    process = subprocess.Popen([sys.executable, "-c", parent])
+    try:
+        with SystemMonitor(process.pid, 100) as monitor:
+            deadline = time.monotonic() + 120
+            # psutil reads CPU time in clock ticks (10 ms) and floats sum them inexactly:
+            # allow 0.1 s. The parent alone uses a few hundredths, so 0.4 s proves the
+            # grandchild is counted.
+            while not (
+                any(sample["processes"] == 2 for sample in monitor.samples)
+                and monitor.cpu_seconds >= 0.4
+            ):
+                assert process.poll() is None and time.monotonic() < deadline, monitor.samples
+                time.sleep(0.05)
+            release.touch()
+            process.wait(timeout=60)
+    finally:
+        release.touch()
+        process.wait(timeout=60)
     assert max(s["processes"] for s in monitor.samples) == 2
-    # psutil reads CPU time in clock ticks (10 ms) and floats sum them inexactly: allow 0.1 s.
-    # The parent alone uses a few hundredths, so this still proves the grandchild is counted.
     assert monitor.cpu_seconds >= 0.4
 
 

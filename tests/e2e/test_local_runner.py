@@ -964,7 +964,7 @@ def test_a_job_past_its_max_runtime_is_stopped_and_fails(tmp_path):
     definition = echo_definition()
     arguments = definition["Steps"][0]["Arguments"]
     arguments["AppSpecification"] = {
-        "ContainerEntrypoint": ["python3", "-c", "import time; time.sleep(60)"]
+        "ContainerEntrypoint": ["python3", "-c", "import time; time.sleep(600)"]
     }
     arguments["StoppingCondition"] = {"MaxRuntimeInSeconds": 1}
     store = Store(tmp_path / "store")
@@ -972,7 +972,8 @@ def test_a_job_past_its_max_runtime_is_stopped_and_fails(tmp_path):
     outcome = run(definition, Options(store=store.root))
     assert not outcome.succeeded
     assert outcome.step("Echo")["FailureReason"].startswith("MaxRuntimeExceeded")
-    assert outcome.step("Echo")["Seconds"] < 30
+    # Stopped, not run to its end: far less than the job's 600 s, however loaded the machine.
+    assert outcome.step("Echo")["Seconds"] < 300
 
 
 def test_sigterm_stops_the_run_and_its_jobs_and_records_it_stopped(tmp_path):

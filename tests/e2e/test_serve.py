@@ -147,23 +147,33 @@ def server(model_tarball):
 
 
 @pytest.fixture(scope="module")
-def instrumented_tarball(model_artifact, tmp_path_factory):
+def release(tmp_path_factory) -> Path:
+    """Created to let the instrumented code's held request (top_k=5) go on."""
+    return tmp_path_factory.mktemp("release") / "go"
+
+
+@pytest.fixture(scope="module")
+def instrumented_tarball(model_artifact, tmp_path_factory, release):
     """A model.tar.gz whose deployed code/inference.py differs from the checkout's.
 
     It imports a sibling module from code/, tags its answers with it, fails for top_k=7
-    and is slow for top_k=5, so tests can tell whose code serves and watch faults and
-    shutdowns.
+    and, for top_k=5, holds the request until the file `release` exists (at most 60 s), so
+    tests can tell whose code serves and watch faults and shutdowns with a request that is
+    surely in flight, however slowly a loaded machine runs the test.
     """
     original = (model_artifact.model_dir / "code" / "inference.py").read_text()
     patched = original + (
-        "\n\nimport time as _time\n"
+        "\n\nimport os as _os\n"
+        "import time as _time\n"
         "import marker\n"
         "_checkout_predict_fn = predict_fn\n\n\n"
         "def predict_fn(data, model):\n"
         "    if data.top_k == 7:\n"
         "        raise RuntimeError('simulated fault with secret detail')\n"
         "    if data.top_k == 5:\n"
-        "        _time.sleep(1.5)\n"
+        "        _held = _time.monotonic() + 60\n"
+        f"        while not _os.path.exists({str(release)!r}) and _time.monotonic() < _held:\n"
+        "            _time.sleep(0.01)\n"
         "    answer = _checkout_predict_fn(data, model)\n"
         "    answer['served_by'] = marker.VALUE\n"
         "    return answer\n"
@@ -374,7 +384,7 @@ def test_server_fault_is_a_500_without_details_logged_and_the_next_request_succe
 
 
 def test_stop_lets_the_request_in_progress_finish_then_refuses_connections(
-    instrumented_to_stop, jpeg
+    instrumented_to_stop, jpeg, release
 ):
     endpoint, thread = instrumented_to_stop
     result = {}
@@ -387,6 +397,7 @@ def test_stop_lets_the_request_in_progress_finish_then_refuses_connections(
         time.sleep(0.01)
     assert endpoint.app.in_flight == 1
     endpoint.stop()
+    release.touch()
     slow.join(30)
     thread.join(30)
     assert not thread.is_alive()

@@ -3,6 +3,7 @@ that ignores SIGTERM is killed after the grace period, and nothing starts after 
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -62,11 +63,12 @@ def test_stop_all_ends_the_job_and_its_children_and_refuses_new_jobs(tmp_path):
     supervisor = Supervisor(grace_seconds=5)
     thread, outcome, lines = start(supervisor, PARENT_AND_CHILD, tmp_path)
     child = int(lines[0].split()[0])
-    started = time.monotonic()
     supervisor.stop_all()
-    thread.join(10)
+    thread.join(60)
     assert not thread.is_alive()
-    assert outcome["done"].exit_code != 0 and time.monotonic() - started < 5
+    # Ended by the SIGTERM itself, not by the SIGKILL that follows the grace period: the exit
+    # code says which, however long a loaded machine took to deliver it.
+    assert outcome["done"].exit_code == -signal.SIGTERM
     deadline = time.monotonic() + 5
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -86,7 +88,7 @@ def test_a_job_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     supervisor = Supervisor(grace_seconds=0.5)
     thread, outcome, _ = start(supervisor, IGNORES_SIGTERM, tmp_path)
     supervisor.stop_all()
-    thread.join(10)
+    thread.join(60)
     assert not thread.is_alive()
     assert outcome["done"].exit_code == -9
 
@@ -94,7 +96,7 @@ def test_a_job_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
 def test_a_job_past_max_seconds_is_stopped_and_marked_timed_out(tmp_path):
     supervisor = Supervisor(grace_seconds=5)
     thread, outcome, _ = start(supervisor, PARENT_AND_CHILD, tmp_path, max_seconds=2)
-    thread.join(10)
+    thread.join(60)
     assert not thread.is_alive()
     assert outcome["done"].timed_out and outcome["done"].exit_code != 0
     assert "exit code" in (tmp_path / "job.log").read_text()
