@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from pipeline import parameter_specs
 from pipeline.definition_json import iter_steps
 from pipeline.errors import UsageError
 
@@ -82,8 +83,23 @@ def check(definition: dict, given: list[tuple[str, str]], pipeline: str) -> list
         except ValueError as exc:
             raise UsageError(f"--param {name} {exc}") from None
         result.append(ParameterValue(name, sent, value))
+    _refuse_out_of_range(definition, result)
     _refuse_debugger_on_several_instances(definition, result)
     return result
+
+
+def _refuse_out_of_range(definition: dict, values: list[ParameterValue]) -> None:
+    """Each value within what its parameter accepts (parameter_specs.py), before anything
+    runs: an out-of-range value would otherwise fail every trial, one after another."""
+    typed = {
+        name: declared.get("DefaultValue")
+        for name, declared in declared_parameters(definition).items()
+    }
+    typed.update({value.name: value.value for value in values})
+    found = parameter_specs.problems(typed, {value.name for value in values})
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise UsageError(f"--param {found[0]}{more}")
 
 
 # A training job's fields that only SageMaker Debugger reads.

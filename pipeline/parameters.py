@@ -2,7 +2,8 @@
 
 Studio shows these on the "Start execution" form, and EventBridge schedules start the
 pipeline with the defaults, so every parameter has one. Names are PascalCase (Studio
-convention). The defaults are the reference setup: 133 dog breeds at 224 px on one GPU.
+convention). The defaults are the reference setup: 133 dog breeds at 224 px on one GPU;
+they and the values each parameter accepts are declared in pipeline/parameter_specs.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sagemaker.workflow.parameters import (
 )
 
 from pipeline.config import DEFAULT_ENDPOINT_INSTANCE_TYPE, DEFAULT_ENDPOINT_NAME, PipelineConfig
+from pipeline.parameter_specs import SPECS, default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,45 +48,48 @@ class Parameters:
 
 
 def get_parameters(config: PipelineConfig) -> Parameters:
+    # The defaults and what each accepts: pipeline/parameter_specs.py.
     return Parameters(
-        # An S3 prefix holding train/ valid/ test/, or one .zip of them (dogImages.zip).
         input_data_url=ParameterString("InputDataUrl", default_value=config.s3_uri("input/")),
-        # Pre-resizing once in preprocessing removes most per-epoch JPEG decode cost.
-        max_image_side=ParameterInteger("MaxImageSide", default_value=320),
-        image_size=ParameterInteger("ImageSize", default_value=224),
-        pretrained=ParameterBoolean("Pretrained", default_value=True),
+        max_image_side=ParameterInteger("MaxImageSide", default_value=default("MaxImageSide")),
+        image_size=ParameterInteger("ImageSize", default_value=default("ImageSize")),
+        pretrained=ParameterBoolean("Pretrained", default_value=default("Pretrained")),
         processing_instance_type=ParameterString(
-            "ProcessingInstanceType", default_value="ml.c5.2xlarge"
+            "ProcessingInstanceType", default_value=default("ProcessingInstanceType")
         ),
         training_instance_type=ParameterString(
-            "TrainingInstanceType", default_value="ml.g5.2xlarge"
+            "TrainingInstanceType", default_value=default("TrainingInstanceType")
         ),
-        training_instance_count=ParameterInteger("TrainingInstanceCount", default_value=1),
-        max_tuning_jobs=ParameterInteger("MaxTuningJobs", default_value=8),
-        max_parallel_tuning_jobs=ParameterInteger("MaxParallelTuningJobs", default_value=2),
+        training_instance_count=ParameterInteger(
+            "TrainingInstanceCount", default_value=default("TrainingInstanceCount")
+        ),
+        max_tuning_jobs=ParameterInteger("MaxTuningJobs", default_value=default("MaxTuningJobs")),
+        max_parallel_tuning_jobs=ParameterInteger(
+            "MaxParallelTuningJobs", default_value=default("MaxParallelTuningJobs")
+        ),
         evaluation_instance_type=ParameterString(
-            "EvaluationInstanceType", default_value="ml.m5.xlarge"
+            "EvaluationInstanceType", default_value=default("EvaluationInstanceType")
         ),
-        accuracy_threshold=ParameterFloat("AccuracyThreshold", default_value=0.7),
-        # The accuracy condition is the automated gate before registration and deployment;
-        # PendingManualApproval records the version for a human to approve in the registry.
+        accuracy_threshold=ParameterFloat(
+            "AccuracyThreshold", default_value=default("AccuracyThreshold")
+        ),
         model_approval_status=ParameterString(
             "ModelApprovalStatus",
-            default_value="Approved",
-            enum_values=["Approved", "PendingManualApproval"],
+            default_value=default("ModelApprovalStatus"),
+            enum_values=list(SPECS["ModelApprovalStatus"].choices),
         ),
         endpoint_name=ParameterString("EndpointName", default_value=DEFAULT_ENDPOINT_NAME),
         endpoint_instance_type=ParameterString(
             "EndpointInstanceType", default_value=DEFAULT_ENDPOINT_INSTANCE_TYPE
         ),
-        # Each trial's and TrainModel's MaxRuntimeInSeconds (with spot also its wait for
-        # capacity): a job that hangs stops billing after this long. SageMaker's default, 24 h.
-        max_training_seconds=ParameterInteger("MaxTrainingSeconds", default_value=86_400),
-        # Off by default: a rule's finding is reported (rules.json, report.md) but registers
-        # the model anyway, as service mode's rules never stop an execution; on, any
-        # IssuesFound ends the execution before registration, naming the rule.
+        max_training_seconds=ParameterInteger(
+            "MaxTrainingSeconds", default_value=default("MaxTrainingSeconds")
+        ),
         rule_issues_block_registration=(
-            ParameterBoolean("RuleIssuesBlockRegistration", default_value=False)
+            ParameterBoolean(
+                "RuleIssuesBlockRegistration",
+                default_value=default("RuleIssuesBlockRegistration"),
+            )
             if config.debugger == "pipeline"
             else None
         ),

@@ -17,6 +17,12 @@ from __future__ import annotations
 
 import re
 
+# --------------------------------------------------------------- hyperparameter bounds
+
+# The crop side train.py accepts (--image_size), and so the ImageSize pipeline parameter:
+# below 32 px DenseNet's five downsamplings leave no feature map.
+IMAGE_SIZE_RANGE = (32, 1024)
+
 # ------------------------------------------------------------------------- entry points
 
 TRAIN_SCRIPT = "train.py"

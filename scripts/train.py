@@ -610,7 +610,7 @@ class TrainingArguments:
         "densenet161", "torchvision model", _model_name, model_setting=True
     )
     image_size: int = _hyperparameter(
-        224, "crop side, pixels", number(int, 32, 1024), model_setting=True
+        224, "crop side, pixels", number(int, *contract.IMAGE_SIZE_RANGE), model_setting=True
     )
     pretrained: bool = _hyperparameter(True, "start from ImageNet weights", str2bool)
     optimizer: str = _hyperparameter("adamw", "adamw or sgd", choice("adamw", "sgd"))
