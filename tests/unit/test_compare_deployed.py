@@ -12,7 +12,7 @@ import urllib.request
 
 import compare_deployed
 import pytest
-from helpers.awsfakes import REGION, ROLE, moto_client
+from helpers.awsfakes import REGION, ROLE, moto_client, reset_moto_server
 
 from pipeline.local import sagemaker_api
 from pipeline.local.store import Store
@@ -101,9 +101,7 @@ class LocalSageMaker(MotoSageMaker):
 def sagemaker(request, aws_env, tmp_path, moto_server):
     """(a deployment builder, ...) with AWS_ENDPOINT_URL_SAGEMAKER pointing at its API."""
     if request.param == "moto":
-        urllib.request.urlopen(
-            urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
-        ).close()
+        reset_moto_server(moto_server)
         aws_env.setenv("AWS_ENDPOINT_URL_SAGEMAKER", moto_server)
         yield MotoSageMaker(moto_server)
         return

@@ -8,10 +8,9 @@ one implementation, so each scenario must end the same on both.
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
-from helpers.awsfakes import ROLE, moto_client, one_error_line
+from helpers.awsfakes import ROLE, moto_client, one_error_line, reset_moto_server
 
 from pipeline import cli, deployment
 from pipeline.config import is_pipeline_config
@@ -32,9 +31,7 @@ SETTINGS = deployment.Settings(
 def sagemaker(request, aws_env, tmp_path, moto_server):
     """A SageMaker client with two registered versions (MODELS) pending approval."""
     if request.param == "moto":
-        urllib.request.urlopen(
-            urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
-        ).close()
+        reset_moto_server(moto_server)
         client = moto_client(moto_server, "sagemaker")
         client.create_model_package_group(ModelPackageGroupName=GROUP)
         yield _registered(client)
