@@ -275,8 +275,8 @@ class Server:
 def client(url: str):
     """A boto3 SageMaker client of the API at `url`, with inert credentials and no retries.
 
-    Nothing of the user's AWS configuration (profile, endpoint variables, retries) applies:
-    a local call must never reach a real account, and a refusal is final at once.
+    The endpoint and keys are explicit, so a local call never reaches a real account with the
+    user's credentials, and a refusal is final at once (no retries).
     """
     import botocore.session
     from botocore.config import Config
