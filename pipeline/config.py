@@ -70,6 +70,30 @@ LOCAL_STORE = "local-store"
 # The EndpointName parameter's default: the endpoint the pipeline deploys.
 DEFAULT_ENDPOINT_NAME = "dogbreed-classifier"
 
+# The endpoint configurations the pipeline makes are named <EndpointName>-<tag>: the deploy
+# step's tag is the execution id (SageMaker's lower-case letters and digits, run-local's
+# `local-<time>-<hex>`), `approve`'s is v<version>at<unix time>. approve and teardown replace
+# or delete only configurations of this naming: any other was made by someone else.
+CONFIG_NAME_SEPARATOR = "-"
+_CONFIG_TAG = r"(?:[a-z0-9]+|local-\d{8}T\d{6}-[0-9a-f]+)"
+MAX_CONFIG_NAME = 63
+
+
+def is_pipeline_config(endpoint_name: str, config_name: str) -> bool:
+    pattern = re.escape(endpoint_name + CONFIG_NAME_SEPARATOR) + _CONFIG_TAG
+    return re.fullmatch(pattern, config_name) is not None
+
+
+def approval_config_name(endpoint_name: str, version: int, unix_time: int) -> str:
+    """The configuration `approve` deploys `version` with; ValueError if too long a name."""
+    name = f"{endpoint_name}{CONFIG_NAME_SEPARATOR}v{version}at{unix_time}"
+    if len(name) > MAX_CONFIG_NAME:
+        raise ValueError(
+            f"endpoint name {endpoint_name} is too long to name its configurations "
+            f"({name} has more than {MAX_CONFIG_NAME} characters)"
+        )
+    return name
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:

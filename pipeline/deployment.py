@@ -1,11 +1,15 @@
-"""Approve, reject and deploy a registered model version on SageMaker (`approve`).
+"""Register, approve, deploy, describe and tear down, once, as calls of a SageMaker client.
+
+Every function here takes a boto3 SageMaker client: boto3's own for AWS, or one pointed at
+run-local's SageMaker API (pipeline.local.sagemaker_api), which answers the same calls from
+the store. So `approve`, `teardown` and run-local's deploy steps run the same code against
+both, and botocore checks every request against SageMaker's service model locally too.
 
 A version is deployed the way the pipeline's own deploy steps deploy: the settings (role,
 VPC, network isolation, instance type, KMS key, endpoint name, model package group) come
 from the definition the pipeline was upserted with, so an approval later in Studio or from
-the CLI serves the model exactly as an Approved execution would have. The endpoint
-configuration is named `<EndpointName>-v<version>at<unix time>`, which `teardown` knows as
-the pipeline's own, like the deploy step's `<EndpointName>-<execution id>`.
+the CLI serves the model exactly as an Approved execution would have. Configurations are
+named by pipeline.config's rule, which `teardown` knows as the pipeline's own.
 
 Everything that can refuse is checked before anything changes: the version exists and is
 in the pipeline's group, and the endpoint is neither Failed nor in the middle of a change.
@@ -18,7 +22,8 @@ import logging
 import re
 import time
 
-from pipeline.aws import Aws, describe_pipeline, is_missing, is_pipeline_config
+from pipeline.aws import Aws, describe_pipeline, is_missing
+from pipeline.config import DEFAULT_ENDPOINT_INSTANCE_TYPE, approval_config_name, is_pipeline_config
 from pipeline.definition_json import iter_steps
 from pipeline.errors import CliError, UsageError
 
@@ -32,7 +37,6 @@ PACKAGE_ARN_RE = re.compile(
 # race the change under way.
 BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 POLL_SECONDS = 30
-MAX_NAME = 63
 
 
 class DeployFailed(CliError):
@@ -47,8 +51,9 @@ class Settings:
 
     group: str
     endpoint_name: str
-    instance_type: str
-    role_arn: str
+    # None: the endpoint keeps the type it runs on (a new one gets the parameter's default).
+    instance_type: str | None
+    role_arn: str | None
     vpc_config: dict | None = None
     network_isolation: bool = False
     kms_key_id: str | None = None
@@ -115,66 +120,87 @@ def version_number(version: str, group: str) -> int:
     return int(version)
 
 
-def package_arn(aws: Aws, group: str, version: str) -> str:
-    """The ARN of `version` (a number, or an ARN that must be of `group`)."""
-    if PACKAGE_ARN_RE.match(version):
-        version_number(version, group)
-        return version
+def package_arn(sagemaker, group: str, version: str) -> str:
+    """The ARN of `version` (a number, or an ARN that must be of `group`).
+
+    A version's ARN is its group's with `model-package/<group>/<number>`: asking for the
+    group's ARN needs neither the account nor the partition, and says if the group is absent.
+    """
     number = version_number(version, group)
-    partition = aws.session.get_partition_for_region(aws.region)
-    account = aws.account_id()
-    return f"arn:{partition}:sagemaker:{aws.region}:{account}:model-package/{group}/{number}"
-
-
-def describe_version(aws: Aws, arn: str) -> dict:
+    if PACKAGE_ARN_RE.match(version):
+        return version
     from botocore.exceptions import ClientError
 
     try:
-        return aws.sagemaker.describe_model_package(ModelPackageName=arn)
+        group_arn = sagemaker.describe_model_package_group(ModelPackageGroupName=group)[
+            "ModelPackageGroupArn"
+        ]
     except ClientError as exc:
         if is_missing(exc):
-            group, version = arn.rsplit("/", 2)[-2:]
-            raise UsageError(
-                f"model package group {group} has no version {version} in {aws.region} "
-                "(the registry in SageMaker Studio lists them)"
-            ) from None
+            raise UsageError(f"there is no model package group {group}") from None
         raise
+    prefix, _, _ = group_arn.rpartition(":model-package-group/")
+    return f"{prefix}:model-package/{group}/{number}"
 
 
-def set_approval(aws: Aws, arn: str, status: str, description: str | None) -> None:
+def describe_version(sagemaker, arn: str) -> dict:
+    from botocore.exceptions import ClientError
+
+    try:
+        return sagemaker.describe_model_package(ModelPackageName=arn)
+    except ClientError as exc:
+        if not is_missing(exc):
+            raise
+    group, version = arn.rsplit("/", 2)[-2:]
+    listed = sagemaker.list_model_packages(
+        ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Descending", MaxResults=100
+    ).get("ModelPackageSummaryList", [])
+    there = sorted(p["ModelPackageVersion"] for p in listed if p.get("ModelPackageVersion"))
+    raise UsageError(
+        f"model package group {group} has no version {version} "
+        f"(versions: {', '.join(map(str, there)) or 'none'})"
+    )
+
+
+def set_approval(sagemaker, arn: str, status: str, description: str | None) -> None:
     request = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
     if description:
         request["ApprovalDescription"] = description
-    aws.sagemaker.update_model_package(**request)
+    sagemaker.update_model_package(**request)
 
 
-def describe_endpoint(aws: Aws, name: str) -> dict | None:
+def register_version(sagemaker, request: dict) -> dict:
+    """CreateModelPackage (a RegisterModel step's arguments); the version as described."""
+    arn = sagemaker.create_model_package(**request)["ModelPackageArn"]
+    return sagemaker.describe_model_package(ModelPackageName=arn)
+
+
+def describe_endpoint(sagemaker, name: str) -> dict | None:
     from botocore.exceptions import ClientError
 
     try:
-        return aws.sagemaker.describe_endpoint(EndpointName=name)
+        return sagemaker.describe_endpoint(EndpointName=name)
     except ClientError as exc:
         if is_missing(exc):
             return None
         raise
 
 
-def served_model_data(aws: Aws, endpoint: dict) -> str | None:
-    """The ModelDataUrl of the model the endpoint's configuration serves."""
-    config = aws.sagemaker.describe_endpoint_config(
-        EndpointConfigName=endpoint["EndpointConfigName"]
-    )
-    variants = config.get("ProductionVariants") or [{}]
-    model = aws.sagemaker.describe_model(ModelName=variants[0]["ModelName"])
+def served_variant(sagemaker, endpoint: dict) -> tuple[dict, dict]:
+    """(production variant, model) of what the endpoint's configuration serves."""
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variant = (config.get("ProductionVariants") or [{}])[0]
+    return variant, sagemaker.describe_model(ModelName=variant["ModelName"])
+
+
+def model_data(model: dict) -> str | None:
+    """A described model's ModelDataUrl."""
     container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
     return container.get("ModelDataUrl")
 
 
-def check_endpoint(endpoint: dict | None, name: str, ours=is_pipeline_config) -> None:
-    """Refuse an endpoint that cannot take an update now, or that is not the pipeline's.
-
-    `ours(name, config)` tells the pipeline's configuration names (run-local's differ).
-    """
+def check_endpoint(endpoint: dict | None, name: str) -> None:
+    """Refuse an endpoint that cannot take an update now, or that is not the pipeline's."""
     if endpoint is None:
         return
     status = endpoint.get("EndpointStatus")
@@ -187,7 +213,7 @@ def check_endpoint(endpoint: dict | None, name: str, ours=is_pipeline_config) ->
     if status in BUSY_STATUSES:
         raise UsageError(f"endpoint {name} is {status}: approve again once it is InService")
     serving = endpoint.get("EndpointConfigName", "")
-    if not ours(name, serving):
+    if not is_pipeline_config(name, serving):
         raise UsageError(
             f"endpoint {name} serves configuration {serving!r}, which this pipeline did not "
             "create: refusing to replace it; pass --endpoint to deploy to another name"
@@ -197,12 +223,10 @@ def check_endpoint(endpoint: dict | None, name: str, ours=is_pipeline_config) ->
 def new_names(endpoint_name: str, version: int) -> tuple[str, str]:
     """(model name, endpoint configuration name) for deploying `version` now."""
     stamp = int(time.time())
-    config = f"{endpoint_name}-v{version}at{stamp}"
-    if len(config) > MAX_NAME:
-        raise UsageError(
-            f"endpoint name {endpoint_name} is too long to name its configurations "
-            f"({config} has more than {MAX_NAME} characters)"
-        )
+    try:
+        config = approval_config_name(endpoint_name, version, stamp)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     return f"dogbreed-v{version}-{stamp}", config
 
 
@@ -224,45 +248,63 @@ def deployable_container(package: dict) -> dict:
     return container
 
 
-def create_model(aws: Aws, package: dict, settings: Settings, name: str) -> None:
-    request = {
-        "ModelName": name,
-        "PrimaryContainer": deployable_container(package),
-        "ExecutionRoleArn": settings.role_arn,
-    }
+def create_model(sagemaker, name: str, request: dict) -> str:
+    """CreateModel (a Model step's arguments, or a version's); the model's ARN."""
+    return sagemaker.create_model(**{**request, "ModelName": name})["ModelArn"]
+
+
+def create_endpoint_config(sagemaker, name: str, request: dict) -> str:
+    """CreateEndpointConfig; the configuration's ARN."""
+    return sagemaker.create_endpoint_config(**{**request, "EndpointConfigName": name})[
+        "EndpointConfigArn"
+    ]
+
+
+def deploy_endpoint(sagemaker, name: str, config: str) -> tuple[dict | None, dict]:
+    """Create the endpoint, or update it if it exists, as the Endpoint step does.
+
+    (the endpoint as it was, or None; as it is now).
+    """
+    endpoint = describe_endpoint(sagemaker, name)
+    if endpoint is None:
+        sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    else:
+        sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config)
+    return endpoint, sagemaker.describe_endpoint(EndpointName=name)
+
+
+def model_request(package: dict, settings: Settings) -> dict:
+    """CreateModel's request for a version, as the pipeline's Model step would make it."""
+    request = {"PrimaryContainer": deployable_container(package)}
+    if settings.role_arn:
+        request["ExecutionRoleArn"] = settings.role_arn
     if settings.vpc_config:
         request["VpcConfig"] = settings.vpc_config
     if settings.network_isolation:
         request["EnableNetworkIsolation"] = True
-    aws.sagemaker.create_model(**request)
+    return request
 
 
-def create_endpoint_config(aws: Aws, settings: Settings, model: str, name: str) -> None:
+def config_request(settings: Settings, model: str, instance_type: str) -> dict:
     request = {
-        "EndpointConfigName": name,
         "ProductionVariants": [
             {
                 "VariantName": "AllTraffic",
                 "ModelName": model,
                 "InitialInstanceCount": 1,
-                "InstanceType": settings.instance_type,
+                "InstanceType": instance_type,
                 "InitialVariantWeight": 1,
             }
         ],
     }
     if settings.kms_key_id:
         request["KmsKeyId"] = settings.kms_key_id
-    aws.sagemaker.create_endpoint_config(**request)
+    return request
 
 
-def switch_endpoint(aws: Aws, endpoint: dict | None, name: str, config: str) -> None:
-    if endpoint is None:
-        aws.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config)
-    else:
-        aws.sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config)
-
-
-def wait_in_service(aws: Aws, name: str, config: str, previous: str | None, timeout: float) -> None:
+def wait_in_service(
+    sagemaker, name: str, config: str, previous: str | None, timeout: float
+) -> None:
     """Poll until the endpoint has stopped changing; DeployFailed unless it serves `config`.
 
     SageMaker rolls a failed update back: the endpoint returns to InService on the previous
@@ -270,7 +312,7 @@ def wait_in_service(aws: Aws, name: str, config: str, previous: str | None, time
     """
     deadline = time.monotonic() + timeout
     while True:
-        endpoint = describe_endpoint(aws, name) or {}
+        endpoint = describe_endpoint(sagemaker, name) or {}
         status = endpoint.get("EndpointStatus")
         if status not in BUSY_STATUSES:
             break
@@ -289,3 +331,136 @@ def wait_in_service(aws: Aws, name: str, config: str, previous: str | None, time
             f"the update of endpoint {name} failed ({reason}): it still serves {previous}"
         )
     raise DeployFailed(f"endpoint {name} is {status} on {serving} ({reason})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Approval:
+    """What `approve` was asked to do with one version."""
+
+    version: str
+    reject: bool = False
+    reason: str | None = None
+    deploy: bool = True
+    wait: bool = True
+    timeout: float = 3600.0
+
+
+def approve(sagemaker, settings: Settings, ask: Approval) -> tuple[str, bool]:
+    """Approve and deploy, or reject, a version; (its ARN, whether the endpoint changed)."""
+    arn = package_arn(sagemaker, settings.group, ask.version)
+    package = describe_version(sagemaker, arn)
+    version = package.get("ModelPackageVersion") or int(arn.rsplit("/", 1)[-1])
+    data = package_container(package).get("ModelDataUrl")
+    name = settings.endpoint_name
+    if ask.reject:
+        set_approval(sagemaker, arn, "Rejected", ask.reason)
+        log.info("rejected %s version %d", settings.group, version)
+        endpoint = describe_endpoint(sagemaker, name)
+        if endpoint and model_data(served_variant(sagemaker, endpoint)[1]) == data:
+            log.warning("endpoint %s still serves it: approve another version, or `teardown`", name)
+        return arn, False
+    endpoint = None
+    if ask.deploy:
+        endpoint = describe_endpoint(sagemaker, name)
+        check_endpoint(endpoint, name)
+    set_approval(sagemaker, arn, "Approved", ask.reason)
+    was = package["ModelApprovalStatus"]
+    log.info("approved %s version %d (was %s)", settings.group, version, was)
+    if not ask.deploy:
+        return arn, False
+    variant, served = served_variant(sagemaker, endpoint) if endpoint else ({}, {})
+    if endpoint and model_data(served) == data:
+        log.info("endpoint %s already serves %s: nothing to deploy", name, data)
+        return arn, False
+    instance_type = (
+        settings.instance_type or variant.get("InstanceType") or DEFAULT_ENDPOINT_INSTANCE_TYPE
+    )
+    model, config = new_names(name, version)
+    create_model(sagemaker, model, model_request(package, settings))
+    create_endpoint_config(sagemaker, config, config_request(settings, model, instance_type))
+    deploy_endpoint(sagemaker, name, config)
+    log.info(
+        "%s endpoint %s with %s (model %s, %s)",
+        "updating" if endpoint else "creating",
+        name,
+        config,
+        model,
+        instance_type,
+    )
+    if ask.wait:
+        previous = endpoint.get("EndpointConfigName") if endpoint else None
+        wait_in_service(sagemaker, name, config, previous, ask.timeout)
+        log.info("endpoint %s is InService with version %d", name, version)
+    return arn, True
+
+
+# --------------------------------------------------------------------------- teardown
+
+
+@dataclasses.dataclass
+class EndpointResources:
+    """What the pipeline's deploy steps made for one endpoint name, and still costs or clutters."""
+
+    endpoint: str | None  # the endpoint's name while it exists
+    configs: list[str]  # the endpoint configurations, one per deploying execution
+    models: list[str]  # the models those configurations serve
+
+    @property
+    def empty(self) -> bool:
+        return self.endpoint is None and not self.configs and not self.models
+
+
+def endpoint_resources(sagemaker, endpoint_name: str) -> EndpointResources:
+    """The endpoint, the configurations the pipeline made for it and their models.
+
+    Refuses (UsageError) an endpoint that serves a configuration of another naming: it was
+    not deployed by this pipeline, and deleting it could take down someone else's service.
+    """
+    described = describe_endpoint(sagemaker, endpoint_name)
+    endpoint = None
+    if described is not None:
+        endpoint = endpoint_name
+        serving = described.get("EndpointConfigName", "")
+        if not is_pipeline_config(endpoint_name, serving):
+            raise UsageError(
+                f"endpoint {endpoint_name} serves configuration {serving!r}, which this pipeline "
+                f"did not create (its configurations are named {endpoint_name}-<execution id>): "
+                "refusing to delete it; delete it with the AWS console or CLI if it is yours"
+            )
+    configs = []
+    for page in sagemaker.get_paginator("list_endpoint_configs").paginate(
+        NameContains=f"{endpoint_name}-"
+    ):
+        configs += [
+            item["EndpointConfigName"]
+            for item in page.get("EndpointConfigs", [])
+            if is_pipeline_config(endpoint_name, item["EndpointConfigName"])
+        ]
+    models = set()
+    for config in configs:
+        variants = sagemaker.describe_endpoint_config(EndpointConfigName=config)
+        models |= {v["ModelName"] for v in variants.get("ProductionVariants", [])}
+    return EndpointResources(endpoint, sorted(configs), sorted(models))
+
+
+def delete_endpoint_resources(sagemaker, resources: EndpointResources) -> None:
+    """Delete the endpoint first (it stops billing), then its configurations and models.
+
+    One already gone (a second teardown, a concurrent one) is not an error.
+    """
+    from botocore.exceptions import ClientError
+
+    deletions = [("endpoint", sagemaker.delete_endpoint, "EndpointName", resources.endpoint)]
+    deletions = [d for d in deletions if d[3]]
+    deletions += [
+        ("endpoint configuration", sagemaker.delete_endpoint_config, "EndpointConfigName", name)
+        for name in resources.configs
+    ]
+    deletions += [("model", sagemaker.delete_model, "ModelName", name) for name in resources.models]
+    for what, delete, key, name in deletions:
+        try:
+            delete(**{key: name})
+        except ClientError as exc:
+            if not is_missing(exc):
+                raise
+        log.info("deleted %s %s", what, name)

@@ -13,6 +13,7 @@ from sagemaker.workflow.functions import Join
 from sagemaker.workflow.model_step import ModelStep
 from sagemaker.workflow.steps import TrainingStep
 
+from pipeline.config import CONFIG_NAME_SEPARATOR
 from steps.common import BuildContext, service_retry_policies
 from steps.register import serving_model
 
@@ -32,9 +33,11 @@ def deploy_steps(ctx: BuildContext, training: TrainingStep, register: ModelStep)
         retry_policies=service_retry_policies(),
         depends_on=[register],
     )
-    # Endpoint configurations are immutable: one per execution, named after it.
+    # Endpoint configurations are immutable: one per execution, named after it
+    # (pipeline.config.is_pipeline_config is the rule approve and teardown know them by).
     config_name = Join(
-        on="-", values=[ctx.params.endpoint_name, ExecutionVariables.PIPELINE_EXECUTION_ID]
+        on=CONFIG_NAME_SEPARATOR,
+        values=[ctx.params.endpoint_name, ExecutionVariables.PIPELINE_EXECUTION_ID],
     )
     endpoint_config = EndpointConfigStep(
         name=CONFIG_NAME,

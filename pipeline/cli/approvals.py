@@ -1,13 +1,12 @@
 """`approve`: approve and deploy, or reject, a registered model version.
 
-On SageMaker (pipeline.deployment) or, with --store, in run-local's registry and endpoints.
-Every check runs before anything changes, so a refused approval leaves the version's status
-and the endpoint as they were.
+pipeline.deployment.approve, against SageMaker or, with --store, against run-local's
+SageMaker API over the store. Every check runs before anything changes, so a refused
+approval leaves the version's status and the endpoint as they were.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pipeline.cli.options as options
 from pipeline import deployment
 from pipeline.cli.pipelines import connect
 from pipeline.config import DEFAULT_ENDPOINT_NAME
-from pipeline.errors import UsageError
 
 log = logging.getLogger("pipeline.cli")
 
@@ -24,119 +22,47 @@ DEFAULT_TIMEOUT = 3600.0
 
 
 def approve(args) -> int:
-    if args.store is not None:
-        return _approve_local(args)
-    client = connect(args)
-    settings = deployment.pipeline_settings(
-        client,
-        args.pipeline_name,
-        group=args.model_package_group,
-        endpoint_name=args.endpoint,
-        instance_type=args.instance_type,
+    ask = deployment.Approval(
+        version=args.model_version,
+        reject=args.reject,
+        reason=args.reason,
+        deploy=not args.no_deploy,
+        wait=not args.no_wait,
+        timeout=args.timeout,
     )
-    arn = deployment.package_arn(client, settings.group, args.model_version)
-    package = deployment.describe_version(client, arn)
-    version = package.get("ModelPackageVersion") or int(arn.rsplit("/", 1)[-1])
-    model_data = deployment.package_container(package).get("ModelDataUrl")
-    if args.reject:
-        deployment.set_approval(client, arn, "Rejected", args.reason)
-        log.info("rejected %s version %d", settings.group, version)
-        endpoint = deployment.describe_endpoint(client, settings.endpoint_name)
-        if endpoint and deployment.served_model_data(client, endpoint) == model_data:
-            log.warning(
-                "endpoint %s still serves it: approve another version, or `%s teardown`",
-                settings.endpoint_name,
-                options.PROG,
-            )
-        print(arn)
-        return 0
-    endpoint = None
-    if not args.no_deploy:
-        endpoint = deployment.describe_endpoint(client, settings.endpoint_name)
-        deployment.check_endpoint(endpoint, settings.endpoint_name)
-    deployment.set_approval(client, arn, "Approved", args.reason)
-    log.info(
-        "approved %s version %d (was %s)", settings.group, version, package["ModelApprovalStatus"]
-    )
-    if args.no_deploy:
-        print(arn)
-        return 0
-    if endpoint and deployment.served_model_data(client, endpoint) == model_data:
-        log.info(
-            "endpoint %s already serves %s: nothing to deploy", settings.endpoint_name, model_data
+    if args.store is None:
+        client = connect(args)
+        settings = deployment.pipeline_settings(
+            client,
+            args.pipeline_name,
+            group=args.model_package_group,
+            endpoint_name=args.endpoint,
+            instance_type=args.instance_type,
         )
-        print(arn)
-        return 0
-    model, config = deployment.new_names(settings.endpoint_name, version)
-    deployment.create_model(client, package, settings, model)
-    deployment.create_endpoint_config(client, settings, model, config)
-    deployment.switch_endpoint(client, endpoint, settings.endpoint_name, config)
-    log.info(
-        "%s endpoint %s with %s (model %s, %s)",
-        "updating" if endpoint else "creating",
-        settings.endpoint_name,
-        config,
-        model,
-        settings.instance_type,
-    )
-    if not args.no_wait:
-        previous = endpoint.get("EndpointConfigName") if endpoint else None
-        deployment.wait_in_service(client, settings.endpoint_name, config, previous, args.timeout)
-        log.info("endpoint %s is InService with version %d", settings.endpoint_name, version)
-    print(arn)
-    return 0
+        arn, _ = deployment.approve(client.sagemaker, settings, ask)
+    else:
+        from pipeline.local import sagemaker_api
+        from pipeline.local.store import Store
 
-
-def _approve_local(args) -> int:
-    from pipeline.local import endpoints, registry
-    from pipeline.local.store import Store
-
-    store = Store(args.store)
-    group = args.model_package_group or options.DEFAULTS.model_package_group
-    number = deployment.version_number(args.model_version, group)
-    endpoint_name = args.endpoint or DEFAULT_ENDPOINT_NAME
-    try:
-        record = registry.version(store.registry, group, number)
-        if args.reject:
-            record = registry.set_status(store.registry, group, number, "Rejected", args.reason)
-            log.info("rejected %s version %d in %s", group, number, store.root)
-            print(record["ModelPackageArn"])
-            return 0
-        endpoint_path = store.endpoints / f"{endpoint_name}.json"
-        endpoint = None
-        if not args.no_deploy and endpoint_path.is_file():
-            endpoint = json.loads(endpoint_path.read_text(encoding="utf-8"))
-            deployment.check_endpoint(endpoint, endpoint_name, endpoints.is_pipeline_config)
-        previous = record["ModelApprovalStatus"]
-        record = registry.set_status(store.registry, group, number, "Approved", args.reason)
-        log.info("approved %s version %d (was %s) in %s", group, number, previous, store.root)
-        if args.no_deploy:
-            pass
-        elif endpoint and endpoint.get("ModelDataUrl") == record.get("ModelDataUrl"):
-            log.info("endpoint %s already serves %s", endpoint_name, record.get("ModelDataUrl"))
-        else:
-            model, config = deployment.new_names(endpoint_name, number)
-            _, created = endpoints.deploy_package(
-                store,
-                deployment.deployable_container(record),
-                endpoint_name=endpoint_name,
-                config_name=config,
-                model_name=model,
-                # Without --instance-type the endpoint keeps the type it runs on.
-                instance_type=args.instance_type or (endpoint or {}).get("InstanceType"),
-                execution_arn=record.get("ExecutionArn"),
-            )
+        # run-local keeps no upserted pipeline to read the settings from: the defaults, and
+        # without --instance-type the endpoint keeps the type it runs on.
+        settings = deployment.Settings(
+            group=args.model_package_group or options.DEFAULTS.model_package_group,
+            endpoint_name=args.endpoint or DEFAULT_ENDPOINT_NAME,
+            instance_type=args.instance_type,
+            role_arn=options.DEFAULTS.role_arn,
+        )
+        store = Store(args.store)
+        with sagemaker_api.connected(store) as sagemaker:
+            arn, deployed = deployment.approve(sagemaker, settings, ask)
+        if deployed:
             log.info(
-                "%s endpoint %s with %s (`%s serve-local --store %s` serves it)",
-                "created" if created else "updated",
-                endpoint_name,
-                config,
+                "`%s serve-local --store %s` serves endpoint %s",
                 options.PROG,
                 store.root,
+                settings.endpoint_name,
             )
-    except (registry.RegistryError, endpoints.EndpointError) as err:
-        raise UsageError(f"{err} (in {store.root})") from None
-    print(record["ModelPackageArn"])
+    print(arn)
     return 0
 
 

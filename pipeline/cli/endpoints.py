@@ -1,13 +1,15 @@
-"""`teardown`: stop paying for what the pipeline deployed on SageMaker."""
+"""`teardown`: stop paying for what the pipeline deployed on SageMaker (or, with --store,
+clear what run-local deployed): pipeline.deployment's teardown against either."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import pipeline.cli.argtypes as argtypes
 import pipeline.cli.options as options
-from pipeline import aws
+from pipeline import aws, deployment
 from pipeline.cli.pipelines import connect
 from pipeline.config import DEFAULT_ENDPOINT_NAME
 from pipeline.errors import UsageError
@@ -23,32 +25,47 @@ def _confirmed() -> bool:
 
 
 def teardown(args) -> int:
-    client = connect(args)
-    resources = aws.endpoint_resources(client, args.endpoint)
+    if args.store is None:
+        client = connect(args)
+        if _teardown(client.sagemaker, args, f"in {client.region}"):
+            return 1
+        if args.schedule:
+            name = f"{args.pipeline_name}-schedule"
+            if aws.delete_schedule(client, name=name, group="default"):
+                log.info("deleted schedule %s", name)
+            else:
+                log.info("no schedule %s to delete", name)
+        return 0
+    from pipeline.local import sagemaker_api
+    from pipeline.local.store import Store
+
+    if args.schedule:
+        raise UsageError("--schedule: run-local has no schedules (run it from cron instead)")
+    store = Store(args.store)
+    with sagemaker_api.connected(store) as sagemaker:
+        return _teardown(sagemaker, args, f"in {store.root}")
+
+
+def _teardown(sagemaker, args, where: str) -> int:
+    resources = deployment.endpoint_resources(sagemaker, args.endpoint)
     if resources.empty:
         log.info(
             "nothing to delete: no endpoint %s and no configuration or model the pipeline "
-            "made for it in %s",
+            "made for it %s",
             args.endpoint,
-            client.region,
+            where,
         )
-    else:
-        if resources.endpoint:
-            log.info("endpoint %s (billed while it exists)", resources.endpoint)
-        for name in resources.configs:
-            log.info("endpoint configuration %s", name)
-        for name in resources.models:
-            log.info("model %s", name)
-        if not args.yes and not _confirmed():
-            log.warning("not confirmed: nothing deleted")
-            return 1
-        aws.delete_endpoint_resources(client, resources)
-    if args.schedule:
-        name = f"{args.pipeline_name}-schedule"
-        if aws.delete_schedule(client, name=name, group="default"):
-            log.info("deleted schedule %s", name)
-        else:
-            log.info("no schedule %s to delete", name)
+        return 0
+    if resources.endpoint:
+        log.info("endpoint %s (billed while it exists)", resources.endpoint)
+    for name in resources.configs:
+        log.info("endpoint configuration %s", name)
+    for name in resources.models:
+        log.info("model %s", name)
+    if not args.yes and not _confirmed():
+        log.warning("not confirmed: nothing deleted")
+        return 1
+    deployment.delete_endpoint_resources(sagemaker, resources)
     return 0
 
 
@@ -71,6 +88,12 @@ def add_teardown(parser) -> None:
         "--schedule",
         action="store_true",
         help="also delete the schedule `schedule` created (<pipeline-name>-schedule)",
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="DIR",
+        help="delete what run-local deployed in this store instead of on SageMaker",
     )
     parser.set_defaults(handler=teardown)
 

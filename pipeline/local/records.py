@@ -29,6 +29,12 @@ def arn(kind: str, name: str) -> str:
     return f"arn:aws:sagemaker:local:{ACCOUNT}:{kind}/{name}"
 
 
+def plain(answer: dict) -> dict:
+    """A botocore answer as a record holds it: time stamps as ISO 8601 text, no metadata."""
+    answer = {key: value for key, value in answer.items() if key != "ResponseMetadata"}
+    return json.loads(json.dumps(answer, default=lambda value: value.isoformat()))
+
+
 def cpu_count() -> int:
     """The cores this process may run on (a container's or taskset's limit, not the host's)."""
     try:

@@ -594,38 +594,66 @@ class Execution:
         raise StepFailure(ex.to_text(message) if message is not None else "FailStep reached")
 
     def _step_registermodel(self, node: Node) -> None:
+        from pipeline import deployment
+        from pipeline.local.sagemaker_api import job_client
+
         arguments = self.resolve(node)
-        group, package = registry.package_from_step(self.store, arguments, self.arn)
-        record = registry.register(self.store.registry, group, package)
+        # The registry records the execution that registered a version.
+        metadata = {**(arguments.get("MetadataProperties") or {}), "GeneratedBy": self.arn}
+        with job_client(self.job_env) as sagemaker:
+            package = deployment.register_version(
+                sagemaker, {**arguments, "MetadataProperties": metadata}
+            )
+        package = records.plain(package)
         log.info(
             "[%s] registered %s version %d (%s)",
             node.name,
-            group,
-            record["ModelPackageVersion"],
-            record["ModelApprovalStatus"],
+            package["ModelPackageGroupName"],
+            package["ModelPackageVersion"],
+            package["ModelApprovalStatus"],
         )
-        self._succeed(node, step_properties.register_model(arguments, record))
+        self._succeed(node, step_properties.register_model(arguments, package))
 
     def _step_model(self, node: Node) -> None:
-        arguments = self.resolve(node)
-        properties = endpoints.create_model(self.store, f"{node.name}-{self.tail}", arguments)
-        self._succeed(node, properties)
+        from pipeline import deployment
+        from pipeline.local.sagemaker_api import job_client
+
+        arguments, name = self.resolve(node), f"{node.name}-{self.tail}"
+        with job_client(self.job_env) as sagemaker:
+            arn = deployment.create_model(sagemaker, name, arguments)
+        created = records.now()
+        self._succeed(node, step_properties.model(arguments, name=name, arn=arn, created=created))
 
     def _step_endpointconfig(self, node: Node) -> None:
+        from pipeline import deployment
+        from pipeline.local.sagemaker_api import job_client
+
         arguments = self.resolve(node)
         name = arguments.get("EndpointConfigName") or f"{node.name}-{self.tail}"
-        self._succeed(node, endpoints.create_endpoint_config(self.store, name, arguments))
+        with job_client(self.job_env) as sagemaker:
+            arn = deployment.create_endpoint_config(sagemaker, name, arguments)
+        properties = step_properties.endpoint_config(
+            arguments, name=name, arn=arn, created=records.now()
+        )
+        self._succeed(node, properties)
 
     def _step_endpoint(self, node: Node) -> None:
-        record, properties, created = endpoints.deploy(self.store, self.resolve(node), self.arn)
+        from pipeline import deployment
+        from pipeline.local.sagemaker_api import job_client
+
+        arguments = self.resolve(node)
+        with job_client(self.job_env) as sagemaker:
+            before, endpoint = deployment.deploy_endpoint(
+                sagemaker, arguments.get("EndpointName"), arguments.get("EndpointConfigName")
+            )
         log.info(
             "[%s] %s endpoint %s (`dogbreed-pipeline serve-local --store %s` serves it)",
             node.name,
-            "created" if created else "updated",
-            record["EndpointName"],
+            "created" if before is None else "updated",
+            endpoint["EndpointName"],
             self.store.root,
         )
-        self._succeed(node, properties)
+        self._succeed(node, step_properties.endpoint(arguments, records.plain(endpoint)))
 
 
 def run(definition: dict, options: Options) -> Outcome:

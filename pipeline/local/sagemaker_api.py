@@ -1,23 +1,28 @@
-"""The SageMaker API a local job may call, answered from the store, on 127.0.0.1.
+"""run-local's SageMaker API: the store's registry and endpoints, on 127.0.0.1.
 
-A job script that asks SageMaker about the deployment (scripts/compare_deployed.py) runs
-unchanged under `run-local`: its boto3 client reaches this server through
-AWS_ENDPOINT_URL_SAGEMAKER, speaking SageMaker's own JSON protocol, so botocore serialises
-the requests and parses the answers exactly as on SageMaker. It answers the read calls
-that script makes, from the records the local steps wrote (endpoints.py, registry.py),
-and refuses every other operation with UnknownOperationException. Nothing here writes.
+pipeline.deployment's operations (register, approve, deploy, describe, teardown) run with a
+boto3 client pointed here (`connected`), as they run with boto3's own against SageMaker:
+botocore serialises the requests, checks them against SageMaker's service model, and parses
+the answers exactly as on SageMaker. A job script that asks SageMaker about the deployment
+(scripts/compare_deployed.py) reaches it through AWS_ENDPOINT_URL_SAGEMAKER. Answers have
+SageMaker's shapes and error codes; every other operation is refused with
+UnknownOperationException. registry.py and endpoints.py are the storage behind it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from pipeline.errors import AwsError, one_line
 from pipeline.local import endpoints, registry
-from pipeline.local.store import Store
+from pipeline.local.records import arn
+from pipeline.local.store import Store, StoreError
 
 log = logging.getLogger("pipeline.local")
 
@@ -33,6 +38,7 @@ _SUMMARY_FIELDS = (
     "ModelPackageStatus",
     "ModelApprovalStatus",
 )
+_CONFIG_SUMMARY_FIELDS = ("EndpointConfigName", "EndpointConfigArn", "CreationTime")
 
 
 class ApiError(Exception):
@@ -61,34 +67,88 @@ class LocalSageMaker:
             )
         return handler(request)
 
-    def _load(self, kind: str, name, what: str) -> dict:
-        try:
-            return endpoints.load(self.store, kind, name)
-        except endpoints.EndpointError:
-            raise _not_found(what, name) from None
+    def _load(self, kind: str, name) -> dict:
+        return self._store(endpoints.load, kind, name)
 
     def op_DescribeEndpoint(self, request: dict) -> dict:  # noqa: N802 - the API's names
-        name = request.get("EndpointName")
-        # The name becomes a file name: only a valid endpoint name may reach the path.
-        if not isinstance(name, str) or not endpoints.ENDPOINT_NAME_RE.match(name):
-            raise _not_found("endpoint", name)
-        path = self.store.endpoints / f"{name}.json"
-        if not path.is_file():
-            raise _not_found("endpoint", name)
-        return json.loads(path.read_text(encoding="utf-8"))
+        return self._load(endpoints.ENDPOINTS, request.get("EndpointName"))
 
     def op_DescribeEndpointConfig(self, request: dict) -> dict:  # noqa: N802
-        name = request.get("EndpointConfigName")
-        return self._load(endpoints.ENDPOINT_CONFIGS, name, "endpoint configuration")
+        return self._load(endpoints.ENDPOINT_CONFIGS, request.get("EndpointConfigName"))
 
     def op_DescribeModel(self, request: dict) -> dict:  # noqa: N802
-        return self._load(endpoints.MODELS, request.get("ModelName"), "model")
+        return self._load(endpoints.MODELS, request.get("ModelName"))
+
+    def _store(self, write, *args) -> dict:
+        """`write(store, *args)`, its refusals as SageMaker's."""
+        try:
+            return write(self.store, *args)
+        except endpoints.NotFound as err:
+            raise ApiError("ValidationException", f"Could not find {err}.") from None
+        except (endpoints.EndpointError, registry.RegistryError, StoreError) as err:
+            raise ApiError("ValidationException", str(err)) from None
+
+    def op_CreateModel(self, request: dict) -> dict:  # noqa: N802
+        name = request.pop("ModelName")
+        return {"ModelArn": self._store(endpoints.create_model, name, request)["ModelArn"]}
+
+    def op_CreateEndpointConfig(self, request: dict) -> dict:  # noqa: N802
+        name = request.pop("EndpointConfigName")
+        config = self._store(endpoints.create_endpoint_config, name, request)
+        return {"EndpointConfigArn": config["EndpointConfigArn"]}
+
+    def _deploy(self, request: dict, *, create: bool) -> dict:
+        name, config = request["EndpointName"], request["EndpointConfigName"]
+        record = self._store(lambda store: endpoints.deploy(store, name, config, create=create))
+        return {"EndpointArn": record["EndpointArn"]}
+
+    def op_CreateEndpoint(self, request: dict) -> dict:  # noqa: N802
+        return self._deploy(request, create=True)
+
+    def op_UpdateEndpoint(self, request: dict) -> dict:  # noqa: N802
+        return self._deploy(request, create=False)
+
+    def _delete(self, kind: str, name) -> dict:
+        self._store(endpoints.delete, kind, name)
+        return {}
+
+    def op_DeleteEndpoint(self, request: dict) -> dict:  # noqa: N802
+        return self._delete(endpoints.ENDPOINTS, request.get("EndpointName"))
+
+    def op_DeleteEndpointConfig(self, request: dict) -> dict:  # noqa: N802
+        return self._delete(endpoints.ENDPOINT_CONFIGS, request.get("EndpointConfigName"))
+
+    def op_DeleteModel(self, request: dict) -> dict:  # noqa: N802
+        return self._delete(endpoints.MODELS, request.get("ModelName"))
+
+    def op_ListEndpointConfigs(self, request: dict) -> dict:  # noqa: N802
+        # One page: a store holds a handful, and the paginator stops without a NextToken.
+        contains = request.get("NameContains") or ""
+        found = []
+        for name in endpoints.names(self.store, endpoints.ENDPOINT_CONFIGS):
+            if contains in name:
+                config = endpoints.load(self.store, endpoints.ENDPOINT_CONFIGS, name)
+                found.append({k: config[k] for k in _CONFIG_SUMMARY_FIELDS})
+        return {"EndpointConfigs": found}
 
     def _group_versions(self, group) -> list[dict]:
         try:
             return registry.versions(self.store.registry, str(group).rsplit("/", 1)[-1])
         except registry.RegistryError as err:
             raise ApiError("ValidationException", str(err)) from None
+
+    def op_DescribeModelPackageGroup(self, request: dict) -> dict:  # noqa: N802
+        group = str(request.get("ModelPackageGroupName")).rsplit("/", 1)[-1]
+        found = self._group_versions(group)
+        if not found:
+            raise _not_found("model package group", group)
+        return {
+            "ModelPackageGroupName": group,
+            "ModelPackageGroupArn": arn("model-package-group", group),
+            "CreationTime": found[0]["CreationTime"],
+            "CreatedBy": {},
+            "ModelPackageGroupStatus": "Completed",
+        }
 
     def op_ListModelPackages(self, request: dict) -> dict:  # noqa: N802
         group = request.get("ModelPackageGroupName")
@@ -108,16 +168,38 @@ class LocalSageMaker:
             found = found[:limit]
         return {"ModelPackageSummaryList": [{k: v.get(k) for k in _SUMMARY_FIELDS} for v in found]}
 
-    def op_DescribeModelPackage(self, request: dict) -> dict:  # noqa: N802
-        name = str(request.get("ModelPackageName") or "")
-        group, _, version = name.rsplit(":model-package/", 1)[-1].partition("/")
+    def _version(self, name) -> tuple[str, int]:
+        group, _, version = str(name or "").rsplit(":model-package/", 1)[-1].partition("/")
         for record in self._group_versions(group) if version.isdigit() else []:
             if record["ModelPackageVersion"] == int(version):
-                answer = dict(record)
-                # The record keeps the statistics' content; the API gives their sources.
-                answer["ModelMetrics"] = record.get("ModelMetricsSources") or {}
-                return answer
+                return group, record
         raise ApiError("ValidationException", f"Model package {name} not found")
+
+    def op_DescribeModelPackage(self, request: dict) -> dict:  # noqa: N802
+        _, record = self._version(request.get("ModelPackageName"))
+        answer = dict(record)
+        # The record keeps the statistics' content; the API gives their sources.
+        answer["ModelMetrics"] = record.get("ModelMetricsSources") or {}
+        return answer
+
+    def op_UpdateModelPackage(self, request: dict) -> dict:  # noqa: N802
+        group, record = self._version(request.get("ModelPackageArn"))
+        status = request.get("ModelApprovalStatus")
+        if status:
+            number, description = record["ModelPackageVersion"], request.get("ApprovalDescription")
+            self._store(
+                lambda store: registry.set_status(
+                    store.registry, group, number, status, description
+                )
+            )
+        return {"ModelPackageArn": record["ModelPackageArn"]}
+
+    def op_CreateModelPackage(self, request: dict) -> dict:  # noqa: N802
+        # The execution that registers a version says so in MetadataProperties.GeneratedBy.
+        execution = (request.get("MetadataProperties") or {}).get("GeneratedBy")
+        group, package = self._store(registry.package_from_step, request, execution)
+        record = self._store(lambda store: registry.register(store.registry, group, package))
+        return {"ModelPackageArn": record["ModelPackageArn"]}
 
 
 def _handler_for(api: LocalSageMaker):
@@ -188,3 +270,52 @@ class Server:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def client(url: str):
+    """A boto3 SageMaker client of the API at `url`, with inert credentials and no retries.
+
+    The endpoint and keys are explicit, so a local call never reaches a real account with the
+    user's credentials, and a refusal is final at once (no retries).
+    """
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.Session()
+    return session.create_client(
+        "sagemaker",
+        region_name="local",
+        endpoint_url=url,
+        aws_access_key_id="local-runner",
+        aws_secret_access_key="local-runner",  # noqa: S106 # nosec B106 - inert
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+@contextlib.contextmanager
+def connected(store: Store) -> Iterator:
+    """A SageMaker client of the store's API, for as long as the `with` block runs.
+
+    botocore reports an answer it cannot parse (a record with a damaged time stamp) as a
+    bare ValueError: it becomes one line naming the API, as the CLI's other errors are.
+    """
+    with Server(store) as api:
+        try:
+            yield client(api.url)
+        except ValueError as err:
+            raise AwsError(f"run-local's SageMaker API ({store.root}): {one_line(err)}") from None
+
+
+@contextlib.contextmanager
+def job_client(environment: dict) -> Iterator:
+    """The client of a running execution's API (`environment` holds Server.environment()).
+
+    For run-local's steps, whose failures are one-line reasons: a refused call, or an
+    answer botocore cannot parse (a ValueError), raises EndpointError in one line.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield client(environment["AWS_ENDPOINT_URL_SAGEMAKER"])
+    except (ClientError, BotoCoreError, ValueError) as err:
+        raise endpoints.EndpointError(one_line(str(err))) from None

@@ -100,6 +100,14 @@ def steps_response(*steps: tuple[str, str, str]):
     )
 
 
+def reset_moto_server(moto_server: str) -> None:
+    """Forget every resource moto's shared server holds (one server serves the session)."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request).close()
+
+
 def moto_client(moto_server: str, service: str):
     """A client of moto's server (tests/helpers/aws_fixtures.py: moto_server) with test keys."""
     import boto3

@@ -1,4 +1,4 @@
-"""`approve` against moto (SageMaker), and with --store against run-local's registry.
+"""`approve` against moto (SageMaker), and with --store against run-local's SageMaker API.
 
 moto has the registry, models, configurations and endpoints, and DescribePipeline with the
 committed definition; it lacks UpdateEndpoint, which is stubbed here by applying the update
@@ -332,27 +332,13 @@ def test_a_store_endpoint_of_another_naming_is_not_replaced(store, capsys):
     endpoints.create_endpoint_config(
         store, "hand-made", {"ProductionVariants": [{"ModelName": "theirs"}]}
     )
-    endpoints.deploy(store, {"EndpointName": ENDPOINT, "EndpointConfigName": "hand-made"}, "x")
+    endpoints.deploy(store, ENDPOINT, "hand-made", create=True)
     code, out, err = run(capsys, "--store", str(store.root), "--model-version", "2")
     assert code == 2
     assert "which this pipeline did not create" in one_error_line(err)
     assert registry.version(store.registry, GROUP, 2)["ModelApprovalStatus"] == (
         "PendingManualApproval"
     )
-
-
-@pytest.mark.parametrize(
-    ("config", "ours"),
-    [
-        (f"{ENDPOINT}-local-20261201T221142-3f16", True),  # run-local's deploy step
-        (f"{ENDPOINT}-v2at1764633600", True),  # approve --store
-        (f"{ENDPOINT}-0a1b2c3d4e5f", False),  # SageMaker's execution ids never run locally
-        ("hand-made", False),
-        (f"{ENDPOINT}-local-x", False),
-    ],
-)
-def test_run_local_knows_its_own_configuration_names(config, ours):
-    assert endpoints.is_pipeline_config(ENDPOINT, config) is ours
 
 
 def test_approve_in_a_store_records_the_instance_type_and_keeps_it_on_the_next(store, capsys):

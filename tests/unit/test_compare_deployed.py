@@ -1,8 +1,8 @@
 """scripts/compare_deployed.py, run unchanged against moto's SageMaker and run-local's.
 
 The same script, the same botocore client: once against moto's server (SageMaker as moto
-implements it), once against pipeline.local.sagemaker_api serving a store that the local
-registry and endpoint code wrote. The same deployment must give the same verdict on both.
+implements it), once against pipeline.local.sagemaker_api serving a store, each deployment
+made by the same boto3 calls. The same deployment must give the same verdict on both.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import urllib.request
 
 import compare_deployed
 import pytest
-from helpers.awsfakes import REGION, ROLE, moto_client
+from helpers.awsfakes import REGION, ROLE, moto_client, reset_moto_server
 
-from pipeline.local import endpoints, registry
-from pipeline.local.sagemaker_api import Server
+from pipeline.local import sagemaker_api
 from pipeline.local.store import Store
 
 GROUP = "dogbreed-classifier"
@@ -86,51 +85,34 @@ class MotoSageMaker:
         self.client.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName=f"{ENDPOINT}-{tag}")
 
 
-class LocalSageMaker:
-    """The same deployment made by run-local's registry and endpoint code."""
+class LocalSageMaker(MotoSageMaker):
+    """The same deployment made through boto3 on run-local's SageMaker API."""
 
-    def __init__(self, root):
-        self.store = Store(root)
-
-    def register(self, model_data: str, status: str) -> None:
-        containers = [{"Image": IMAGE, "ModelDataUrl": model_data}]
-        package = {
-            "ModelApprovalStatus": status,
-            "ModelDataUrl": model_data,
-            "InferenceSpecification": {"Containers": containers},
-        }
-        registry.register(self.store.registry, GROUP, package)
+    def __init__(self, url: str, store: Store):
+        self.client = sagemaker_api.client(url)
+        self.store = store
 
     def deploy(self, model_data: str, tag: str) -> None:
-        self.store.put_bytes(model_data, b"a model")
-        container = {"Image": IMAGE, "ModelDataUrl": model_data}
-        endpoints.create_model(self.store, f"model-{tag}", {"PrimaryContainer": container})
-        variant = {"VariantName": "AllTraffic", "ModelName": f"model-{tag}"}
-        endpoints.create_endpoint_config(
-            self.store, f"{ENDPOINT}-{tag}", {"ProductionVariants": [variant]}
-        )
-        endpoints.deploy(
-            self.store, {"EndpointName": ENDPOINT, "EndpointConfigName": f"{ENDPOINT}-{tag}"}, "x"
-        )
+        self.store.put_bytes(model_data, b"a model")  # a local endpoint serves the store's
+        super().deploy(model_data, tag)
 
 
 @pytest.fixture(params=["moto", "run-local"])
 def sagemaker(request, aws_env, tmp_path, moto_server):
     """(a deployment builder, ...) with AWS_ENDPOINT_URL_SAGEMAKER pointing at its API."""
     if request.param == "moto":
-        urllib.request.urlopen(
-            urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
-        ).close()
+        reset_moto_server(moto_server)
         aws_env.setenv("AWS_ENDPOINT_URL_SAGEMAKER", moto_server)
         yield MotoSageMaker(moto_server)
         return
-    with Server(Store(tmp_path / "store")) as api:
+    store = Store(tmp_path / "store")
+    with sagemaker_api.Server(store) as api:
         for key, value in api.environment().items():
             if value is None:
                 aws_env.delenv(key, raising=False)
             else:
                 aws_env.setenv(key, value)
-        yield LocalSageMaker(tmp_path / "store")
+        yield LocalSageMaker(api.url, store)
 
 
 def test_with_nothing_deployed_or_registered_the_model_is_new(sagemaker, tmp_path, capsys):
@@ -200,11 +182,12 @@ def test_an_unreachable_api_fails_the_step_instead_of_guessing(aws_env, tmp_path
 
 
 def test_the_local_api_refuses_what_it_does_not_implement(tmp_path):
-    with Server(Store(tmp_path / "store")) as api:
+    store = Store(tmp_path / "store")
+    with sagemaker_api.Server(store) as api:
         request = urllib.request.Request(
             api.url,
             data=b"{}",
-            headers={"X-Amz-Target": "SageMaker.DeleteEndpoint"},
+            headers={"X-Amz-Target": "SageMaker.CreateTrainingJob"},
             method="POST",
         )
         with pytest.raises(urllib.error.HTTPError) as caught:
