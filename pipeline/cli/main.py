@@ -30,6 +30,7 @@ COMMANDS = {
     "approve": ("approvals", "approve and deploy, or reject, a registered model version"),
     "teardown": ("endpoints", "delete the deployed endpoint, its configurations and models"),
     "run-local": ("local_run", "run the whole pipeline on this machine (no Docker, no AWS)"),
+    "local-runs": ("local_runs", "the local store's executions and their sizes; --prune old ones"),
     "serve-local": (
         "serving",
         "serve a locally deployed model behind the SageMaker endpoint contract",
