@@ -63,14 +63,12 @@ import time
 from pathlib import Path
 
 import common
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torchvision.models.densenet import _DenseLayer
 
-common.use_scripts()
-
-import torch  # noqa: E402
-from model import build_model  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torchvision.models.densenet import _DenseLayer  # noqa: E402
+from dogbreed_jobs.model import build_model
 
 MIB = 2**20
 GIB = 2**30

@@ -34,17 +34,14 @@ from pathlib import Path
 
 import common
 import numpy as np
+import torch
+from torch import nn
 
+from dogbreed_jobs.data import load_data
+from dogbreed_jobs.distributed import Runtime
+from dogbreed_jobs.model import build_model
+from dogbreed_jobs.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pipeline.sample_data import photo_like
-
-common.use_scripts()
-
-import torch  # noqa: E402
-from data import load_data  # noqa: E402
-from distributed import Runtime  # noqa: E402
-from model import build_model  # noqa: E402
-from torch import nn  # noqa: E402
-from transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch  # noqa: E402
 
 # Sized so each figure is steady on the device at hand within a minute or so.
 DEFAULTS = {

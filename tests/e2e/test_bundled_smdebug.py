@@ -23,10 +23,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import smdebug_loader
 from helpers.datagen import make_imagefolder
 from helpers.definitions import step
 from helpers.paths import ROOT, SCRIPTS
+
+from dogbreed_jobs import smdebug_loader
 
 WHEEL = SCRIPTS / "smdebug-1.0.34-py2.py3-none-any.whl"
 TOSTRING_IS_AN_ERROR = "error:tostring() is deprecated:DeprecationWarning"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from model import build_model
 from torchvision.models.densenet import _DenseLayer
+
+from dogbreed_jobs.model import build_model
 
 
 def dense_layers(model: torch.nn.Module) -> list[_DenseLayer]:
