@@ -1,7 +1,7 @@
 """Endpoint latency and throughput per serving mode, through the real handlers.
 
 Builds a real artifact (random weights, seeded) with model.save_artifact in a temporary folder,
-loads it with the handlers' own loader once per serving mode (scripts/serving_speed.py) and
+loads it with the handlers' own loader once per serving mode (dogbreed_jobs/serving_speed.py) and
 times what the serving container runs for each request: input_fn on a 500x375 photo-like JPEG,
 predict_fn and output_fn. Per mode it reports
 

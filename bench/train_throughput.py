@@ -2,7 +2,7 @@
 
 Three measurements in one run, on the GPU when there is one, else on the CPU:
   compute   the training step alone, on a batch already on the device (the ceiling);
-  pipeline  the project's input pipeline (scripts/data.py, as train.py builds it) feeding the
+  pipeline  the project's input pipeline (dogbreed_jobs/data.py, as train.py builds it) feeding the
             same step, same model, batch and precision, on a generated JPEG ImageFolder with
             photo-like sizes, first prepared as the pipeline prepares it (scripts/preprocess.py,
             --max-side 320; --max-side 0 trains on the raw files), for each --decode path and

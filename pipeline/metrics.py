@@ -1,6 +1,6 @@
 """Metric regexes SageMaker applies to the training logs, and the tuning objective.
 
-They match the METRICS line that scripts/contract.py formats for train.py:
+They match the METRICS line that dogbreed_jobs/contract.py formats for train.py:
 `METRICS epoch=3 train_loss=1.234567 train_accuracy=0.61 valid_loss=1.3 valid_accuracy=0.58`.
 """
 

@@ -46,7 +46,7 @@ def builtin_rules() -> list[Rule]:
     """The four tensor rules, from the SDK's rule configs: their default parameters and the
     collections they make the hook save, in both modes. PoorWeightInitialization's relu_input
     collection and activation_inputs_regex are RELU_INPUT_REGEX instead of the config's
-    `.*relu_input`, which matches only DenseNet's 3 transition ReLUs (scripts/contract.py)."""
+    `.*relu_input`, which matches only DenseNet's 3 transition ReLUs (dogbreed_jobs/contract.py)."""
     relu_input = rule_configs.poor_weight_initialization()
     (collection,) = relu_input["CollectionConfigurations"]
     parameters = {**collection["CollectionParameters"], "include_regex": RELU_INPUT_REGEX}

@@ -21,7 +21,7 @@ What a sample holds
       would only see the runner's own allocations. Without nvidia-smi the report says "no GPU".
 
 Timings from the training log
-    The machine-readable lines of scripts/contract.py, never train.py's human progress lines:
+    The machine-readable lines of dogbreed_jobs/contract.py, never train.py's human progress lines:
     EPOCH (per finished epoch: its time and training throughput), STEP (the steps an epoch
     has, known before it finishes) and TIMING (per epoch: step-time percentiles and the time
     spent waiting for the DataLoader), each read when present.

@@ -29,7 +29,7 @@ from helpers.paths import ROOT, SCRIPTS
 
 from dogbreed_jobs import smdebug_loader
 
-WHEEL = SCRIPTS / "smdebug-1.0.34-py2.py3-none-any.whl"
+WHEEL = SCRIPTS / "dogbreed_jobs" / "smdebug-1.0.34-py2.py3-none-any.whl"
 TOSTRING_IS_AN_ERROR = "error:tostring() is deprecated:DeprecationWarning"
 HIDE = """\
 import sys

@@ -1,4 +1,4 @@
-"""scripts/data.py: both decoding paths give the reference transforms' tensors, on the CPU.
+"""dogbreed_jobs/data.py: both decoding paths give the reference transforms' tensors, on the CPU.
 
 `--decode workers` finishes images in the loader workers; `--decode device` decodes, crops and
 resizes them where the model is (here the CPU, on a GPU nvJPEG). Both must give exactly what

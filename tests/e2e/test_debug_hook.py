@@ -1,4 +1,4 @@
-"""scripts/debug_hook.py: the smdebug hook built from SageMaker's config saves what the rules
+"""dogbreed_jobs/debug_hook.py: the smdebug hook built from SageMaker's config saves what the rules
 read, also from a network running under bf16 or fp16 autocast, and with numpy >= 2.3 (which
 removed the ndarray.tostring() smdebug's writer calls: numpy 2.2's deprecation of it is an
 error here). smdebug comes through smdebug_loader, as in the jobs: the interpreter's own, else

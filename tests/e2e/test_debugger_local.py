@@ -1,4 +1,4 @@
-"""Debugger rules (scripts/debugger_rules.py) and the local runner's system profiler, on
+"""Debugger rules (dogbreed_jobs/debugger_rules.py) and the local runner's system profiler, on
 tensors of real runs.
 
 Two runs of the real scripts/train.py on a tiny generated ImageFolder (CPU, 32 px, two epochs)

@@ -1,4 +1,4 @@
-"""Serving modes (scripts/serving_speed.py): same answers as eager fp32, clear configuration errors,
+"""Serving modes (dogbreed_jobs.serving_speed): same answers as eager fp32, clear configuration errors,
 and the latency benchmark's smoke run. No timing is asserted here: bench/inference_latency.py
 measures speed.
 """
