@@ -1,6 +1,6 @@
-"""Serving modes (dogbreed_jobs.serving_speed): same answers as eager fp32, clear configuration errors,
-and the latency benchmark's smoke run. No timing is asserted here: bench/inference_latency.py
-measures speed.
+"""Serving modes (dogbreed_jobs.serving_speed): same answers as eager fp32, clear
+configuration errors, and the latency benchmark's smoke run. No timing is asserted here:
+bench/inference_latency.py measures speed.
 """
 
 from __future__ import annotations
