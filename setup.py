@@ -1,9 +1,11 @@
 """dogbreed-pipeline: a SageMaker Pipelines workflow that fine-tunes DenseNet-161.
 
 `pip install .` installs the orchestration side only (SageMaker SDK, boto3). The container
-code in scripts/ ships inside the package as `pipeline.scripts_bundle`, so a wheel can
-export and upsert without a checkout. Extras: [local] adds what the container scripts and
-the local runner need; [dev] adds the test tools on top.
+code ships too, so a wheel can export and upsert without a checkout: its package
+`dogbreed_jobs` (scripts/dogbreed_jobs, which the host imports for the contract) and the
+entry files at the bundle's root (scripts/*.py, as `pipeline.scripts_bundle`).
+Extras: [local] adds what the container code and the local runner need; [dev] adds the test
+tools on top.
 """
 
 from setuptools import setup
@@ -48,10 +50,17 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["pipeline", "pipeline.cli", "pipeline.local", "steps", "pipeline.scripts_bundle"],
-    package_dir={"pipeline.scripts_bundle": "scripts"},
-    # bundle.INCLUDE_SUFFIXES: the scripts and the smdebug wheel they install in the jobs.
-    package_data={"pipeline.scripts_bundle": ["*.py", "*.whl"]},
+    packages=[
+        "pipeline",
+        "pipeline.cli",
+        "pipeline.local",
+        "steps",
+        "dogbreed_jobs",
+        "pipeline.scripts_bundle",
+    ],
+    package_dir={"dogbreed_jobs": "scripts/dogbreed_jobs", "pipeline.scripts_bundle": "scripts"},
+    # bundle.INCLUDE_SUFFIXES: the code and the smdebug wheel it installs in the jobs.
+    package_data={"dogbreed_jobs": ["*.whl"], "pipeline.scripts_bundle": ["*.py"]},
     include_package_data=False,
     install_requires=[
         "sagemaker>=2.257.7,<3",

@@ -1,6 +1,6 @@
 """Activation memory of a training step, per image, measured on the CPU; what it means on a GPU.
 
-The model is the one scripts/model.py builds (DenseNet-161, 133 classes, weights=None), in
+The model is the one dogbreed_jobs/model.py builds (DenseNet-161, 133 classes, weights=None), in
 train mode. For each precision (fp32; bf16 autocast) and variant (plain; torchvision's
 `memory_efficient`, which checkpoints each dense layer's concatenation, norm1, relu1 and
 conv1 and recomputes them in backward), one step (forward, loss, backward) runs at two batch
@@ -63,14 +63,12 @@ import time
 from pathlib import Path
 
 import common
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torchvision.models.densenet import _DenseLayer
 
-common.use_scripts()
-
-import torch  # noqa: E402
-from model import build_model  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torchvision.models.densenet import _DenseLayer  # noqa: E402
+from dogbreed_jobs.model import build_model
 
 MIB = 2**20
 GIB = 2**30

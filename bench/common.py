@@ -24,12 +24,6 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 
 
-def use_scripts() -> None:
-    """Import the container scripts the way their jobs do: from their own folder."""
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-
-
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -1,7 +1,7 @@
 """Endpoint latency and throughput per serving mode, through the real handlers.
 
 Builds a real artifact (random weights, seeded) with model.save_artifact in a temporary folder,
-loads it with the handlers' own loader once per serving mode (scripts/serving_speed.py) and
+loads it with the handlers' own loader once per serving mode (dogbreed_jobs/serving_speed.py) and
 times what the serving container runs for each request: input_fn on a 500x375 photo-like JPEG,
 predict_fn and output_fn. Per mode it reports
 
@@ -39,17 +39,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import torch
 
+from dogbreed_jobs import contract, inference, serving_speed
+from dogbreed_jobs import model as artifact
+from dogbreed_jobs.transforms import resize_size_for
 from pipeline.sample_data import photo_like  # noqa: E402
-
-common.use_scripts()
-
-import contract  # noqa: E402
-import inference  # noqa: E402
-import model as artifact  # noqa: E402
-import serving_speed  # noqa: E402
-import torch  # noqa: E402
-from transforms import resize_size_for  # noqa: E402
 
 EXTRA_VARIANTS = ("compile", "jit_freeze")
 COLUMNS = (
@@ -173,7 +168,7 @@ def serve(classifier, body: bytes, content_type: str) -> tuple[float, float]:
 
 def agreement_batch(count: int, image_size: int, settings: dict) -> torch.Tensor:
     """Preprocessed tensors of varied photo-like images: sizes, aspect ratios, some grey."""
-    from transforms import serve_transform
+    from dogbreed_jobs.transforms import serve_transform
 
     transform = serve_transform(settings)
     rng = np.random.default_rng(2024)

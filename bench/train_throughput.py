@@ -2,7 +2,7 @@
 
 Three measurements in one run, on the GPU when there is one, else on the CPU:
   compute   the training step alone, on a batch already on the device (the ceiling);
-  pipeline  the project's input pipeline (scripts/data.py, as train.py builds it) feeding the
+  pipeline  the project's input pipeline (dogbreed_jobs/data.py, as train.py builds it) feeding the
             same step, same model, batch and precision, on a generated JPEG ImageFolder with
             photo-like sizes, first prepared as the pipeline prepares it (scripts/preprocess.py,
             --max-side 320; --max-side 0 trains on the raw files), for each --decode path and
@@ -34,17 +34,14 @@ from pathlib import Path
 
 import common
 import numpy as np
+import torch
+from torch import nn
 
+from dogbreed_jobs.data import load_data
+from dogbreed_jobs.distributed import Runtime
+from dogbreed_jobs.model import build_model
+from dogbreed_jobs.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from pipeline.sample_data import photo_like
-
-common.use_scripts()
-
-import torch  # noqa: E402
-from data import load_data  # noqa: E402
-from distributed import Runtime  # noqa: E402
-from model import build_model  # noqa: E402
-from torch import nn  # noqa: E402
-from transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch  # noqa: E402
 
 # Sized so each figure is steady on the device at hand within a minute or so.
 DEFAULTS = {

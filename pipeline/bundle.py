@@ -1,90 +1,83 @@
 """The content-addressed bundle of scripts/: the code every job of the pipeline runs.
 
-The tarball is built reproducibly (sorted names, fixed mtimes, owners and modes, gzip without
-a timestamp), so its hash depends on the scripts' contents alone and the exported definition
-is byte-identical on every machine. Jobs find the code at an S3 key that contains the hash:
-a changed script means a new key, never a stale cache hit.
+The bundle is a tree: the thin entry files SageMaker starts (train.py, preprocess.py, ...) at
+its root and the `dogbreed_jobs` package they import beside them. The tarball is built
+reproducibly (sorted paths, fixed mtimes, owners and modes, gzip without a timestamp), so its
+hash depends on the files' paths and contents alone and the exported definition is
+byte-identical on every machine. Jobs find the code at an S3 key that contains the hash: a
+changed file means a new key, never a stale cache hit.
 
-`script_module()` is the one door from host code into scripts/: `contract()`, the module of
-every name and line format the scripts and the host share, and `archive` (safe extraction),
-loaded from the same files the jobs run.
+The host imports the package's standard-library modules (`dogbreed_jobs.contract`,
+`dogbreed_jobs.archive`) as ordinary modules; the bundle ships the very files it imports.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
-import importlib.util
 import io
 import tarfile
 from functools import cached_property
 from pathlib import Path
-from types import ModuleType
 
+import dogbreed_jobs
 from pipeline.config import PipelineConfig
 
 # Only these travel to the jobs: no caches, no editor files, nothing a user left lying there.
-# The wheel is smdebug's (scripts/smdebug_loader.py installs it, offline, in jobs that save
-# tensors). No .txt: SageMaker's training toolkit pip-installs a requirements.txt from PyPI
-# before every job, which fails without internet and downgrades the image's packages.
+# The wheel is smdebug's (dogbreed_jobs/smdebug_loader.py installs it, offline, in jobs that
+# save tensors). No .txt: SageMaker's training toolkit pip-installs a requirements.txt from
+# PyPI before every job, which fails without internet and downgrades the image's packages.
 INCLUDE_SUFFIXES = (".py", ".whl")
 TARBALL_NAME = "sourcedir.tar.gz"
+PACKAGE = dogbreed_jobs.__name__
+# The file every job starts with, at the bundle's root: how a folder is known for the entries.
+_MARKER = "train.py"
 
 
-def scripts_dir() -> Path:
-    """The packaged copy (a wheel's pipeline/scripts_bundle), else scripts/ of this checkout."""
+def package_dir() -> Path:
+    """The folder of the package the host imports: the bundle ships these very files."""
+    return Path(dogbreed_jobs.__file__).resolve().parent
+
+
+def entries_dir() -> Path:
+    """The entry files: scripts/ of this checkout, else a wheel's pipeline/scripts_bundle."""
     here = Path(__file__).resolve().parent
-    candidates = (here / "scripts_bundle", here.parent / "scripts")
+    candidates = (package_dir().parent, here / "scripts_bundle")
     for path in candidates:
-        if (path / "model.py").is_file():
+        if (path / _MARKER).is_file():
             return path
-    raise FileNotFoundError(f"the container scripts are missing: no model.py in {candidates}")
+    raise FileNotFoundError(f"the container entry files are missing: no {_MARKER} in {candidates}")
 
 
-# The scripts the host may load: standard library only, so no torch enters the host process.
-HOST_MODULES = ("contract", "archive")
-
-
-@functools.cache
-def script_module(name: str) -> ModuleType:
-    """scripts/<name>.py, loaded by path under a private module name.
-
-    The scripts import each other flat (`import contract`); putting scripts/ on sys.path here
-    would let their other modules, which import torch, shadow or be shadowed by the host's.
-    """
-    if name not in HOST_MODULES:
-        raise ValueError(f"scripts/{name}.py is container code, not for the host")
-    path = scripts_dir() / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"pipeline._scripts_{name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load scripts/{name}.py from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def contract() -> ModuleType:
-    """scripts/contract.py: every name and line format the scripts and the host share."""
-    return script_module("contract")
+def _files(folder: Path, recursive: bool) -> list[Path]:
+    paths = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        path
+        for path in paths
+        if path.is_file() and path.suffix in INCLUDE_SUFFIXES and "__pycache__" not in path.parts
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Bundle:
-    files: dict  # name -> bytes, in sorted order
+    files: dict  # relative path -> bytes, in sorted order
 
     @classmethod
     def from_dir(cls, directory: Path | None = None) -> Bundle:
-        directory = directory or scripts_dir()
-        files = {
-            path.name: path.read_bytes()
-            for path in sorted(directory.iterdir())
-            if path.is_file() and path.suffix in INCLUDE_SUFFIXES and path.name != "__init__.py"
-        }
-        if not files:
-            raise FileNotFoundError(f"no scripts found in {directory}")
-        return cls(files)
+        """The bundle of a scripts/ folder (entry files + package); by default the installed one."""
+        entries = directory or entries_dir()
+        package = directory / PACKAGE if directory else package_dir()
+        files = {path.name: path.read_bytes() for path in _files(entries, recursive=False)}
+        files.update(
+            {
+                f"{PACKAGE}/{path.relative_to(package).as_posix()}": path.read_bytes()
+                for path in _files(package, recursive=True)
+            }
+        )
+        if _MARKER not in files or f"{PACKAGE}/__init__.py" not in files:
+            raise FileNotFoundError(f"no entry files and {PACKAGE} package in {entries}")
+        return cls(dict(sorted(files.items())))
 
     @cached_property
     def tarball(self) -> bytes:

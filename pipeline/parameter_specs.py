@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 
 # AWS: a training job's MaxRuntimeInSeconds is at most 28 days (CreateTrainingJob,
 # StoppingCondition); SageMaker's default, 24 h, is this pipeline's default too.
@@ -58,7 +58,7 @@ def _number(value) -> str:
     return str(int(value)) if value is not None and float(value).is_integer() else str(value)
 
 
-_IMAGE_LOW, _IMAGE_HIGH = contract().IMAGE_SIZE_RANGE
+_IMAGE_LOW, _IMAGE_HIGH = contract.IMAGE_SIZE_RANGE
 
 SPECS: dict[str, Spec] = {
     # An S3 prefix holding train/ valid/ test/, or one .zip of them (dogImages.zip).

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 
-SPLITS = contract().SPLITS
+SPLITS = contract.SPLITS
 
 # The class folders of the reference dog-breed dataset, in its order (AKC breed names).
 BREEDS = (

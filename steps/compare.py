@@ -15,7 +15,7 @@ from sagemaker.workflow.functions import JsonGet
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from steps.common import BuildContext, code_input, job_retry_policies, script_processor
 from steps.training import model_artifact
 
@@ -29,15 +29,15 @@ NEW = "new"
 def compare_step(ctx: BuildContext, training: TrainingStep) -> tuple[ProcessingStep, PropertyFile]:
     report = PropertyFile(
         name=REPORT_NAME,
-        output_name=contract().MODEL_CHANGE_OUTPUT,
-        path=contract().MODEL_CHANGE_FILE,
+        output_name=contract.MODEL_CHANGE_OUTPUT,
+        path=contract.MODEL_CHANGE_FILE,
     )
     # Never network-isolated: compare_deployed.py asks the SageMaker API (DescribeEndpoint,
     # ListModelPackages, ...), which an isolated container cannot reach. In a VPC it needs a
     # SageMaker API VPC endpoint or a NAT gateway (docs/container-contract.md).
     processor = script_processor(
         ctx,
-        contract().COMPARE_SCRIPT,
+        contract.COMPARE_SCRIPT,
         ctx.params.processing_instance_type,
         "dogbreed-compare",
         isolated=False,
@@ -46,7 +46,7 @@ def compare_step(ctx: BuildContext, training: TrainingStep) -> tuple[ProcessingS
         inputs=[code_input(ctx)],
         outputs=[
             ProcessingOutput(
-                output_name=contract().MODEL_CHANGE_OUTPUT,
+                output_name=contract.MODEL_CHANGE_OUTPUT,
                 source=OUTPUT_DIR,
                 destination=ctx.execution_uri("comparison"),
             )

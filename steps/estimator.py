@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sagemaker.pytorch import PyTorch
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from pipeline.config import TRAINING_FRAMEWORK_VERSION, TRAINING_PY_VERSION
 from pipeline.metrics import METRIC_DEFINITIONS
 from steps.common import BuildContext, estimator_security
@@ -35,7 +35,7 @@ def cost_settings(ctx: BuildContext) -> dict:
 
 def pytorch_estimator(ctx: BuildContext, hyperparameters: dict, **kwargs) -> PyTorch:
     return PyTorch(
-        entry_point=contract().TRAIN_SCRIPT,
+        entry_point=contract.TRAIN_SCRIPT,
         # An S3 tarball: the SDK uses it as is, so building the definition uploads nothing.
         source_dir=ctx.bundle.tarball_uri(ctx.config),
         role=ctx.config.role_arn,

@@ -12,7 +12,7 @@ from sagemaker.workflow.functions import Join
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from steps.common import BuildContext, code_input, job_retry_policies, script_processor
 from steps.preprocess import output_uri
 from steps.training import model_artifact
@@ -24,8 +24,8 @@ DESCRIPTION = (
     "model on the test split, written as evaluation.json for the registry."
 )
 REPORT_NAME = "EvaluationReport"
-REPORT_FILE = contract().EVALUATION_FILE
-OUTPUT_NAME = contract().EVALUATION_OUTPUT
+REPORT_FILE = contract.EVALUATION_FILE
+OUTPUT_NAME = contract.EVALUATION_OUTPUT
 ACCURACY_PATH = "multiclass_classification_metrics.accuracy.value"
 MODEL_DIR = "/opt/ml/processing/model"
 TEST_DIR = "/opt/ml/processing/test"
@@ -37,7 +37,7 @@ def evaluation_step(
 ) -> tuple[ProcessingStep, PropertyFile]:
     report = PropertyFile(name=REPORT_NAME, output_name=OUTPUT_NAME, path=REPORT_FILE)
     processor = script_processor(
-        ctx, contract().EVALUATE_SCRIPT, ctx.params.evaluation_instance_type, "dogbreed-evaluate"
+        ctx, contract.EVALUATE_SCRIPT, ctx.params.evaluation_instance_type, "dogbreed-evaluate"
     )
     step_args = processor.run(
         inputs=[
@@ -46,7 +46,7 @@ def evaluation_step(
                 source=model_artifact(training), destination=MODEL_DIR, input_name="model"
             ),
             ProcessingInput(
-                source=output_uri(prepare, contract().TEST_SPLIT),
+                source=output_uri(prepare, contract.TEST_SPLIT),
                 destination=TEST_DIR,
                 input_name="test",
             ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sagemaker.processing import ProcessingInput, ProcessingOutput
 from sagemaker.workflow.steps import ProcessingStep
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from steps.common import BuildContext, code_input, job_retry_policies, script_processor
 
 NAME = "PrepareData"
@@ -21,12 +21,12 @@ DESCRIPTION = (
 )
 INPUT_DIR = "/opt/ml/processing/input/data"
 OUTPUT_DIR = "/opt/ml/processing/output"
-OUTPUTS = contract().PREPROCESS_OUTPUTS
+OUTPUTS = contract.PREPROCESS_OUTPUTS
 
 
 def preprocess_step(ctx: BuildContext) -> ProcessingStep:
     processor = script_processor(
-        ctx, contract().PREPROCESS_SCRIPT, ctx.params.processing_instance_type, "dogbreed-prepare"
+        ctx, contract.PREPROCESS_SCRIPT, ctx.params.processing_instance_type, "dogbreed-prepare"
     )
     step_args = processor.run(
         inputs=[

@@ -11,7 +11,7 @@ from sagemaker.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.workflow.model_step import ModelStep
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from pipeline.config import INFERENCE_FRAMEWORK_VERSION
 from steps.common import BuildContext, service_retry_policies
 from steps.evaluation import report_uri
@@ -49,7 +49,7 @@ def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
         model_data=model_artifact(training),
         role=ctx.config.role_arn,
         env={
-            "SAGEMAKER_PROGRAM": contract().SERVING_SCRIPT,
+            "SAGEMAKER_PROGRAM": contract.SERVING_SCRIPT,
             "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
             "SAGEMAKER_REGION": ctx.config.region,

@@ -18,7 +18,7 @@ from sagemaker.workflow.functions import Join
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from steps.common import BuildContext, code_input, job_retry_policies, script_processor
 from steps.training import builtin_rules
 
@@ -48,19 +48,19 @@ def output_archive(training: TrainingStep) -> Join:
             training.properties.OutputDataConfig.S3OutputPath,
             training.properties.TrainingJobName,
             "output",
-            contract().OUTPUT_ARCHIVE,
+            contract.OUTPUT_ARCHIVE,
         ],
     )
 
 
 def rules_step(ctx: BuildContext, training: TrainingStep) -> tuple[ProcessingStep, PropertyFile]:
     report = PropertyFile(
-        name=REPORT_NAME, output_name=contract().RULES_OUTPUT, path=contract().RULES_FILE
+        name=REPORT_NAME, output_name=contract.RULES_OUTPUT, path=contract.RULES_FILE
     )
     # A small job that reads tensors on a CPU, like the evaluation: the same instance type.
     processor = script_processor(
         ctx,
-        contract().CHECK_RULES_SCRIPT,
+        contract.CHECK_RULES_SCRIPT,
         ctx.params.evaluation_instance_type,
         "dogbreed-rules",
     )
@@ -73,20 +73,20 @@ def rules_step(ctx: BuildContext, training: TrainingStep) -> tuple[ProcessingSte
         ],
         outputs=[
             ProcessingOutput(
-                output_name=contract().RULES_OUTPUT,
+                output_name=contract.RULES_OUTPUT,
                 source=OUTPUT_DIR,
                 destination=ctx.execution_uri("rules"),
             )
         ],
         arguments=[
             "--tensors-archive",
-            f"{TRAINING_DIR}/{contract().OUTPUT_ARCHIVE}",
+            f"{TRAINING_DIR}/{contract.OUTPUT_ARCHIVE}",
             "--tensors-path",
-            contract().TENSORS_FOLDER,
+            contract.TENSORS_FOLDER,
             "--rules",
             json.dumps(rule_entries(), sort_keys=True),
             "--timing-path",
-            contract().TIMING_FILE,
+            contract.TIMING_FILE,
             "--output-dir",
             OUTPUT_DIR,
         ],

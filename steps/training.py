@@ -23,7 +23,7 @@ from sagemaker.debugger import (
 from sagemaker.workflow.functions import Join
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep, TuningStep
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from steps.common import BuildContext, job_retry_policies
 from steps.estimator import pytorch_estimator, static_hyperparameters
 from steps.tuning import HYPERPARAMETER_RANGES, best_hyperparameter, channels
@@ -34,8 +34,8 @@ DESCRIPTION = (
     "Retrains DenseNet-161 with the best hyperparameters found by the tuning step, on one or "
     "more instances (torch_distributed), with Debugger rules and the system profiler."
 )
-HOOK_PARAMETERS = contract().HOOK_PARAMETERS
-RELU_INPUT_REGEX = contract().RELU_INPUT_REGEX
+HOOK_PARAMETERS = contract.HOOK_PARAMETERS
+RELU_INPUT_REGEX = contract.RELU_INPUT_REGEX
 PROFILER_INTERVAL_MS = 500
 # What SageMaker needs to attach no Debugger at all: no hook config (every v2 estimator
 # gets one otherwise), no rules, and the profiler disabled (ProfilerConfig.DisableProfiler).
@@ -46,7 +46,7 @@ def builtin_rules() -> list[Rule]:
     """The four tensor rules, from the SDK's rule configs: their default parameters and the
     collections they make the hook save, in both modes. PoorWeightInitialization's relu_input
     collection and activation_inputs_regex are RELU_INPUT_REGEX instead of the config's
-    `.*relu_input`, which matches only DenseNet's 3 transition ReLUs (scripts/contract.py)."""
+    `.*relu_input`, which matches only DenseNet's 3 transition ReLUs (dogbreed_jobs/contract.py)."""
     relu_input = rule_configs.poor_weight_initialization()
     (collection,) = relu_input["CollectionConfigurations"]
     parameters = {**collection["CollectionParameters"], "include_regex": RELU_INPUT_REGEX}
@@ -91,7 +91,7 @@ def debugger_hyperparameters(ctx: BuildContext) -> dict:
     """TrainModel's only: in `pipeline` mode train.py registers the hook itself."""
     if ctx.config.debugger != "pipeline":
         return {}
-    return {contract().PIPELINE_HOOK_HYPERPARAMETER: contract().PIPELINE_HOOK}
+    return {contract.PIPELINE_HOOK_HYPERPARAMETER: contract.PIPELINE_HOOK}
 
 
 def training_step(ctx: BuildContext, prepare: ProcessingStep, tuning: TuningStep) -> TrainingStep:

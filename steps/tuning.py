@@ -16,7 +16,7 @@ from sagemaker.tuner import (
 )
 from sagemaker.workflow.steps import ProcessingStep, TuningStep
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from pipeline.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 from steps.common import BuildContext, job_retry_policies
 from steps.estimator import pytorch_estimator, static_hyperparameters
@@ -43,7 +43,7 @@ HYPERPARAMETER_RANGES = {
 def channels(prepare: ProcessingStep) -> dict:
     return {
         name: TrainingInput(s3_data=output_uri(prepare, name), content_type="application/x-image")
-        for name in contract().TRAINING_CHANNELS
+        for name in contract.TRAINING_CHANNELS
     }
 
 

@@ -26,11 +26,12 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def model_artifact(tmp_path_factory) -> ModelArtifact:
-    import model
     import torch
     from helpers.datagen import make_imagefolder
     from PIL import Image
-    from transforms import eval_transform, resize_size_for, to_rgb
+
+    from dogbreed_jobs import model
+    from dogbreed_jobs.transforms import eval_transform, resize_size_for, to_rgb
 
     torch.manual_seed(0)
     root = make_imagefolder(

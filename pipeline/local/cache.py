@@ -21,7 +21,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from pipeline.local.plan import Node
 from pipeline.local.records import now, write_json
 from pipeline.local.store import Store, join_uri
@@ -99,7 +99,7 @@ def _outputs(node: Node, arguments: dict, properties: dict, store: Store) -> lis
         "S3OutputPath", ""
     )
     best = properties["BestTrainingJob"]["TrainingJobName"]
-    return [join_uri(output, best, "output", contract().MODEL_ARCHIVE)]
+    return [join_uri(output, best, "output", contract.MODEL_ARCHIVE)]
 
 
 class StepCache:

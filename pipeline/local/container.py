@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from pipeline.local.store import Store, StoreError
 from pipeline.local.supervisor import JobFailed, Supervisor
 
@@ -30,7 +30,7 @@ log = logging.getLogger("pipeline.local")
 HOST = "algo-1"
 _CONTAINER_ROOT = re.compile(r"(?<![\w./-])/opt/ml(?=/|$)")
 # The scripts print METRICS lines in the format their contract defines; it parses them too.
-_parse_metrics = contract().parse_metrics
+_parse_metrics = contract.parse_metrics
 
 
 # What a job's interpreter must import, and what it reports about itself.

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from pipeline.local.plan import DefinitionError, Node, check_definition
 from pipeline.local.records import DONE
 from pipeline.local.store import Store, StoreError, join_uri
@@ -40,10 +40,10 @@ log = logging.getLogger("pipeline.local")
 PICTURES_DIR = "pictures"
 TRAINING_CURVES = "training_curves.png"
 # The name evaluate.py gives the picture, kept for the copy.
-CONFUSION_MATRIX = contract().CONFUSION_MATRIX_FILE
+CONFUSION_MATRIX = contract.CONFUSION_MATRIX_FILE
 PIPELINE_GRAPH = "pipeline_graph.png"
-HISTORY_FILE = contract().HISTORY_FILE
-TRAINING_OUTPUT_ARCHIVE = contract().OUTPUT_ARCHIVE
+HISTORY_FILE = contract.HISTORY_FILE
+TRAINING_OUTPUT_ARCHIVE = contract.OUTPUT_ARCHIVE
 
 NOT_RUN = "not run"
 # (face, edge) per step status; "not run" is a step of the definition absent from the record.

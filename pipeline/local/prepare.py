@@ -14,7 +14,8 @@ import logging
 import re
 from pathlib import Path
 
-from pipeline.bundle import Bundle, contract
+from dogbreed_jobs import contract
+from pipeline.bundle import Bundle
 from pipeline.config import PipelineConfig
 from pipeline.local.plan import DefinitionError
 from pipeline.local.store import Store, StoreError, join_uri
@@ -24,7 +25,7 @@ log = logging.getLogger("pipeline.local")
 _CODE_URI = re.compile(
     r'^"?s3://([^/"]+)/(.+)/code/([0-9a-f]{16})/(?:sourcedir\.tar\.gz|scripts/?)"?$'
 )
-_ARCHIVE_SUFFIXES = contract().ARCHIVE_SUFFIXES
+_ARCHIVE_SUFFIXES = contract.ARCHIVE_SUFFIXES
 
 
 def place_code(store: Store, definition: dict) -> list[str]:

@@ -21,7 +21,7 @@ What a sample holds
       would only see the runner's own allocations. Without nvidia-smi the report says "no GPU".
 
 Timings from the training log
-    The machine-readable lines of scripts/contract.py, never train.py's human progress lines:
+    The machine-readable lines of dogbreed_jobs/contract.py, never train.py's human progress lines:
     EPOCH (per finished epoch: its time and training throughput), STEP (the steps an epoch
     has, known before it finishes) and TIMING (per epoch: step-time percentiles and the time
     spent waiting for the DataLoader), each read when present.
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from pipeline.local.records import write_json, write_text
 
 __all__ = ["SystemMonitor", "parse_training_log", "write_report"]
@@ -228,8 +228,8 @@ def _stats(values: list[float]) -> dict | None:
         return None
 
     return {
-        "p50": round(contract().percentile(clean, 0.50), 2),
-        "p95": round(contract().percentile(clean, 0.95), 2),
+        "p50": round(contract.percentile(clean, 0.50), 2),
+        "p95": round(contract.percentile(clean, 0.95), 2),
         "max": round(clean[-1], 2),
         "mean": round(sum(clean) / len(clean), 2),
     }
@@ -241,7 +241,7 @@ _EPOCH_ENTRY = ("steps", "seconds", "train_images_per_second")
 
 def parse_training_log(log_path: Path) -> dict:
     """Per-epoch steps, times and throughput, and the TIMING lines, from train.py's log."""
-    lines = contract()
+    lines = contract
     epochs: dict[int, dict] = {}
     timings: list[dict] = []
     log_path = Path(log_path)

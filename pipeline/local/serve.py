@@ -2,11 +2,12 @@
 
 What SageMaker's PyTorch serving container does, without Docker:
 
-- `model.tar.gz` is extracted (safely: scripts/archive.py's checks, no links or paths leaving
+- `model.tar.gz` is extracted (safely: dogbreed_jobs.archive's checks, no links or paths leaving
   the folder) into a private temporary folder that plays `/opt/ml/model`;
 - the model's own `code/inference.py` (or the record's `SAGEMAKER_PROGRAM`) is imported from
-  the extracted `code/` folder, with that folder on `sys.path` for its sibling imports: what
-  serves is the code deployed with the model, never this checkout's `scripts/`;
+  the extracted `code/` folder, with that folder on `sys.path` for its imports (the packed
+  `dogbreed_jobs`): what serves is the code deployed with the model, never the copy of the
+  package this process imported;
 - `model_fn(model_dir)` runs once; then every `POST /invocations` goes through
   `input_fn(body, content_type)` -> `predict_fn(data, model)` -> `output_fn(prediction, accept)`
   with the request's `Content-Type` and `Accept` headers (a missing or `*/*` Accept becomes
@@ -40,9 +41,8 @@ reads request bodies.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
-import itertools
 import json
 import logging
 import os
@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from pipeline.bundle import script_module
+from dogbreed_jobs import archive
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ _LOOP_TIMEOUT = 0.25
 # After the last answer is returned by the app, how long the loop goes on writing answers out.
 _FLUSH_SECONDS = 0.5
 _PROGRAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
-_module_names = itertools.count()
 
 
 class ServeError(Exception):
@@ -97,7 +96,6 @@ def extract_model(model_data: Path, dest: Path) -> Path:
         raise ServeError(f"model data {model_data} does not exist")
     if not tarfile.is_tarfile(model_data):
         raise ServeError(f"model data {model_data} is not a tar archive (a model.tar.gz)")
-    archive = script_module("archive")
     try:
         archive.extract_tar(model_data, dest)
     except archive.UnsafeArchiveError as exc:
@@ -119,10 +117,10 @@ class Handlers:
 def load_handlers(code_dir: Path, program: str = DEFAULT_PROGRAM) -> Handlers:
     """Import `code_dir/program` as the serving container does, with `code_dir` on sys.path.
 
-    Its sibling modules (`import model`) must come from `code_dir` too. When this process
-    already has modules of those names (a test process importing scripts/), they are set
-    aside for the import and put back after it: the handlers keep the deployed copies they
-    bound, and the host process keeps its own.
+    The modules it imports (the packed `dogbreed_jobs`, or an older model's flat siblings) must
+    come from `code_dir` too. This process already has `dogbreed_jobs` (the host imports its
+    contract), so modules of those names are set aside for the import and put back after it:
+    the handlers keep the deployed copies they bound, and the host process keeps its own.
     """
     if not _PROGRAM_RE.match(program):
         raise ServeError(f"SAGEMAKER_PROGRAM {program!r} is not a Python file name in code/")
@@ -132,22 +130,23 @@ def load_handlers(code_dir: Path, program: str = DEFAULT_PROGRAM) -> Handlers:
             f"the model has no code/{program}: it was not packed with its serving code "
             "(train.py writes code/ into the model folder)"
         )
-    siblings = {path.stem for path in code_dir.glob("*.py")}
-    siblings |= {path.name for path in code_dir.iterdir() if (path / "__init__.py").is_file()}
-    shadowed = {name: sys.modules.pop(name) for name in sorted(siblings) if name in sys.modules}
-    if str(code_dir) not in sys.path:
-        sys.path.insert(0, str(code_dir))
-    name = f"_dogbreed_serving_{next(_module_names)}_{script.stem}"
-    spec = importlib.util.spec_from_file_location(name, script)
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running it: dataclasses look their module up in sys.modules.
-    sys.modules[name] = module
+    tops = {path.stem for path in code_dir.glob("*.py")}
+    tops |= {path.name for path in code_dir.iterdir() if (path / "__init__.py").is_file()}
+
+    def deployed(name: str) -> bool:
+        return name.partition(".")[0] in tops
+
+    shadowed = {name: sys.modules.pop(name) for name in list(sys.modules) if deployed(name)}
+    sys.path.insert(0, str(code_dir))
+    importlib.invalidate_caches()
     try:
-        spec.loader.exec_module(module)
+        module = importlib.import_module(script.stem)
     except Exception as exc:
-        sys.modules.pop(name, None)
         raise ServeError(f"code/{program} failed to import: {type(exc).__name__}: {exc}") from exc
     finally:
+        sys.path.remove(str(code_dir))
+        for name in [name for name in sys.modules if deployed(name)]:
+            del sys.modules[name]
         sys.modules.update(shadowed)
     missing = [handler for handler in HANDLER_NAMES if not callable(getattr(module, handler, None))]
     if missing:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
 from pipeline.local import properties, records
 from pipeline.local.container import (
     HOST,
@@ -460,14 +460,14 @@ def _upload_outputs(job: Job, arguments: dict, layout: _Layout) -> str:
     if not output_path:
         raise JobFailed("ClientError: OutputDataConfig.S3OutputPath is missing")
     job_output = join_uri(output_path, job.name, "output")
-    model_tarball = job.root / contract().MODEL_ARCHIVE
+    model_tarball = job.root / contract.MODEL_ARCHIVE
     tar_folder(layout.model, model_tarball)
-    model_uri = join_uri(job_output, contract().MODEL_ARCHIVE)
+    model_uri = join_uri(job_output, contract.MODEL_ARCHIVE)
     job.store.put_file(model_uri, model_tarball)
     if any(layout.output_data.iterdir()):
-        output_tarball = job.root / contract().OUTPUT_ARCHIVE
+        output_tarball = job.root / contract.OUTPUT_ARCHIVE
         tar_folder(layout.output_data, output_tarball)
-        job.store.put_file(join_uri(job_output, contract().OUTPUT_ARCHIVE), output_tarball)
+        job.store.put_file(join_uri(job_output, contract.OUTPUT_ARCHIVE), output_tarball)
     return model_uri
 
 
@@ -551,7 +551,7 @@ def _evaluate_rules(job: Job, rules: list[dict], tensors_dir: Path) -> list[dict
 
 def _check_rules(job: Job, rules: list[dict], tensors_dir: Path) -> dict:
     """check_rules.py's rules.json for this job; its output is appended to the job's log."""
-    c = contract()
+    c = contract
     script = _Layout(job.opt_ml).code / c.CHECK_RULES_SCRIPT
     if not script.is_file():
         raise JobFailed(
@@ -587,7 +587,7 @@ def _rule_status(entry: dict) -> dict:
     InProgress, NoIssuesFound, IssuesFound, Error and Stopping/Stopped, so NoData (the rule had
     nothing to read) becomes Error, the one that says "not judged", with "NoData:" leading the
     details so the cause stays visible; NoIssuesFound would claim a check that was not made."""
-    c = contract()
+    c = contract
     status, details = entry["status"], entry.get("details") or ""
     seen = f" [read {entry.get('steps', 0)} step(s), {entry.get('tensors', 0)} tensor(s)]"
     if status == c.RULE_NO_DATA:

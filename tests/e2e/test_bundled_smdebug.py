@@ -23,12 +23,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import smdebug_loader
 from helpers.datagen import make_imagefolder
 from helpers.definitions import step
 from helpers.paths import ROOT, SCRIPTS
 
-WHEEL = SCRIPTS / "smdebug-1.0.34-py2.py3-none-any.whl"
+from dogbreed_jobs import smdebug_loader
+
+WHEEL = SCRIPTS / "dogbreed_jobs" / "smdebug-1.0.34-py2.py3-none-any.whl"
 TOSTRING_IS_AN_ERROR = "error:tostring() is deprecated:DeprecationWarning"
 HIDE = """\
 import sys

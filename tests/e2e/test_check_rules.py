@@ -17,10 +17,11 @@ import sys
 import tarfile
 from pathlib import Path
 
-import contract
 import pytest
 from helpers.paths import SCRIPTS
 from helpers.trials import RELU_INPUTS, write_mlp
+
+from dogbreed_jobs import contract
 
 TIMEOUT = 180
 RULE_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"

@@ -1,4 +1,4 @@
-"""scripts/data.py: both decoding paths give the reference transforms' tensors, on the CPU.
+"""dogbreed_jobs/data.py: both decoding paths give the reference transforms' tensors, on the CPU.
 
 `--decode workers` finishes images in the loader workers; `--decode device` decodes, crops and
 resizes them where the model is (here the CPU, on a GPU nvJPEG). Both must give exactly what
@@ -18,18 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data import (
+from helpers.paths import SCRIPTS
+from PIL import Image
+
+from dogbreed_jobs.data import (
     ImageFiles,
     SetupError,
     derive_seed,
     load_data,
     read_image,
 )
-from distributed import Runtime
-from helpers.paths import SCRIPTS
-from PIL import Image
-from transforms import eval_transform, to_rgb, train_transform
-
+from dogbreed_jobs.distributed import Runtime
+from dogbreed_jobs.transforms import eval_transform, to_rgb, train_transform
 from pipeline.sample_data import photo_like
 
 IMAGE_SIZE = 48
@@ -173,7 +173,7 @@ def test_plain_jpegs_stay_encoded_and_everything_else_is_decoded_upright(folders
 
 
 def test_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
-    import data
+    from dogbreed_jobs import data
 
     path = tmp_path / "big.jpg"
     Image.new("RGB", (40, 30)).save(path)
@@ -191,7 +191,7 @@ def test_training_crops_come_from_the_seed_epoch_and_index_only(folders):
 
 
 def test_unknown_decode_value_is_refused_naming_the_argument(capsys):
-    import train
+    from dogbreed_jobs import train
 
     with pytest.raises(SystemExit) as exit_info:
         train.parse_args(["--train_dir", "/t", "--valid_dir", "/v", "--decode", "gpu"])

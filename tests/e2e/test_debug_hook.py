@@ -1,4 +1,4 @@
-"""scripts/debug_hook.py: the smdebug hook built from SageMaker's config saves what the rules
+"""dogbreed_jobs/debug_hook.py: the smdebug hook built from SageMaker's config saves what the rules
 read, also from a network running under bf16 or fp16 autocast, and with numpy >= 2.3 (which
 removed the ndarray.tostring() smdebug's writer calls: numpy 2.2's deprecation of it is an
 error here). smdebug comes through smdebug_loader, as in the jobs: the interpreter's own, else
@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 
-import debug_hook
 import numpy as np
 import pytest
-import smdebug_loader
 import torch
-from distributed import Runtime
 from torch import nn
+
+from dogbreed_jobs import debug_hook, smdebug_loader
+from dogbreed_jobs.distributed import Runtime
 
 CPU = Runtime(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device("cpu"))
 
@@ -107,7 +107,7 @@ def test_autocast_activations_are_saved_as_float32(tmp_path, monkeypatch, dtype)
 def test_the_pipeline_hook_saves_what_service_mode_s_config_asks_for(tmp_path, monkeypatch):
     """`--debugger-hook pipeline`: no SageMaker config; the hook train.py registers itself
     saves the losses, weights, gradients and the ReLU inputs of contract.RELU_INPUT_REGEX."""
-    import contract
+    from dogbreed_jobs import contract
 
     modes = smdebug_loader.load().modes
     from smdebug.trials import create_trial

@@ -1,4 +1,4 @@
-"""Debugger rules (scripts/debugger_rules.py) and the local runner's system profiler, on
+"""Debugger rules (dogbreed_jobs/debugger_rules.py) and the local runner's system profiler, on
 tensors of real runs.
 
 Two runs of the real scripts/train.py on a tiny generated ImageFolder (CPU, 32 px, two epochs)
@@ -30,13 +30,13 @@ import sys
 import time
 from pathlib import Path
 
-import contract
 import pytest
-from debugger_rules import RELU_INPUTS, evaluate_rules
 from helpers.datagen import make_imagefolder
 from helpers.paths import SCRIPTS
 from helpers.trials import write_losses, write_mlp
 
+from dogbreed_jobs import contract
+from dogbreed_jobs.debugger_rules import RELU_INPUTS, evaluate_rules
 from pipeline.local.profiler import SystemMonitor, write_report
 
 RUN_TIMEOUT = 300

@@ -20,13 +20,14 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import evaluate
-import inference
 import numpy as np
 import pytest
-from archive import UnsafeArchiveError
 from helpers.paths import SCRIPTS
 from PIL import Image
+
+from dogbreed_jobs import evaluate, inference
+from dogbreed_jobs.archive import UnsafeArchiveError
+from pipeline.bundle import Bundle
 
 MULTICLASS_KEYS = {
     "accuracy",
@@ -326,13 +327,15 @@ def test_test_images_are_turned_upright_by_their_exif_orientation_as_the_endpoin
     )
 
 
-def test_runs_as_a_script_from_a_code_folder_holding_only_its_siblings(tmp_path):
-    # SageMaker runs `python3 /opt/ml/processing/input/code/evaluate.py` with a copy of
-    # scripts/ as the code folder: no package around it, no pipeline/ beside it.
+def test_runs_as_a_script_from_a_code_folder_holding_only_the_bundle(tmp_path):
+    # SageMaker runs `python3 /opt/ml/processing/input/code/evaluate.py` with the bundle as
+    # the code folder: the entry files and dogbreed_jobs, no pipeline/ beside them. The
+    # environment is emptied, so the package comes from code/, not from this venv's install.
     code = tmp_path / "code"
     code.mkdir()
-    for path in SCRIPTS.glob("*.py"):
-        shutil.copy(path, code / path.name)
+    for name, data in Bundle.from_dir().files.items():
+        (code / name).parent.mkdir(parents=True, exist_ok=True)
+        (code / name).write_bytes(data)
     result = subprocess.run(
         [sys.executable, str(code / "evaluate.py"), "--help"],
         cwd=tmp_path,
@@ -344,7 +347,7 @@ def test_runs_as_a_script_from_a_code_folder_holding_only_its_siblings(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--model-dir" in result.stdout and "--test-dir" in result.stdout
     imported = set()
-    for node in ast.walk(ast.parse((SCRIPTS / "evaluate.py").read_text())):
+    for node in ast.walk(ast.parse((SCRIPTS / "dogbreed_jobs" / "evaluate.py").read_text())):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -17,7 +17,6 @@ import socket
 import threading
 from datetime import timedelta
 
-import inference
 import numpy as np
 import pytest
 import torch
@@ -26,6 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from dogbreed_jobs import inference
 from pipeline.local.serve import LocalEndpoint
 
 # Generous: a busy 2-core CI machine must not turn a slow example into a failure, while a

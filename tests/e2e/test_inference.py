@@ -14,14 +14,16 @@ import shutil
 import socket
 import struct
 import zlib
+from pathlib import Path
 
-import inference
 import numpy as np
 import pytest
 import torch
 from helpers.paths import SCRIPTS
 from PIL import Image
-from transforms import serve_transform
+
+from dogbreed_jobs import inference
+from dogbreed_jobs.transforms import serve_transform
 
 
 @pytest.fixture(scope="module")
@@ -559,30 +561,35 @@ def test_model_fn_loads_the_class_names_and_settings_it_serves_with(classifier, 
     assert classifier.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _sibling_imports(name: str, siblings: set[str]) -> set[str]:
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, by dotted name (a from-import's names included)."""
     imported = set()
-    for node in ast.walk(ast.parse((SCRIPTS / f"{name}.py").read_text())):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
+            imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    return imported & siblings
+            imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return imported
 
 
 def test_handlers_need_only_the_serving_code_packed_beside_them():
-    import model
+    from dogbreed_jobs import model
 
-    siblings = {path.stem for path in SCRIPTS.glob("*.py")}
-    needed, queue = set(), ["inference"]
+    needed, imported, queue = set(), set(), ["inference.py"]
     while queue:
         name = queue.pop()
         if name not in needed:
             needed.add(name)
-            queue.extend(_sibling_imports(name, siblings))
+            names = _imports(SCRIPTS / name)
+            imported |= {module.split(".")[0] for module in names}
+            files = {f"{module.replace('.', '/')}.py" for module in names}
+            queue.extend(file for file in files if (SCRIPTS / file).is_file())
     # code/ in model.tar.gz holds only model.SERVING_CODE: anything else would be missing.
-    packed = {name.removesuffix(".py") for name in model.SERVING_CODE}
+    packed = set(model.SERVING_CODE)
     assert needed <= packed, f"serving needs {sorted(needed - packed)} but they are not packed"
-    assert not needed & {"pipeline", "steps"}
+    assert "dogbreed_jobs/inference.py" in needed and "dogbreed_jobs/__init__.py" in packed
+    assert not imported & {"pipeline", "steps"}
 
 
 def test_pixels_of_all_images_in_a_request_are_capped_together(classifier, monkeypatch):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 
-import inference
 import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from dogbreed_jobs import inference
 
 # The documented bound (docs/container-contract.md).
 MAX_JSON_DEPTH = 32

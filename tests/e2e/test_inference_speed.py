@@ -1,6 +1,6 @@
-"""Serving modes (scripts/serving_speed.py): same answers as eager fp32, clear configuration errors,
-and the latency benchmark's smoke run. No timing is asserted here: bench/inference_latency.py
-measures speed.
+"""Serving modes (dogbreed_jobs.serving_speed): same answers as eager fp32, clear
+configuration errors, and the latency benchmark's smoke run. No timing is asserted here:
+bench/inference_latency.py measures speed.
 """
 
 from __future__ import annotations
@@ -9,16 +9,14 @@ import inspect
 import io
 import json
 
-import inference
-import model
 import numpy as np
 import pytest
-import serving_speed
 import torch
 from helpers.benchrun import run_bench
 from PIL import Image
-from transforms import resize_size_for
 
+from dogbreed_jobs import inference, model, serving_speed
+from dogbreed_jobs.transforms import resize_size_for
 from pipeline.sample_data import photo_like
 
 ON_CUDA = torch.cuda.is_available()

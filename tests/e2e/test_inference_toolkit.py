@@ -31,7 +31,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import inference
 import numpy as np
 import pytest
 from helpers.container_envs import INFERENCE, python_of
@@ -46,6 +45,8 @@ from helpers.serving_stack import (
     java_version,
 )
 from PIL import Image
+
+from dogbreed_jobs import inference
 
 # The documented limits (docs/container-contract.md): SageMaker's InvokeEndpoint takes a body
 # of at most 6 MiB (botocore's sagemaker-runtime model: BodyBlob max 6291456).

@@ -1,4 +1,4 @@
-"""Why scripts/model.py builds DenseNet without torchvision's memory_efficient checkpointing.
+"""Why dogbreed_jobs/model.py builds DenseNet without torchvision's memory_efficient checkpointing.
 
 steps/tuning.py stops batch_size at 64 instead (bench/activation_memory.py has the figures).
 The checkpointing would be exact for outputs, gradients and parameters, but its recomputation
@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from model import build_model
 from torchvision.models.densenet import _DenseLayer
+
+from dogbreed_jobs.model import build_model
 
 
 def dense_layers(model: torch.nn.Module) -> list[_DenseLayer]:

@@ -15,10 +15,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import preprocess
 import pytest
 from helpers.datagen import class_folders, make_image, make_imagefolder
 from PIL import Image
+
+from dogbreed_jobs import preprocess
 
 SCRIPT = Path(preprocess.__file__).resolve()
 FOLDERS = class_folders(3)
@@ -461,7 +462,7 @@ def test_empty_class_folder_in_valid_is_reported_and_kept_empty(dataset, tmp_pat
 def test_upright_rgb_photos_come_out_as_through_to_rgb(dataset, tmp_path):
     # Upright RGB images skip to_rgb (it would only copy them): the bytes written must be the
     # ones the general path gives, resized or not, with an orientation tag of 1 or none.
-    from images import to_rgb
+    from dogbreed_jobs.images import to_rgb
 
     target = dataset / "test" / FIRST
     rng = np.random.default_rng(5)

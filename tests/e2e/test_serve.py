@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import inference
 import numpy as np
 import pytest
-from helpers.paths import ROOT
+from helpers.paths import ROOT, SCRIPTS
 from PIL import Image
 
+from dogbreed_jobs import inference
 from pipeline import cli
 from pipeline.local.serve import EndpointApp, LocalEndpoint
 
@@ -154,18 +154,20 @@ def release(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def instrumented_tarball(model_artifact, tmp_path_factory, release):
-    """A model.tar.gz whose deployed code/inference.py differs from the checkout's.
+    """A model.tar.gz whose deployed code/dogbreed_jobs/inference.py differs from the checkout's.
 
-    It imports a sibling module from code/, tags its answers with it, fails for top_k=7
-    and, for top_k=5, holds the request until the file `release` exists (at most 60 s), so
-    tests can tell whose code serves and watch faults and shutdowns with a request that is
+    It imports a module of the packed package that the checkout lacks, tags its answers with
+    it, fails for top_k=7 and, for top_k=5, holds the request until the file `release` exists
+    (at most 60 s), so tests can tell whose code serves (the test process has imported the
+    checkout's `dogbreed_jobs` already) and watch faults and shutdowns with a request that is
     surely in flight, however slowly a loaded machine runs the test.
     """
-    original = (model_artifact.model_dir / "code" / "inference.py").read_text()
+    handlers = "code/dogbreed_jobs/inference.py"
+    original = (model_artifact.model_dir / handlers).read_text()
     patched = original + (
         "\n\nimport os as _os\n"
         "import time as _time\n"
-        "import marker\n"
+        "from dogbreed_jobs import marker\n"
         "_checkout_predict_fn = predict_fn\n\n\n"
         "def predict_fn(data, model):\n"
         "    if data.top_k == 7:\n"
@@ -181,7 +183,7 @@ def instrumented_tarball(model_artifact, tmp_path_factory, release):
     return make_tarball(
         model_artifact.model_dir,
         tmp_path_factory.mktemp("instrumented") / "model.tar.gz",
-        {"code/inference.py": patched, "code/marker.py": "VALUE = 'the deployed code'\n"},
+        {handlers: patched, "code/dogbreed_jobs/marker.py": "VALUE = 'the deployed code'\n"},
     )
 
 
@@ -356,13 +358,18 @@ def test_concurrent_good_and_bad_requests_are_each_answered_correctly(server, re
 # --------------------------------------------------------------------------- the deployed code
 
 
-def test_the_models_own_code_serves_with_its_sibling_modules(instrumented, jpeg):
+def test_the_models_own_packed_package_serves_though_the_host_imported_its_own(instrumented, jpeg):
     endpoint, _ = instrumented
     status, _, body = invoke(endpoint.url, jpeg, "image/jpeg")
     assert status == 200
     assert json.loads(body)["served_by"] == "the deployed code"
-    # The test process keeps its own modules of the names the deployed code imported.
-    assert Path(sys.modules["model"].__file__).parent == ROOT / "scripts"
+    # The handlers are the packed copies; the test process keeps its own modules of the
+    # names the deployed code imported, and gains none of the model's.
+    assert endpoint.app.handlers.module.predict_fn.__module__ == "dogbreed_jobs.inference"
+    assert endpoint.app.handlers.module.predict_fn is not inference.predict_fn
+    assert sys.modules["dogbreed_jobs.inference"] is inference
+    assert Path(sys.modules["dogbreed_jobs.model"].__file__).parent == SCRIPTS / "dogbreed_jobs"
+    assert "dogbreed_jobs.marker" not in sys.modules and "inference" not in sys.modules
 
 
 def test_server_fault_is_a_500_without_details_logged_and_the_next_request_succeeds(

@@ -23,15 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import contract
 import pytest
 import torch
-from distributed import Runtime
 from helpers.datagen import class_folders, make_imagefolder
 from helpers.definitions import step as definition_step
 from helpers.paths import ROOT, SCRIPTS
 from PIL import Image
 
+from dogbreed_jobs import contract
+from dogbreed_jobs.distributed import Runtime
 from pipeline.metrics import METRIC_DEFINITIONS
 
 NUM_CLASSES = 3
@@ -189,8 +189,8 @@ def load_state(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def evaluate_artifact(model_dir: Path, valid_dir: Path) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of the saved model over the whole valid split."""
-    import model as artifact
-    from transforms import serve_transform, to_rgb
+    from dogbreed_jobs import model as artifact
+    from dogbreed_jobs.transforms import serve_transform, to_rgb
 
     net, class_names, settings = artifact.load_artifact(model_dir)
     transform = serve_transform(settings)
@@ -245,7 +245,7 @@ def uninterrupted(data, tmp_path_factory) -> Run:
 
 
 def test_training_writes_an_artifact_that_loads_with_weights_only(densenet161_run, data):
-    import model as artifact
+    from dogbreed_jobs import model as artifact
 
     model_dir = densenet161_run.model_dir
     state = load_state(model_dir)
@@ -266,7 +266,9 @@ def test_training_writes_an_artifact_that_loads_with_weights_only(densenet161_ru
     expected = artifact.build_model("densenet161", NUM_CLASSES, hidden_units=32).state_dict()
     assert state.keys() == expected.keys()
     assert all(state[key].shape == expected[key].shape for key in expected)
-    assert sorted(p.name for p in (model_dir / "code").iterdir()) == sorted(artifact.SERVING_CODE)
+    code = model_dir / "code"
+    packed = [p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()]
+    assert sorted(packed) == sorted(artifact.SERVING_CODE)
 
 
 def test_printed_validation_metrics_match_an_evaluation_of_the_saved_model(densenet161_run, data):
@@ -517,7 +519,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(data, tmp_path
 
 
 def test_checkpoint_of_a_run_with_other_hyperparameters_is_refused(data, tmp_path, uninterrupted):
-    import train as train_script
+    from dogbreed_jobs import train as train_script
 
     args = train_script.parse_args(
         [
@@ -561,7 +563,7 @@ def test_two_process_ddp_run_reduces_validation_metrics_exactly(data, tmp_path):
 
 @pytest.fixture()
 def train_script():
-    import train
+    from dogbreed_jobs import train
 
     return train
 

@@ -221,7 +221,7 @@ class _Stalls(torch.utils.data.Dataset):
         return 4
 
     def __getitem__(self, index: int):
-        from data import Sample
+        from dogbreed_jobs.data import Sample
 
         if index == 3:
             time.sleep(3600)
@@ -231,7 +231,7 @@ class _Stalls(torch.utils.data.Dataset):
 def test_close_kills_a_worker_stuck_in_a_read():
     import multiprocessing
 
-    import data as training_data
+    from dogbreed_jobs import data as training_data
 
     loader = torch.utils.data.DataLoader(
         _Stalls(),

@@ -64,13 +64,13 @@ def test_wheel_in_a_fresh_venv_exports_the_same_definition(tmp_path):
     outside.mkdir()
     python = fresh / "bin" / "python"
     where = subprocess.run(
-        [str(python), "-c", "import pipeline.bundle as b; print(b.scripts_dir())"],
+        [str(python), "-c", "import pipeline.bundle as b; print(b.entries_dir(), b.package_dir())"],
         cwd=outside,
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.strip()
-    assert where.startswith(str(site)), where
+    ).stdout.split()
+    assert where == [str(site / "pipeline" / "scripts_bundle"), str(site / "dogbreed_jobs")], where
     out = outside / "definition.json"
     result = subprocess.run(
         [str(python), "-m", "pipeline.cli", "export", "--out", str(out)],

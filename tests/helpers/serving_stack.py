@@ -69,7 +69,7 @@ def java_version() -> int | None:
 
 def extract(tarball: Path, dest: Path) -> Path:
     """The model folder SageMaker mounts at /opt/ml/model, from model.tar.gz."""
-    import archive
+    from dogbreed_jobs import archive
 
     archive.extract_tar(tarball, dest)
     return dest

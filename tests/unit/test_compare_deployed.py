@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import urllib.request
 
-import compare_deployed
 import pytest
 from helpers.awsfakes import REGION, ROLE, moto_client, reset_moto_server
 
+from dogbreed_jobs import compare_deployed
 from pipeline.local import sagemaker_api
 from pipeline.local.store import Store
 

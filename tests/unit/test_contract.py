@@ -1,20 +1,22 @@
-"""scripts/contract.py: what the scripts print and name is what the host reads.
+"""dogbreed_jobs.contract: what the container code prints and names is what the host reads.
 
-The scripts import the module flat (`import contract`, scripts/ on sys.path); the host loads
-the same file through `pipeline.bundle.contract()`. Each test writes with one side and reads
-with the other.
+The jobs import it from the bundle's package (`from dogbreed_jobs import contract`); the host
+imports the same package, installed. Each test writes with one side and reads with the other.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
-import contract as scripts_contract
 import pytest
 from helpers.paths import ROOT, SCRIPTS
 
-from pipeline.bundle import contract
+from dogbreed_jobs import contract
+from dogbreed_jobs import contract as scripts_contract
+from pipeline.bundle import Bundle
 from pipeline.local.profiler import parse_training_log
 from pipeline.metrics import METRIC_DEFINITIONS
 
@@ -36,9 +38,13 @@ def _steps(definition: dict) -> dict[str, dict]:
 
 
 def test_the_host_loads_the_file_the_scripts_import():
-    host = contract()
-    assert host.__file__ == str(SCRIPTS / "contract.py")
-    assert host is contract()  # loaded once
+    host = contract
+    assert host.__file__ == str(SCRIPTS / "dogbreed_jobs" / "contract.py")
+    assert (
+        Bundle.from_dir().files["dogbreed_jobs/contract.py"]
+        == SCRIPTS.joinpath("dogbreed_jobs", "contract.py").read_bytes()
+    )
+    assert host is contract  # loaded once
     assert host.HISTORY_FILE == scripts_contract.HISTORY_FILE
     assert host.format_metrics(**LINE_VALUES) == scripts_contract.format_metrics(**LINE_VALUES)
 
@@ -73,19 +79,19 @@ def test_metrics_line_round_trips_as_printed_strings():
         "METRICS epoch=3 train_loss=1.500000 train_accuracy=0.250000 valid_loss=0.000020 "
         "valid_accuracy=0.875000"
     )
-    assert contract().parse_metrics(line) == {
+    assert contract.parse_metrics(line) == {
         "epoch": "3",
         "train_loss": "1.500000",
         "train_accuracy": "0.250000",
         "valid_loss": "0.000020",
         "valid_accuracy": "0.875000",
     }
-    assert contract().parse_metrics("epoch 1/2 step 1/2 loss 1.0") is None
-    assert contract().parse_metrics("METRICSepoch=1") is None
+    assert contract.parse_metrics("epoch 1/2 step 1/2 loss 1.0") is None
+    assert contract.parse_metrics("METRICSepoch=1") is None
 
 
 def test_epoch_step_and_timing_lines_round_trip():
-    host = contract()
+    host = contract
     epoch = host.parse_epoch(scripts_contract.format_epoch(2, 4, 3, 12.3456789, 7.25))
     assert epoch == {
         "epoch": 2,
@@ -124,11 +130,11 @@ def test_epoch_step_and_timing_lines_round_trip():
     ],
 )
 def test_lines_that_are_not_epoch_lines_parse_to_none(line):
-    assert contract().parse_epoch(line) is None
+    assert contract.parse_epoch(line) is None
 
 
 def test_a_damaged_value_costs_that_field_only():
-    assert contract().parse_timing("TIMING epoch=1 steps=x step_seconds_max=0.5") == {
+    assert contract.parse_timing("TIMING epoch=1 steps=x step_seconds_max=0.5") == {
         "epoch": 1,
         "step_seconds_max": 0.5,
     }
@@ -161,7 +167,7 @@ def test_the_profiler_reads_the_machine_lines_and_ignores_the_human_ones(tmp_pat
 
 
 def test_the_steps_use_the_names_the_scripts_write_and_run():
-    host = contract()
+    host = contract
     steps = _steps(_definition())
     prepare = steps["PrepareData"]["Arguments"]
     outputs = prepare["ProcessingOutputConfig"]["Outputs"]
@@ -203,9 +209,31 @@ def test_percentile_of_nothing_is_an_error_not_a_number():
         scripts_contract.percentile([], 0.5)
 
 
-def test_the_host_may_load_only_the_torch_free_scripts():
-    from pipeline.bundle import script_module
+# What the container code needs and the host must never import, whatever it imports of the
+# package: export stays offline and fast. numpy is the exception after an export only: the
+# SageMaker SDK imports it itself (sagemaker.base_deserializers).
+CONTAINER_ONLY = ("torch", "torchvision", "numpy", "PIL")
+PROBE = """
+import sys
+import dogbreed_jobs.archive, dogbreed_jobs.contract, pipeline.cli as cli
+def loaded():
+    ours = sorted(m for m in sys.modules if m.startswith("dogbreed_jobs"))
+    return ours, sorted(m for m in {libraries!r} if m in sys.modules)
+print(loaded())
+code = cli.main(["export", "--out", {out!r}])
+print(code, loaded())
+"""
 
-    assert script_module("archive").extract_tar
-    with pytest.raises(ValueError, match="container code"):
-        script_module("train")
+
+def test_export_and_the_cli_leave_the_container_libraries_out_of_the_host(tmp_path):
+    out = tmp_path / "definition.json"
+    probe = PROBE.format(libraries=CONTAINER_ONLY, out=str(out))
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    imported, exported = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
+    ours = ["dogbreed_jobs", "dogbreed_jobs.archive", "dogbreed_jobs.contract"]
+    assert imported == str((ours, []))
+    assert exported == f"0 {(ours, ['numpy'])}"
+    assert json.loads(out.read_text())["Version"]

@@ -14,7 +14,7 @@ import pytest
 from helpers.definitions import parameter_refs, step
 from helpers.paths import ROOT
 
-from pipeline.bundle import Bundle, scripts_dir
+from pipeline.bundle import Bundle, entries_dir
 from pipeline.config import PipelineConfig
 from pipeline.definition import definition_dict, definition_json
 from pipeline.definition_json import iter_steps, references
@@ -299,12 +299,12 @@ def test_pipeline_mode_runs_the_rules_of_service_mode_with_their_parameters(
 
 
 def test_pipeline_mode_s_hook_saves_what_service_mode_s_hook_config_asks_for(definition):
-    from pipeline.bundle import contract
+    from dogbreed_jobs import contract
 
     hook = step(definition, "TrainModel")["Arguments"]["DebugHookConfig"]
-    assert hook["HookParameters"] == contract().HOOK_PARAMETERS
+    assert hook["HookParameters"] == contract.HOOK_PARAMETERS
     own = {
-        c["CollectionName"]: c["CollectionParameters"] for c in contract().PIPELINE_HOOK_COLLECTIONS
+        c["CollectionName"]: c["CollectionParameters"] for c in contract.PIPELINE_HOOK_COLLECTIONS
     }
     for collection in hook["CollectionConfigurations"]:
         assert own[collection["CollectionName"]] == collection["CollectionParameters"]
@@ -561,13 +561,14 @@ def test_endpoint_is_named_by_parameter_with_a_fresh_config_per_execution(defini
 
 def test_code_bundle_is_reproducible_and_content_addressed(tmp_path):
     copy = tmp_path / "scripts"
-    shutil.copytree(scripts_dir(), copy)
-    for path in copy.iterdir():
+    shutil.copytree(entries_dir(), copy)
+    for path in copy.rglob("*"):
         os.utime(path, (1, 1))
     (copy / "notes.md").write_text("not shipped")
     original, copied = Bundle.from_dir(), Bundle.from_dir(copy)
     assert copied.tarball == original.tarball
-    (copy / "model.py").write_text((copy / "model.py").read_text() + "\n# changed\n")
+    model = copy / "dogbreed_jobs" / "model.py"
+    model.write_text(model.read_text() + "\n# changed\n")
     changed = Bundle.from_dir(copy)
     config = PipelineConfig()
     assert changed.tarball_uri(config) != original.tarball_uri(config)

@@ -12,6 +12,7 @@ import pytest
 from helpers.awsfakes import SCHEDULER_ROLE, create_pipeline, one_error_line
 from helpers.paths import ROOT
 
+from dogbreed_jobs import contract
 from pipeline import cli, parameter_specs, parameter_values
 from pipeline.config import PipelineConfig
 from pipeline.definition import definition_dict
@@ -88,10 +89,8 @@ def test_the_bounds_lie_within_what_sagemakers_api_accepts():
 
 
 def test_the_image_size_bounds_are_the_training_scripts():
-    from pipeline.bundle import contract
-
     spec = parameter_specs.SPECS["ImageSize"]
-    assert (spec.low, spec.high) == contract().IMAGE_SIZE_RANGE
+    assert (spec.low, spec.high) == contract.IMAGE_SIZE_RANGE
 
 
 def test_values_inside_the_ranges_and_their_edges_pass():

@@ -8,12 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import preprocess
 import pytest
 import torch
 from PIL import Image
-from transforms import train_transform
 
+from dogbreed_jobs import preprocess
+from dogbreed_jobs.transforms import train_transform
 from pipeline import cli, sample_data
 
 SPLIT_COUNTS = {"train": 4, "valid": 2, "test": 2}

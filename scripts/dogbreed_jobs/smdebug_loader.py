@@ -29,7 +29,7 @@ import tempfile
 import types
 from pathlib import Path
 
-from data import SetupError
+from dogbreed_jobs.data import SetupError
 
 WHEEL = Path(__file__).with_name("smdebug-1.0.34-py2.py3-none-any.whl")
 # Module -> distribution: what `import smdebug.pytorch` imports beyond the standard library

@@ -32,13 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from contract import CLASS_NAMES_FILE, class_name_of
-from cpus import available_cpus
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_jpeg
-from transforms import (
+
+from dogbreed_jobs.contract import CLASS_NAMES_FILE, class_name_of
+from dogbreed_jobs.cpus import available_cpus
+from dogbreed_jobs.transforms import (
     DEFAULT_MAX_PIXELS,
     Crop,
     apply_crop,

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from data import SetupError
+
+from dogbreed_jobs.data import SetupError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pt"

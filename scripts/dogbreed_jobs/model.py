@@ -13,19 +13,29 @@ import shutil
 from pathlib import Path
 
 import torch
-from contract import CLASS_NAMES_FILE, SERVING_SCRIPT, SETTINGS_FILE, WEIGHTS_FILE
 from torch import nn
 from torchvision import models
 
-# Copied into <model_dir>/code so the SageMaker PyTorch serving container finds the handlers.
+from dogbreed_jobs.contract import CLASS_NAMES_FILE, SERVING_SCRIPT, SETTINGS_FILE, WEIGHTS_FILE
+
+# Copied into <model_dir>/code so the SageMaker PyTorch serving container finds the handlers:
+# the entry file it imports, beside the package modules the handlers use.
+PACKAGE = Path(__file__).resolve().parent
 SERVING_CODE = (
     SERVING_SCRIPT,
-    "serving_speed.py",
-    "transforms.py",
-    "images.py",
-    "cpus.py",
-    "model.py",
-    "contract.py",
+    *(
+        f"{PACKAGE.name}/{name}"
+        for name in (
+            "__init__.py",
+            "inference.py",
+            "serving_speed.py",
+            "transforms.py",
+            "images.py",
+            "cpus.py",
+            "model.py",
+            "contract.py",
+        )
+    ),
 )
 
 _HEAD_ATTRIBUTES = ("classifier", "fc", "head", "heads")
@@ -106,17 +116,17 @@ def freeze_backbone(model: nn.Module) -> None:
         parameter.requires_grad = id(parameter) in head_params
 
 
-def serving_code_files() -> list[Path]:
-    """The files save_artifact copies into `code/`; raises if any is missing.
+def serving_code_files() -> dict[str, Path]:
+    """The files save_artifact copies into `code/`, by their path there; raises if any is missing.
 
     Training calls this before its first epoch, so a checkout without the serving code fails
     in seconds rather than after hours of training.
     """
-    here = Path(__file__).resolve().parent
-    paths = [here / name for name in SERVING_CODE]
-    missing = [path.name for path in paths if not path.is_file()]
+    root = PACKAGE.parent
+    paths = {name: root / name for name in SERVING_CODE}
+    missing = [name for name, path in paths.items() if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"serving code {missing} missing next to {here / 'model.py'}")
+        raise FileNotFoundError(f"serving code {missing} missing in {root}")
     return paths
 
 
@@ -135,10 +145,10 @@ def save_artifact(
     (model_dir / CLASS_NAMES_FILE).write_text(json.dumps(class_names, indent=1) + "\n")
     settings = {**settings, "num_classes": len(class_names)}
     (model_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
-    code_dir = model_dir / "code"
-    code_dir.mkdir(exist_ok=True)
-    for path in serving_code:
-        shutil.copyfile(path, code_dir / path.name)
+    for name, path in serving_code.items():
+        target = model_dir / "code" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
 
 
 def load_artifact(model_dir: str | os.PathLike, device: str | torch.device = "cpu"):

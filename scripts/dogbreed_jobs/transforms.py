@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from images import DEFAULT_MAX_PIXELS, to_rgb  # noqa: F401 - re-exported for the scripts
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from dogbreed_jobs.images import DEFAULT_MAX_PIXELS, to_rgb  # noqa: F401 - re-exported for the scripts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

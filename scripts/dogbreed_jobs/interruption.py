@@ -14,7 +14,8 @@ import signal
 import threading
 
 import torch
-from distributed import Runtime, all_reduce_sum
+
+from dogbreed_jobs.distributed import Runtime, all_reduce_sum
 
 EXIT_INTERRUPTED = 75
 # Under DDP a stop request has to be agreed on by all ranks (a collective, which also

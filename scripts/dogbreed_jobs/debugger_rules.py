@@ -65,8 +65,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import smdebug_loader
-from contract import RULE_ERROR, RULE_ISSUES, RULE_NO_DATA, RULE_NO_ISSUES
+
+from dogbreed_jobs import smdebug_loader
+from dogbreed_jobs.contract import RULE_ERROR, RULE_ISSUES, RULE_NO_DATA, RULE_NO_ISSUES
 
 # The rules subclass smdebug's Rule, so smdebug must be importable before the classes below
 # are defined: from the interpreter, or installed from the bundled wheel by the loader.

@@ -25,13 +25,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import contract
 import numpy as np
-import smdebug_loader
 import torch
-from data import SetupError
-from distributed import Runtime, log
 from torch import nn
+
+from dogbreed_jobs import contract, smdebug_loader
+from dogbreed_jobs.data import SetupError
+from dogbreed_jobs.distributed import Runtime, log
 
 SAGEMAKER_DEBUGGER_CONFIG = "/opt/ml/input/config/debughookconfig.json"
 
