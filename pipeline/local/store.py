@@ -167,6 +167,10 @@ def place_file(source: Path, target: Path, link: bool = True) -> None:
     """`target` gets `source`'s content, read-only: a hard link where possible (and
     `link`), else a copy."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if link and target.exists() and os.path.samefile(source, target):
+        # Already this very file (a job's input, linked from here, handed back): renaming a
+        # link over another link to the same file does nothing and would leave the link.
+        return
     temporary = _temporary_beside(target)
     try:
         if not link:

@@ -199,6 +199,12 @@ def run_training(job: Job, arguments: dict) -> TrainingResult:
         monitor_factory=_system_monitor(job, interval) if interval else None,
     )
     seconds = int(round(time.monotonic() - started_clock))
+    if done.exit_code == 0:
+        # A finished job resumes no more: its latest checkpoint stays, the fallback goes
+        # (each is the size of the weights and the optimizer state, ~300 MB for DenseNet-161).
+        (layout.checkpoints / contract.PREVIOUS_CHECKPOINT_FILE).unlink(missing_ok=True)
+        if checkpoint_uri:
+            job.store.clear(join_uri(checkpoint_uri, contract.PREVIOUS_CHECKPOINT_FILE))
     if checkpoint_uri and any(layout.checkpoints.iterdir()):
         job.store.upload(layout.checkpoints, checkpoint_uri)
     if done.exit_code != 0:

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dogbreed_jobs.contract import CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE
 from dogbreed_jobs.data import SetupError
 
-CHECKPOINT_FILE = "checkpoint.pt"
-PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pt"
 CHECKPOINT_VERSION = 1
 
 

@@ -58,6 +58,11 @@ WEIGHTS_FILE = "model.pth"
 SETTINGS_FILE = "model_settings.json"
 # SageMaker tars a training job's SM_MODEL_DIR into MODEL_ARCHIVE and SM_OUTPUT_DATA_DIR
 # into OUTPUT_ARCHIVE; HISTORY_FILE is in the latter.
+# train.py's epoch checkpoints in --checkpoint-dir: the latest, and the one before it, kept
+# while a run goes on in case the latest was cut short. The local runner drops the previous
+# one of a job that finished.
+CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.previous.pt"
 MODEL_ARCHIVE = "model.tar.gz"
 OUTPUT_ARCHIVE = "output.tar.gz"
 HISTORY_FILE = "history.json"

@@ -1011,3 +1011,62 @@ def test_sigterm_stops_the_run_and_its_jobs_and_records_it_stopped(tmp_path):
     (record_path,) = (store.root / "executions").glob("*/record.json")
     record = json.loads(record_path.read_text())
     assert record["Status"] == "Stopped"
+
+
+# A training script that writes both epoch checkpoints, then exits with --status.
+CHECKPOINTING_SCRIPT = """\
+import argparse, pathlib, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--status", type=int)
+parser.add_argument("--checkpoint-dir")
+args = parser.parse_args()
+folder = pathlib.Path(args.checkpoint_dir)
+(folder / "checkpoint.pt").write_bytes(b"latest")
+(folder / "checkpoint.previous.pt").write_bytes(b"previous")
+sys.exit(args.status)
+"""
+
+
+def checkpointing_definition(status: int) -> dict:
+    return {
+        "Version": "2020-12-01",
+        "Steps": [
+            {
+                "Name": "Fit",
+                "Type": "Training",
+                "Arguments": {
+                    "AlgorithmSpecification": {"TrainingImage": "img", "TrainingInputMode": "File"},
+                    "HyperParameters": {
+                        "sagemaker_program": '"fit.py"',
+                        "sagemaker_submit_directory": '"s3://b/code/sourcedir.tar.gz"',
+                        "status": f'"{status}"',
+                    },
+                    "OutputDataConfig": {"S3OutputPath": "s3://b/out"},
+                    "ResourceConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large"},
+                    "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+                    "CheckpointConfig": {"S3Uri": "s3://b/checkpoints"},
+                },
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "kept"), [(0, ["checkpoint.pt"]), (3, ["checkpoint.pt", "checkpoint.previous.pt"])]
+)
+def test_a_finished_training_job_keeps_only_its_latest_checkpoint(tmp_path, status, kept):
+    store = Store(tmp_path / "store")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "fit.py").write_text(CHECKPOINTING_SCRIPT)
+    tarball = tmp_path / "sourcedir.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(source / "fit.py", arcname="fit.py")
+    store.put_file("s3://b/code/sourcedir.tar.gz", tarball)
+    # A previous checkpoint left in the prefix by an earlier, interrupted attempt.
+    store.put_bytes("s3://b/checkpoints/checkpoint.previous.pt", b"older")
+    outcome = run(checkpointing_definition(status), Options(store=store.root))
+    assert outcome.succeeded == (status == 0)
+    (job,) = (store.root / "executions").glob("*/jobs/Fit-*")
+    assert sorted(p.name for p in (job / "opt" / "ml" / "checkpoints").iterdir()) == sorted(kept)
+    assert sorted(p.name for p in store.path("s3://b/checkpoints").iterdir()) == sorted(kept)
