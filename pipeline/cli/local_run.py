@@ -6,13 +6,14 @@ import json
 import logging
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pipeline.cli.argtypes as argtypes
 import pipeline.cli.build as build
 import pipeline.cli.options as options
 from pipeline.errors import ExecutionFailed, UsageError
-from pipeline.local import pictures, runner
+from pipeline.local import pictures, runner, summary
 
 log = logging.getLogger("pipeline.local")
 
@@ -28,6 +29,42 @@ are under <store>/executions/<id>/; RegisterModel writes <store>/registry/, the 
 random search (--seed) in place of SageMaker's Bayesian strategy. Exit code 0 when the
 execution succeeds, 1 when a step (or the FailStep) fails it, 2 for bad input.
 """
+
+
+@dataclass(frozen=True)
+class Preset:
+    parameters: dict[str, str]
+    max_trials: int | None = None
+    max_epochs: int | None = None
+    meaning: str = ""
+
+
+# What --preset sets; --param, --max-trials and --max-epochs given beside it win.
+PRESETS = {
+    # Minutes on a laptop's CPU for a few hundred images: DenseNet-161 on 64 px crops, two
+    # trials of at most 3 epochs. It deploys whatever accuracy it reaches (the summary says
+    # which): it is for trying the whole flow on your images, not for a model to keep.
+    "laptop": Preset(
+        {"ImageSize": "64", "MaxImageSide": "80", "AccuracyThreshold": "0"},
+        max_trials=2,
+        max_epochs=3,
+        meaning="64 px crops, 2 trials of at most 3 epochs, deploys at any accuracy",
+    ),
+    # The definition's own values: 224 px, every tuning trial, the accuracy gate.
+    "full": Preset({}, meaning="the definition's parameters as they are"),
+}
+
+
+def _with_preset(args) -> tuple[list[tuple[str, str]], int | None, int | None]:
+    """(--param values, max trials, max epochs) with the preset's filled in under them."""
+    if args.preset is None:
+        return args.param, args.max_trials, args.max_epochs
+    preset = PRESETS[args.preset]
+    given = {name for name, _ in args.param}
+    params = [(n, v) for n, v in preset.parameters.items() if n not in given] + args.param
+    trials = args.max_trials if args.max_trials is not None else preset.max_trials
+    epochs = args.max_epochs if args.max_epochs is not None else preset.max_epochs
+    return params, trials, epochs
 
 
 def _load_definition(args) -> dict:
@@ -61,13 +98,18 @@ def run_local(args) -> int:
         raise UsageError(
             "run-local: --resume runs the execution's saved definition; drop --definition"
         )
+    if resuming and args.preset is not None:
+        raise UsageError(
+            "run-local: --resume runs with the execution's saved parameters; drop --preset"
+        )
     definition = None if resuming else _load_definition(args)
+    params, max_trials, max_epochs = _with_preset(args)
     run_options = runner.Options(
         store=args.store,
-        parameters=args.param,
+        parameters=params,
         input=args.input,
-        max_trials=args.max_trials,
-        max_epochs=args.max_epochs,
+        max_trials=max_trials,
+        max_epochs=max_epochs,
         seed=args.seed,
         use_cache=args.use_cache,
         workers=args.workers,
@@ -84,13 +126,15 @@ def run_local(args) -> int:
         raise UsageError(f"run-local: {err}") from None
     print(outcome.record["PipelineExecutionArn"], flush=True)
     # Failed runs too: the graph shows where it stopped.
-    pictures.draw_after_run(outcome.path)
+    drawn = pictures.draw_after_run(outcome.path)
     if not outcome.succeeded:
         raise ExecutionFailed(
             f"execution {outcome.record['PipelineExecutionId']} failed: "
             f"{outcome.record['FailureReason']} (record: {outcome.path})"
         )
     log.info("record: %s", outcome.path)
+    for line in summary.lines(outcome.record, args.store, drawn.folder if drawn else None):
+        log.info("%s", line)
     return 0
 
 
@@ -114,6 +158,13 @@ def add_run_local(parser) -> None:
         "InputDataUrl in the store first",
     )
     options.add_params(parser, ", e.g. --param ImageSize=64")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a set of parameters and limits: "
+        + "; ".join(f"{name}: {preset.meaning}" for name, preset in sorted(PRESETS.items()))
+        + " (--param, --max-trials and --max-epochs beside it win)",
+    )
     parser.add_argument(
         "--max-trials",
         type=argtypes.whole_number(1),

@@ -183,6 +183,12 @@ def test_a_full_run_registers_and_deploys_when_accuracy_reaches_the_threshold(pi
     assert endpoint["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert "METRICS" not in result.stdout  # stdout is the ARN; progress goes to stderr
     assert "valid_accuracy=" in result.stderr  # METRICS lines echoed as progress
+    # It ends with what it produced and the commands that serve and ask the model.
+    produced = result.stderr[result.stderr.index(f"{record['PipelineExecutionId']} produced:") :]
+    assert f"  model        {endpoint['ModelDataPath']}" in produced
+    assert f"registered   {GROUP} version {version['ModelPackageVersion']} (Approved)" in produced
+    assert f"endpoint     {ENDPOINT} (" in produced
+    assert f"serve-local --store {pipeline.store} --endpoint {ENDPOINT}" in produced
 
 
 def test_parameter_overrides_reach_the_scripts(pipeline):

@@ -1,0 +1,101 @@
+"""What a local execution produced, and the commands that take it further: the lines
+`run-local` ends with. Read from the execution's record, by step type, so any definition
+the runner executes gets one."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from dogbreed_jobs import contract
+from pipeline.local.store import Store, StoreError, join_uri
+
+SERVE_PORT = 8080
+
+
+def _succeeded(record: dict, step_type: str) -> list[dict]:
+    return [
+        step.get("Properties") or {}
+        for step in record.get("Steps") or []
+        if step.get("StepType") == step_type and step.get("Status") in ("Succeeded", "Cached")
+    ]
+
+
+def _local(store: Store, uri: str) -> str:
+    try:
+        return str(store.path(uri))
+    except StoreError:
+        return uri
+
+
+def _evaluation(store: Store, record: dict) -> tuple[str, dict] | None:
+    for properties in _succeeded(record, "Processing"):
+        for output in (properties.get("ProcessingOutputConfig") or {}).get("Outputs") or []:
+            if output.get("OutputName") != contract.EVALUATION_OUTPUT:
+                continue
+            uri = join_uri(output["S3Output"]["S3Uri"], contract.EVALUATION_FILE)
+            try:
+                return _local(store, uri), json.loads(store.read_bytes(uri))
+            except (StoreError, OSError, ValueError):
+                return None
+    return None
+
+
+def _figures(report: dict) -> str:
+    metrics = report.get("multiclass_classification_metrics") or {}
+    details = report.get("details") or {}
+    parts = []
+    accuracy = (metrics.get("accuracy") or {}).get("value")
+    if isinstance(accuracy, (int, float)):
+        parts.append(f"test accuracy {accuracy:.3f}")
+    if isinstance(details.get("macro_f1"), (int, float)):
+        parts.append(f"macro F1 {details['macro_f1']:.3f}")
+    if details.get("num_classes"):
+        parts.append(f"{details['num_classes']} classes, chance {1 / details['num_classes']:.3f}")
+    return ", ".join(parts)
+
+
+def lines(record: dict, store_root: Path, pictures: Path | None = None) -> list[str]:
+    """The summary of a finished execution: what it produced, then what to run next."""
+    store = Store(store_root)
+    out = [f"execution {record.get('PipelineExecutionId')} produced:"]
+    for properties in _succeeded(record, "Training")[-1:]:
+        model = (properties.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        if model:
+            out.append(f"  model        {_local(store, model)}")
+    evaluation = _evaluation(store, record)
+    if evaluation:
+        path, report = evaluation
+        out.append(f"  evaluation   {_figures(report)} ({path})")
+    if pictures is not None and pictures.is_dir() and any(pictures.iterdir()):
+        names = ", ".join(sorted(p.name for p in pictures.iterdir()))
+        out.append(f"  pictures     {pictures} ({names})")
+    for properties in _succeeded(record, "RegisterModel"):
+        out.append(
+            f"  registered   {properties.get('ModelPackageGroupName')} version "
+            f"{properties.get('ModelPackageVersion')} ({properties.get('ModelApprovalStatus')})"
+        )
+    endpoints = [p.get("EndpointName") for p in _succeeded(record, "Endpoint")]
+    for name in endpoints:
+        out.append(f"  endpoint     {name} ({store.endpoints / f'{name}.json'})")
+    quoted = shlex.quote(str(store.root))
+    out.append("next:")
+    if endpoints:
+        out.append(
+            f"  dogbreed-pipeline serve-local --store {quoted} --endpoint {endpoints[0]} "
+            f"--port {SERVE_PORT}   # the endpoint, on this machine"
+        )
+        out.append(
+            f"  dogbreed-pipeline predict --url http://127.0.0.1:{SERVE_PORT} IMAGE...   "
+            "# ask it, from another shell"
+        )
+    elif _succeeded(record, "RegisterModel"):
+        out.append(
+            f"  dogbreed-pipeline approve --store {quoted} --model-version N   # deploy a version"
+        )
+    out.append(
+        f"  dogbreed-pipeline local-runs --store {quoted}   # its size; --prune old runs"
+    )
+    out.append("  dogbreed-pipeline upsert --role-arn ROLE_ARN   # the same pipeline on SageMaker")
+    return out
