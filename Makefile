@@ -34,9 +34,10 @@ export: $(STAMP)
 	$(BIN)/dogbreed-pipeline export --out pipeline_definition.json
 
 # The whole pipeline locally at demo size, then the served model answers a test image;
-# `make run INPUT=DIR_OR_ZIP` does the same on your own images (run-local --preset laptop).
+# `make run INPUT=DIR_OR_ZIP [ARGS="run-local options"]` does the same on your own images
+# (run-local --preset laptop).
 run: $(STAMP)
-	INPUT="$(INPUT)" BIN=$(BIN) bin/demo
+	INPUT="$(INPUT)" ARGS="$(ARGS)" BIN=$(BIN) bin/demo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
