@@ -13,6 +13,7 @@ import pipeline.cli.build as build
 import pipeline.cli.options as options
 from pipeline.errors import ExecutionFailed, UsageError
 from pipeline.local import pictures, runner
+from pipeline.local.prepare import check_input
 
 log = logging.getLogger("pipeline.local")
 
@@ -61,6 +62,13 @@ def run_local(args) -> int:
         raise UsageError(
             "run-local: --resume runs the execution's saved definition; drop --definition"
         )
+    if args.input is not None:
+        # First: a dataset the preparation job would refuse stops here, in the user's terms,
+        # before the export, the store or any step.
+        try:
+            check_input(args.input)
+        except runner.DefinitionError as err:
+            raise UsageError(f"run-local: {err}") from None
     definition = None if resuming else _load_definition(args)
     run_options = runner.Options(
         store=args.store,
