@@ -11,7 +11,7 @@ import os
 import tarfile
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,6 +225,15 @@ class _Scanner:
             return None
         return target
 
+    def admitted(self, directory: Path, rel: str) -> Iterator[tuple[Path, str, Path]]:
+        """(entry, its path in the dataset, the real path behind it) for each entry of
+        `directory` in name order that is not skipped."""
+        for path in sorted(directory.iterdir(), key=lambda entry: entry.name):
+            entry_rel = f"{rel}/{path.name}"
+            target = self.admit(path, entry_rel)
+            if target is not None:
+                yield path, entry_rel, target
+
     def walk_class(
         self,
         directory: Path,
@@ -237,11 +246,7 @@ class _Scanner:
         self.out_dirs.append(out)
         files: list[tuple[str, Path]] = []
         subfolders: list[tuple[str, Path]] = []
-        for path in sorted(directory.iterdir(), key=lambda entry: entry.name):
-            entry_rel = f"{rel}/{path.name}"
-            target = self.admit(path, entry_rel)
-            if target is None:
-                continue
+        for path, entry_rel, target in self.admitted(directory, rel):
             if target.is_dir():
                 if target in enclosing:
                     self.skip(entry_rel, LINK_LOOP, os.readlink(path))
@@ -281,11 +286,7 @@ def _class_folders(root: Path, scanner: _Scanner, display: str) -> dict[str, dic
             why = f"is refused ({refused[0]})" if refused else "is missing or not a folder"
             raise refuse(display, [f"split {split}/ {why}"])
         classes[split] = {}
-        for path in sorted(split_dir.iterdir(), key=lambda entry: entry.name):
-            rel = f"{split}/{path.name}"
-            target = scanner.admit(path, rel)
-            if target is None:
-                continue
+        for path, rel, target in scanner.admitted(split_dir, split):
             if target.is_dir():
                 classes[split][path.name] = target
             else:
