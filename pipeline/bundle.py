@@ -8,7 +8,8 @@ byte-identical on every machine. Jobs find the code at an S3 key that contains t
 changed file means a new key, never a stale cache hit.
 
 The host imports the package's standard-library modules (`dogbreed_jobs.contract`,
-`dogbreed_jobs.archive`) as ordinary modules; the bundle ships the very files it imports.
+`dogbreed_jobs.archive`, `dogbreed_jobs.layout`) as ordinary modules; the bundle ships the
+very files it imports.
 """
 
 from __future__ import annotations

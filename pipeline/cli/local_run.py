@@ -14,6 +14,7 @@ import pipeline.cli.build as build
 import pipeline.cli.options as options
 from pipeline.errors import ExecutionFailed, UsageError
 from pipeline.local import pictures, runner, summary
+from pipeline.local.prepare import check_input
 
 log = logging.getLogger("pipeline.local")
 
@@ -102,6 +103,13 @@ def run_local(args) -> int:
         raise UsageError(
             "run-local: --resume runs with the execution's saved parameters; drop --preset"
         )
+    if args.input is not None:
+        # First: a dataset the preparation job would refuse stops here, in the user's terms,
+        # before the export, the store or any step.
+        try:
+            check_input(args.input)
+        except runner.DefinitionError as err:
+            raise UsageError(f"run-local: {err}") from None
     definition = None if resuming else _load_definition(args)
     params, max_trials, max_epochs = _with_preset(args)
     run_options = runner.Options(

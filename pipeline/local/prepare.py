@@ -5,16 +5,17 @@
   key when it hashes the same. A definition exported from other scripts runs only when the
   store still holds that bundle, never with code it was not built for.
 - `--input`: the user's ImageFolder (or archive of one) replaces whatever was at
-  InputDataUrl.
+  InputDataUrl, once `check_input` found the layout the preparation job accepts.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from pathlib import Path
 
-from dogbreed_jobs import contract
+from dogbreed_jobs import archive, contract, layout
 from pipeline.bundle import Bundle
 from pipeline.config import PipelineConfig
 from pipeline.local.plan import DefinitionError
@@ -70,11 +71,29 @@ def _strings(value):
             yield from _strings(item)
 
 
+def check_input(source: Path) -> None:
+    """Refuse `--input` in one line naming it as typed, unless the preparation job's own
+    layout check (dogbreed_jobs.layout) accepts it: the same splits, classes and files.
+
+    An archive is checked through its layout alone (archive.extract_layout: every member's
+    name, each file empty): the names are all the check reads, and unpacking a dataset of a
+    gigabyte or more only to refuse it, or to copy it on to the store, would cost as much
+    as the copy itself.
+    """
+    with tempfile.TemporaryDirectory(prefix="dogbreed-input-") as scratch:
+        try:
+            root, display = layout.locate_dataset(
+                source, Path(scratch), name=str, extract=archive.extract_layout
+            )
+            layout.plan(root, display)
+        except layout.LayoutError as err:
+            raise DefinitionError(f"--input: {err}") from None
+
+
 def place_input(store: Store, source: Path, uri: str) -> str:
-    """Copy the user's data (a folder, or one archive) to `uri`, replacing what was there."""
+    """Copy the user's data (a folder, or one archive, that passed `check_input`) to `uri`,
+    replacing what was there."""
     source = Path(source)
-    if not source.exists():
-        raise DefinitionError(f"--input {source}: no such file or folder")
     try:
         target = store.path(uri)
     except StoreError as err:
@@ -86,9 +105,7 @@ def place_input(store: Store, source: Path, uri: str) -> str:
         return uri
     store.clear(uri)
     if source.is_dir():
-        count = store.upload(source, uri, link=False)
-        if not count:
-            raise DefinitionError(f"--input {source}: the folder holds no files")
+        store.upload(source, uri, link=False)
     else:
         store.put_file(join_uri(uri, source.name), source, link=False)
     log.info("input %s -> %s (%s)", source, uri, target)

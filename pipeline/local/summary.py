@@ -94,8 +94,6 @@ def lines(record: dict, store_root: Path, pictures: Path | None = None) -> list[
         out.append(
             f"  dogbreed-pipeline approve --store {quoted} --model-version N   # deploy a version"
         )
-    out.append(
-        f"  dogbreed-pipeline local-runs --store {quoted}   # its size; --prune old runs"
-    )
+    out.append(f"  dogbreed-pipeline local-runs --store {quoted}   # its size; --prune old runs")
     out.append("  dogbreed-pipeline upsert --role-arn ROLE_ARN   # the same pipeline on SageMaker")
     return out

@@ -2,10 +2,13 @@
 
 Tar uses the standard library's "data" filter (no absolute paths, no `..`, no links leaving
 the tree, no device files). Zip has no such filter, so each member is checked here the same way.
+`extract_layout` writes only an archive's tree, every file empty: the same checks, the same
+folders, names and links, without the contents.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import stat
@@ -25,7 +28,9 @@ def _inside(root: Path, member_name: str) -> Path:
     return target
 
 
-def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+def extract_zip(
+    archive: str | os.PathLike, dest: str | os.PathLike, contents: bool = True
+) -> list[str]:
     """Extract a zip into `dest`, refusing absolute paths, `..` escapes and symlinks."""
     root = Path(dest).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -43,13 +48,18 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> list[str
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            if not contents:
+                target.touch()
+            else:
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
             names.append(info.filename)
     return names
 
 
-def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+def extract_tar(
+    archive: str | os.PathLike, dest: str | os.PathLike, contents: bool = True
+) -> list[str]:
     """Extract a (compressed) tar into `dest` with the standard library's "data" filter."""
     root = Path(dest).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -60,14 +70,34 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> list[str
                 tarfile.data_filter(member, str(root))
             except tarfile.FilterError as err:
                 raise UnsafeArchiveError(f"archive member {member.name!r}: {err}") from None
-        tf.extractall(root, filter="data")
+        if contents:
+            tf.extractall(root, filter="data")
+        else:
+            # _without_contents applies the same "data" filter before emptying each file.
+            tf.extractall(root, filter=_without_contents)  # noqa: S202  # nosec B202
     return [m.name for m in members if m.isfile()]
 
 
-def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+def _without_contents(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    member = copy.copy(tarfile.data_filter(member, dest))
+    if member.isfile():
+        # TarInfo.replace has no `size`; with 0, extractall writes the file and reads nothing.
+        member.size = 0
+    return member
+
+
+def extract(
+    archive: str | os.PathLike, dest: str | os.PathLike, contents: bool = True
+) -> list[str]:
     """Extract a zip or tar archive by content, not by file name."""
     if zipfile.is_zipfile(archive):
-        return extract_zip(archive, dest)
+        return extract_zip(archive, dest, contents)
     if tarfile.is_tarfile(archive):
-        return extract_tar(archive, dest)
+        return extract_tar(archive, dest, contents)
     raise UnsafeArchiveError(f"{archive} is neither a zip nor a tar archive")
+
+
+def extract_layout(archive: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+    """The archive's folders, links and (empty) files under `dest`: its layout, for checks
+    that read names only, at the cost of listing the members rather than unpacking them."""
+    return extract(archive, dest, contents=False)

@@ -26,13 +26,11 @@ import contextlib
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 import warnings
-import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -40,9 +38,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from dogbreed_jobs import archive
 from dogbreed_jobs.contract import (
-    ARCHIVE_SUFFIXES,
     CLASS_NAMES_FILE,
     META_OUTPUT,
     PREPROCESS_OUTPUTS,
@@ -51,23 +47,25 @@ from dogbreed_jobs.contract import (
 )
 from dogbreed_jobs.cpus import available_cpus
 from dogbreed_jobs.images import DEFAULT_MAX_PIXELS, to_rgb
+from dogbreed_jobs.layout import (
+    Job,
+    LayoutError,
+    Plan,
+    locate_dataset,
+    plan,
+    require_training_images,
+    skip_record,
+)
 
 ORIENTATION = 0x0112  # the EXIF tag that ImageOps.exif_transpose applies
 
-# Reasons in report.json; the summary counts by them, so per-file specifics go in "detail".
+# Reasons in report.json found by decoding (the scan's are in layout.py); the summary counts
+# by them, so per-file specifics go in "detail".
 EMPTY = "empty file"
-HIDDEN_FILE = "hidden file"
-HIDDEN_FOLDER = "hidden folder"
 NOT_IMAGE = "not an image"
 CORRUPT = "truncated or corrupt image"
 UNSUPPORTED = "unsupported image mode"
 TOO_MANY_PIXELS = "too many pixels"
-LINK_OUTSIDE = "link outside the input tree"
-BROKEN_LINK = "broken link"
-LINK_LOOP = "link to an enclosing folder"
-NOT_REGULAR = "not a regular file"
-NOT_IN_CLASS = "not in a class folder"
-NOT_IN_SPLIT = "not in train/ valid/ test/"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -109,19 +107,6 @@ class Settings:
     max_side: int
     jpeg_quality: int
     max_pixels: int
-
-
-@dataclass(frozen=True)
-class Job:
-    source: str  # the real path to read
-    rel: str  # the path inside the dataset, as reported
-    out: str  # the path written, relative to the output root
-    split: str
-    folder: str
-
-
-def skip_record(path: str, reason: str, detail: str = "") -> dict:
-    return {"path": path, "reason": reason, **({"detail": detail} if detail else {})}
 
 
 class Unusable(Exception):
@@ -247,268 +232,7 @@ def run_jobs(
         pool.shutdown(cancel_futures=True)
 
 
-# ------------------------------------------------------------------------------- finding input
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
-def _find_split_root(base: Path) -> Path | None:
-    """The folder holding the splits: `base` itself or one of its visible subfolders."""
-    if any((base / split).is_dir() for split in SPLITS):
-        return base
-    holders = [
-        child
-        for child in sorted(base.iterdir())
-        if child.is_dir()
-        and not _is_hidden(child.name)
-        and child.name != "__MACOSX"
-        and any((child / split).is_dir() for split in SPLITS)
-    ]
-    if len(holders) > 1:
-        names = ", ".join(f"{child.name}/" for child in holders)
-        raise SystemExit(f"several folders in {base} hold train/ valid/ test/: {names}")
-    return holders[0] if holders else None
-
-
-def _extract(archive_path: Path, scratch: Path) -> tuple[Path, str]:
-    try:
-        archive.extract(archive_path, scratch)
-    except archive.UnsafeArchiveError as err:
-        raise SystemExit(f"refusing the archive {archive_path.name}: {err}") from None
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, tarfile.TarError) as err:
-        raise SystemExit(f"cannot extract {archive_path.name}: {err}") from None
-    root = _find_split_root(scratch)
-    if root is None:
-        raise SystemExit(
-            f"the archive {archive_path.name} holds no train/ valid/ test/ folders "
-            "at its root or one level below"
-        )
-    inner = root.relative_to(scratch).as_posix()
-    return root, archive_path.name if inner == "." else f"{archive_path.name}:{inner}/"
-
-
-def locate_dataset(input_path: Path, scratch: Path) -> tuple[Path, str]:
-    """(the folder holding the splits, how to name it in messages), extracting an archive."""
-    if not input_path.exists():
-        raise SystemExit(f"input {input_path} does not exist")
-    if input_path.is_file():
-        return _extract(input_path, scratch)
-    root = _find_split_root(input_path)
-    if root is not None:
-        return root, str(root)
-    archives = [
-        path
-        for path in sorted(input_path.iterdir())
-        if path.is_file()
-        and not _is_hidden(path.name)
-        and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-    ]
-    if len(archives) > 1:
-        names = ", ".join(path.name for path in archives)
-        raise SystemExit(f"several archives in {input_path} ({names}): give it only one")
-    if archives:
-        return _extract(archives[0], scratch)
-    raise SystemExit(
-        f"no train/ valid/ test/ folders in {input_path} or one level below, "
-        "and no .zip or tar archive of them"
-    )
-
-
-# ------------------------------------------------------------------------------ planning jobs
-
-
-def _output_names(files: list[str], taken: Iterable[str]) -> dict[str, str]:
-    """Output name per input file name: its stem with `.jpg`, given out in sorted order.
-
-    A later file whose name is taken gets its suffix folded in (`a.png` -> `a_png.jpg`), then
-    a counter. Names depend only on the listing, not on which files turn out unusable, and
-    compare case-insensitively so the output also survives a case-insensitive file system.
-    """
-    used = {name.casefold() for name in taken}
-    names: dict[str, str] = {}
-    later = []
-    for file in files:
-        natural = f"{Path(file).stem}.jpg"
-        if natural.casefold() in used:
-            later.append(file)
-        else:
-            used.add(natural.casefold())
-            names[file] = natural
-    for file in later:
-        path = Path(file)
-        base = f"{path.stem}_{path.suffix.lstrip('.').lower() or 'image'}"
-        candidate, number = f"{base}.jpg", 2
-        while candidate.casefold() in used:
-            candidate, number = f"{base}_{number}.jpg", number + 1
-        used.add(candidate.casefold())
-        names[file] = candidate
-    return names
-
-
-@dataclass
-class Plan:
-    folders: list[str]  # class folders in index order
-    jobs: list[Job]
-    skipped: list[dict]
-    renamed: list[dict]
-    out_dirs: list[str]  # every folder the jobs write into, relative to the output root
-
-
-class _Scanner:
-    """Walks the dataset in sorted order, turning entries into jobs or skip records."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.skipped: list[dict] = []
-        self.renamed: list[dict] = []
-        self.jobs: list[Job] = []
-        self.out_dirs: list[str] = []
-
-    def skip(self, rel: str, reason: str, detail: str = "") -> None:
-        self.skipped.append(skip_record(rel, reason, detail))
-
-    def admit(self, path: Path, rel: str) -> Path | None:
-        """The real path behind an entry, or None once recorded as skipped."""
-        if _is_hidden(path.name):
-            self.skip(rel, HIDDEN_FOLDER if path.is_dir() else HIDDEN_FILE)
-            return None
-        if not path.is_symlink():
-            return path
-        try:
-            target = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            self.skip(rel, BROKEN_LINK, os.readlink(path))
-            return None
-        if not target.is_relative_to(self.root):
-            self.skip(rel, LINK_OUTSIDE, os.readlink(path))
-            return None
-        return target
-
-    def walk_class(
-        self,
-        directory: Path,
-        rel: str,
-        out: str,
-        split: str,
-        folder: str,
-        enclosing: tuple[Path, ...],
-    ) -> None:
-        self.out_dirs.append(out)
-        files: list[tuple[str, Path]] = []
-        subfolders: list[tuple[str, Path]] = []
-        for path in sorted(directory.iterdir(), key=lambda entry: entry.name):
-            entry_rel = f"{rel}/{path.name}"
-            target = self.admit(path, entry_rel)
-            if target is None:
-                continue
-            if target.is_dir():
-                if target in enclosing:
-                    self.skip(entry_rel, LINK_LOOP, os.readlink(path))
-                else:
-                    subfolders.append((path.name, target))
-            elif target.is_file():
-                files.append((path.name, target))
-            else:
-                self.skip(entry_rel, NOT_REGULAR)
-        names = _output_names([name for name, _ in files], [name for name, _ in subfolders])
-        for name, target in files:
-            output = names[name]
-            if output != f"{Path(name).stem}.jpg":
-                self.renamed.append({"path": f"{rel}/{name}", "output": f"{out}/{output}"})
-            self.jobs.append(Job(str(target), f"{rel}/{name}", f"{out}/{output}", split, folder))
-        for name, target in subfolders:
-            self.walk_class(
-                target, f"{rel}/{name}", f"{out}/{name}", split, folder, (*enclosing, target)
-            )
-
-
-def plan(root: Path, display: str) -> Plan:
-    """Check the structure and list the work; SystemExit names the split and class at fault."""
-    root = root.resolve()
-    scanner = _Scanner(root)
-    for path in sorted(root.iterdir(), key=lambda entry: entry.name):
-        if path.name not in SPLITS:
-            hidden = _is_hidden(path.name)
-            scanner.skip(
-                path.name,
-                (HIDDEN_FOLDER if path.is_dir() else HIDDEN_FILE) if hidden else NOT_IN_SPLIT,
-            )
-
-    classes: dict[str, dict[str, Path]] = {}
-    for split in SPLITS:
-        split_path, known = root / split, len(scanner.skipped)
-        split_dir = scanner.admit(split_path, split) if os.path.lexists(split_path) else None
-        if split_dir is None or not split_dir.is_dir():
-            refused = [entry["reason"] for entry in scanner.skipped[known:]]
-            why = f"is refused ({refused[0]})" if refused else "is missing or not a folder"
-            raise SystemExit(f"invalid dataset {display}: split {split}/ {why}")
-        classes[split] = {}
-        for path in sorted(split_dir.iterdir(), key=lambda entry: entry.name):
-            rel = f"{split}/{path.name}"
-            target = scanner.admit(path, rel)
-            if target is None:
-                continue
-            if target.is_dir():
-                classes[split][path.name] = target
-            else:
-                scanner.skip(rel, NOT_IN_CLASS)
-        if not classes[split]:
-            raise SystemExit(f"invalid dataset {display}: split {split}/ has no class folders")
-
-    refused = {entry["path"]: entry["reason"] for entry in scanner.skipped}
-    problems = []
-    for split, other in (
-        ("train", "valid"),
-        ("train", "test"),
-        ("valid", "train"),
-        ("test", "train"),
-    ):
-        for folder in sorted(classes[split].keys() - classes[other].keys()):
-            why = refused.get(f"{other}/{folder}")
-            problems.append(
-                f"class {folder} is in {split}/ but missing from {other}/"
-                + (f" (refused: {why})" if why else "")
-            )
-    folders = sorted(classes["train"])
-    by_name: dict[str, list[str]] = {}
-    for folder in folders:
-        by_name.setdefault(class_name_of(folder), []).append(folder)
-    for name, same in by_name.items():
-        if len(same) > 1:
-            problems.append(f"class folders {', '.join(same)} all give the class name {name!r}")
-    if problems:
-        raise SystemExit(f"invalid dataset {display}:\n  " + "\n  ".join(problems))
-
-    for split in SPLITS:
-        split_dir = (root / split).resolve()
-        for folder in folders:
-            path = classes[split][folder]
-            rel = f"{split}/{folder}"
-            scanner.walk_class(path, rel, rel, split, folder, (root, split_dir, path))
-    return Plan(folders, scanner.jobs, scanner.skipped, scanner.renamed, scanner.out_dirs)
-
-
 # ---------------------------------------------------------------------------- checks and output
-
-
-def require_training_images(
-    folders: list[str], train_counts: dict[str, int], skipped: list[dict], display: str
-) -> None:
-    """Stop when a class has nothing to learn from, naming each such class and why."""
-    problems = []
-    for folder in folders:
-        if train_counts.get(folder, 0):
-            continue
-        prefix = f"train/{folder}/"
-        reasons = Counter(entry["reason"] for entry in skipped if entry["path"].startswith(prefix))
-        why = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items()))
-        problems.append(
-            f"class {folder} has no usable training images in train/{folder} ({why or 'no files'})"
-        )
-    if problems:
-        raise SystemExit(f"invalid dataset {display}:\n  " + "\n  ".join(problems))
 
 
 def _require_empty_outputs(output: Path) -> None:
@@ -615,12 +339,50 @@ def _workers(count: int) -> str:
     return f"{count} worker{'s' if count > 1 else ''}"
 
 
+def _input_names(input_dir: Path) -> Callable[[Path], str] | None:
+    """Names of the paths under `input_dir` as the user gave them, the job's S3 URI; None
+    where the job's config does not say which input was downloaded there.
+
+    SageMaker writes the job's arguments to /opt/ml/config/processingjobconfig.json (the local
+    runner too, under the job's root): the input whose LocalPath is `input_dir` came from S3Uri.
+    """
+    absolute = input_dir.absolute()
+    opt_ml = next((p for p in absolute.parents if p.name == "ml" and p.parent.name == "opt"), None)
+    if opt_ml is None:
+        return None
+    try:
+        config = json.loads((opt_ml / "config" / "processingjobconfig.json").read_text())
+        inputs = config["ProcessingInputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    local_path = "/" + absolute.relative_to(opt_ml.parent.parent).as_posix()
+    uris = [
+        item["S3Input"]["S3Uri"]
+        for item in inputs
+        if isinstance(item, dict)
+        and isinstance(item.get("S3Input"), dict)
+        and str(item["S3Input"].get("LocalPath", "")).rstrip("/") == local_path
+    ]
+    if len(uris) != 1 or not isinstance(uris[0], str):
+        return None
+    uri = uris[0]
+
+    def name(path: Path) -> str:
+        rel = path.absolute().relative_to(absolute).as_posix()
+        if rel == ".":
+            return uri
+        # An S3Prefix naming one object arrives as a file of the object's base name.
+        if not uri.endswith("/") and uri.rsplit("/", 1)[-1] == rel:
+            return uri
+        return f"{uri.rstrip('/')}/{rel}"
+
+    return name
+
+
 def prepare(input_path: Path, output: Path, work: Path, settings: Settings, workers: int) -> None:
     started = time.monotonic()
-    root, display = locate_dataset(input_path, work / "extracted")
+    root, display = locate_dataset(input_path, work / "extracted", _input_names(input_path))
     plan_ = plan(root, display)
-    candidates = Counter(job.folder for job in plan_.jobs if job.split == "train")
-    require_training_images(plan_.folders, candidates, plan_.skipped, display)
 
     staged = work / "staged"
     for out_dir in plan_.out_dirs:
@@ -672,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare(Path(args.input_dir), output, work, settings, args.workers or available_cpus())
         finished = True
+    except LayoutError as err:
+        raise SystemExit(str(err)) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if created and not finished:

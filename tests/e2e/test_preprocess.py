@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.datagen import class_folders, make_image, make_imagefolder
+from helpers.paths import SCRIPTS
 from PIL import Image
 
-from dogbreed_jobs import preprocess
+from dogbreed_jobs import contract, preprocess
 
-SCRIPT = Path(preprocess.__file__).resolve()
+# The entry file the job starts; the package module beside it runs nothing as a script.
+SCRIPT = SCRIPTS / contract.PREPROCESS_SCRIPT
 FOLDERS = class_folders(3)
 FIRST = FOLDERS[0]
 

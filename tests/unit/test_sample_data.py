@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed_jobs import preprocess
+from dogbreed_jobs import layout, preprocess
 from dogbreed_jobs.transforms import train_transform
 from pipeline import cli, sample_data
 
@@ -110,7 +110,7 @@ def test_preprocess_accepts_it_and_skips_exactly_the_bad_files(dataset, tmp_path
     report = json.loads((output / "meta" / "report.json").read_text())
     reasons = {entry["path"]: entry["reason"] for entry in report["skipped"]}
     assert reasons == {
-        "train/.DS_Store": preprocess.HIDDEN_FILE,
+        "train/.DS_Store": layout.HIDDEN_FILE,
         "train/001.Affenpinscher/Affenpinscher_empty.jpg": preprocess.EMPTY,
         "train/002.Afghan_hound/Afghan_hound_notes.jpg": preprocess.NOT_IMAGE,
         "train/003.Airedale_terrier/Airedale_terrier_truncated.jpg": preprocess.CORRUPT,
