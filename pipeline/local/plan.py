@@ -93,8 +93,10 @@ def check_definition(definition: dict) -> dict[str, Node]:
         try:
             sorter(upstream).prepare()
         except CycleError as err:
-            cycle = err.args[1]
-            problems.append(f"steps depend on each other in a cycle: {' -> '.join(cycle)}")
+            cycle = " -> ".join(err.args[1])
+            problems.append(
+                f"steps depend on each other in a cycle: {cycle} (each waits for the one before it)"
+            )
     if problems:
         raise DefinitionError("; ".join(problems))
     return nodes
