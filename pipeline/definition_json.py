@@ -3,16 +3,19 @@
 What SageMaker orders steps by: a step's explicit DependsOn, the steps whose properties its
 expressions read (`{"Get": "Steps.<name>...."}` at any depth), and, for a step in a
 condition's If/Else branch, that condition. `iter_steps` visits every step, branches
-included; `references` finds the Get expressions; `dag` puts the three together. The graph,
-the local runner's up-front checks, the pictures and the tests all read a definition
-through these functions.
+included; `references` finds the Get expressions; `dag` puts the three together and is the
+only place edges are computed. `sorter` hands a DAG to the standard library's
+`graphlib.TopologicalSorter`, which does the ordering, the readiness of steps and the cycle
+check. The graph, the local runner's up-front checks and scheduler, the pictures and the
+tests all read a definition through these functions.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass
+from graphlib import TopologicalSorter
 
 BRANCHES = (("IfSteps", True), ("ElseSteps", False))
 _STEP_REFERENCE = re.compile(r"^Steps\.([A-Za-z0-9_-]+)(?=[.\[]|$)")
@@ -97,3 +100,20 @@ def dag(definition: dict) -> dict[str, set[str]]:
         needs |= {condition for condition, _ in entry.branches}
         upstream[entry.name] = (needs & names) - {entry.name}
     return upstream
+
+
+def sorter(upstream: Mapping[str, Set[str]]) -> TopologicalSorter:
+    """A DAG (as `dag` gives it) in an unprepared `TopologicalSorter`, deterministically.
+
+    Every step is added on its own first, in definition order: graphlib hands out ready steps
+    and searches for a cycle in the order nodes were first added, so `get_ready`,
+    `static_order` and `CycleError`'s cycle never depend on the order of a set of names.
+    `prepare()` (or `static_order()`) raises `graphlib.CycleError` with the cycle as
+    `args[1]`, each step followed by one that waits for it.
+    """
+    graph: TopologicalSorter = TopologicalSorter()
+    for name in upstream:
+        graph.add(name)
+    for name, needs in upstream.items():
+        graph.add(name, *needs)
+    return graph

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dogbreed_jobs import contract
+from pipeline.definition_json import sorter
 from pipeline.local.plan import DefinitionError, Node, check_definition
 from pipeline.local.records import DONE
 from pipeline.local.store import Store, StoreError, join_uri
@@ -391,19 +392,12 @@ def graph_edges(nodes: dict[str, Node]) -> list[Edge]:
     it; drawing all of that would bury the order in crossing lines.
     """
     ancestors: dict[str, set[str]] = {}
-
-    def above(name: str) -> set[str]:
-        if name not in ancestors:
-            found: set[str] = set()
-            for dependency in nodes[name].deps:
-                found |= {dependency} | above(dependency)
-            ancestors[name] = found
-        return ancestors[name]
-
+    for name in _order(nodes):
+        ancestors[name] = set().union(*({d} | ancestors[d] for d in nodes[name].deps))
     edges = []
     for name, node in nodes.items():
         for dependency in sorted(node.deps):
-            implied = any(dependency in above(other) for other in node.deps if other != dependency)
+            implied = any(dependency in ancestors[other] for other in node.deps - {dependency})
             if implied:
                 continue
             outcome = dict(node.branches).get(dependency)
@@ -412,21 +406,24 @@ def graph_edges(nodes: dict[str, Node]) -> list[Edge]:
     return edges
 
 
+def _order(nodes: dict[str, Node]) -> list[str]:
+    """The steps in an order where each comes after every step it waits for."""
+    return list(sorter({name: node.deps for name, node in nodes.items()}).static_order())
+
+
 def graph_layout(nodes: dict[str, Node], edges: list[Edge]) -> dict[str, tuple[int, float]]:
     """(row, column) per step: row = longest dependency path, column near its parents."""
     parents: dict[str, list[str]] = {name: [] for name in nodes}
     for edge in edges:
         parents[edge.child].append(edge.parent)
     rows: dict[str, int] = {}
-
-    def row(name: str) -> int:
-        if name not in rows:
-            rows[name] = 1 + max((row(parent) for parent in parents[name]), default=-1)
-        return rows[name]
+    # The edges are a subset of the dependencies: their order puts parents first.
+    for name in _order(nodes):
+        rows[name] = 1 + max((rows[parent] for parent in parents[name]), default=-1)
 
     order = {name: index for index, name in enumerate(nodes)}
     columns: dict[str, float] = {}
-    for depth in range(max((row(name) for name in nodes), default=-1) + 1):
+    for depth in range(max(rows.values(), default=-1) + 1):
         members = [name for name in nodes if rows[name] == depth]
         # Steps without parents (the first row) side by side in definition order.
         wanted = {

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from graphlib import CycleError
 
-from pipeline.definition_json import dag, iter_steps, own_expressions
+from pipeline.definition_json import dag, iter_steps, own_expressions, sorter
 from pipeline.local import expressions as ex
 from pipeline.local import properties
 
@@ -86,11 +87,16 @@ def check_definition(definition: dict) -> dict[str, Node]:
         if node.type == "Condition":
             _check_conditions(node, node.arguments.get("Conditions") or [], problems)
     if not problems:
-        for name, upstream in dag(definition).items():
-            nodes[name].deps = upstream
-        cycle = _find_cycle(nodes)
-        if cycle:
-            problems.append(f"steps depend on each other in a cycle: {' -> '.join(cycle)}")
+        upstream = dag(definition)
+        for name, needs in upstream.items():
+            nodes[name].deps = needs
+        try:
+            sorter(upstream).prepare()
+        except CycleError as err:
+            cycle = " -> ".join(err.args[1])
+            problems.append(
+                f"steps depend on each other in a cycle: {cycle} (each waits for the one before it)"
+            )
     if problems:
         raise DefinitionError("; ".join(problems))
     return nodes
@@ -151,29 +157,3 @@ def _check_conditions(node: Node, conditions: list, problems: list) -> None:
             )
         elif kind == "Or":
             _check_conditions(node, condition.get("Conditions") or [], problems)
-
-
-def _find_cycle(nodes: dict[str, Node]) -> list[str] | None:
-    state: dict[str, int] = {}
-    trail: list[str] = []
-
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        trail.append(name)
-        for dependency in sorted(nodes[name].deps):
-            if state.get(dependency) == 1:
-                return [*trail[trail.index(dependency) :], dependency]
-            if dependency not in state:
-                found = visit(dependency)
-                if found:
-                    return found
-        trail.pop()
-        state[name] = 2
-        return None
-
-    for name in nodes:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
-    return None

@@ -478,6 +478,23 @@ def test_a_dependency_cycle_is_refused():
         check_definition(definition)
 
 
+def test_a_longer_cycle_is_named_each_step_before_the_one_that_waits_for_it():
+    definition = {
+        "Parameters": [],
+        "Steps": [
+            {"Name": "Start", "Type": "Fail", "Arguments": {}},
+            {"Name": "A", "Type": "Fail", "DependsOn": ["Start", "C"], "Arguments": {}},
+            {"Name": "B", "Type": "Fail", "DependsOn": ["A"], "Arguments": {}},
+            {"Name": "C", "Type": "Fail", "DependsOn": ["B"], "Arguments": {}},
+        ],
+    }
+    with pytest.raises(DefinitionError) as raised:
+        check_definition(definition)
+    assert str(raised.value) == (
+        "steps depend on each other in a cycle: A -> B -> C -> A (each waits for the one before it)"
+    )
+
+
 # ----------------------------------------------- branches, registry and endpoints
 
 
@@ -651,6 +668,43 @@ def test_a_true_condition_registers_and_deploys_and_a_later_run_updates_the_endp
 
 
 # ------------------------------------------------------------------ tuning and cache
+
+
+def condition(name: str, *depends_on: str, **branches: list) -> dict:
+    """A condition step that holds (1 == 1) unless `Conditions` says otherwise."""
+    arguments = {"Conditions": [{"Type": "Equals", "LeftValue": 1, "RightValue": 1}], **branches}
+    return {
+        "Name": name,
+        "Type": "Condition",
+        "DependsOn": list(depends_on),
+        "Arguments": arguments,
+    }
+
+
+def test_the_branch_not_taken_and_what_waits_for_it_are_skipped_in_wave_order(tmp_path):
+    gate = condition(
+        "Gate",
+        IfSteps=[condition("Big"), condition("After", "Big")],
+        ElseSteps=[condition("Small")],
+    )
+    gate["Arguments"]["Conditions"][0]["RightValue"] = 2  # false: the Else branch runs
+    definition = {
+        "Version": "2020-12-01",
+        "Parameters": [],
+        # Listed before the steps they wait for: the order comes from the DAG.
+        "Steps": [condition("Tail", "After"), condition("Also", "Small"), gate],
+    }
+    outcome = run(definition, Options(store=tmp_path / "store"))
+    assert outcome.succeeded, outcome.record["FailureReason"]
+    steps = [(step["StepName"], step["Status"]) for step in outcome.record["Steps"]]
+    assert steps == [
+        ("Gate", "Succeeded"),
+        ("Big", "Skipped"),
+        ("After", "Skipped"),
+        ("Tail", "Skipped"),  # it waits for a skipped step
+        ("Small", "Succeeded"),
+        ("Also", "Succeeded"),
+    ]
 
 
 def test_sampling_respects_every_range_kind_and_scaling():
