@@ -168,7 +168,7 @@ def test_a_gpu_only_mode_is_refused_on_a_cpu_host(raw, monkeypatch, tmp_path):
 def test_model_fn_keeps_the_one_parameter_the_toolkit_expects():
     # The inference toolkit passes its context as a second argument to a model_fn taking two.
     assert len(inspect.signature(inference.model_fn).parameters) == 1
-    assert "serving_speed.py" in model.SERVING_CODE
+    assert "dogbreed_jobs/serving_speed.py" in model.SERVING_CODE
 
 
 def test_latency_benchmark_smoke_run_prints_json_lines_and_a_table():

@@ -228,8 +228,10 @@ def same_answer(got: dict, expected: dict, rel: float = 1e-4) -> bool:
 
 @pytest.fixture(scope="module")
 def served_tarball(model_artifact, tmp_path_factory) -> Path:
-    """model.tar.gz whose code/inference.py fails for top_k=7, deep inside predict_fn."""
-    code = (model_artifact.model_dir / "code" / "inference.py").read_text()
+    """model.tar.gz whose handlers (code/dogbreed_jobs/inference.py) fail for top_k=7, deep
+    inside predict_fn."""
+    handlers = "code/dogbreed_jobs/inference.py"
+    code = (model_artifact.model_dir / handlers).read_text()
     code += (
         "\n\n_checkout_batch = _batch\n\n\n"
         "def _batch(request, model):\n"
@@ -241,9 +243,9 @@ def served_tarball(model_artifact, tmp_path_factory) -> Path:
     with tarfile.open(tarball, "w:gz", compresslevel=1) as tar:
         for path in sorted(model_artifact.model_dir.rglob("*")):
             name = str(path.relative_to(model_artifact.model_dir))
-            if name != "code/inference.py":
+            if name != handlers:
                 tar.add(path, arcname=name, recursive=False)
-        info = tarfile.TarInfo("code/inference.py")
+        info = tarfile.TarInfo(handlers)
         info.size = len(code.encode())
         tar.addfile(info, io.BytesIO(code.encode()))
     return tarball
