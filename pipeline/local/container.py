@@ -122,9 +122,16 @@ def rewrite(text: str, root: Path) -> str:
     return _CONTAINER_ROOT.sub(lambda _: str(root / "opt" / "ml"), text)
 
 
+# The container contract's own variables: a SageMaker job never inherits them from whoever
+# started it, so neither does a local one (a SAGEMAKER_PROGRAM left in the shell, or by an
+# endpoint served in this process, would make AWS's training toolkit start another script).
+_CONTRACT_PREFIXES = ("SM_", "SAGEMAKER_")
+
+
 def environment(job: Job, extra: dict) -> dict[str, str]:
-    """The job's process environment: this one's, the runner's limits, then the job's own."""
-    env = dict(os.environ)
+    """The job's process environment: this one's less the container contract's variables,
+    the runner's limits, then the job's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CONTRACT_PREFIXES)}
     for key, value in job.env.items():
         if value is None:
             env.pop(key, None)

@@ -134,8 +134,13 @@ def pipeline(tmp_path_factory, exported) -> Pipeline:
     data = make_imagefolder(root / "data", 3, {"train": 6, "valid": 3, "test": 3}, seed=3)
     runs = Pipeline(root, quick(exported))
     runs.run("deployed", "--input", str(data), "--param", "AccuracyThreshold=0")
-    # Accuracy is at most 1: this threshold always ends in the FailStep.
-    runs.run("below threshold", "--param", "AccuracyThreshold=1.01")
+    # Accuracy is at most 1, so with the condition made strict a threshold of 1 always ends in
+    # the FailStep (a threshold above 1 is refused up front); the job steps stay cached.
+    strict = quick(exported)
+    step_of(strict, "CheckAccuracy")["Arguments"]["Conditions"][0]["Type"] = "GreaterThan"
+    strict_path = root / "strict.json"
+    strict_path.write_text(json.dumps(strict))
+    runs.run("below threshold", "--param", "AccuracyThreshold=1", definition=strict_path)
     typo = quick(exported)
     condition = step_of(typo, "CheckAccuracy")["Arguments"]["Conditions"][0]
     condition["LeftValue"]["Std:JsonGet"]["Path"] = (
@@ -270,7 +275,7 @@ def test_below_the_threshold_the_fail_step_ends_the_run_with_accuracy_and_thresh
         (pipeline.object(evaluation_uri["S3Output"]["S3Uri"]) / "evaluation.json").read_text()
     )
     accuracy = evaluation["multiclass_classification_metrics"]["accuracy"]["value"]
-    expected = f"Test accuracy {accuracy} is below AccuracyThreshold 1.01"
+    expected = f"Test accuracy {accuracy} is below AccuracyThreshold 1.0"
     assert steps["AccuracyBelowThreshold"]["Status"] == "Failed"
     assert expected in steps["AccuracyBelowThreshold"]["FailureReason"]
     assert expected in record["FailureReason"]
@@ -898,7 +903,9 @@ print("METRICS lines=1")
 os.makedirs(os.path.join(args["--out"], "nested"), exist_ok=True)
 with open(os.path.join(args["--out"], "nested", "result.json"), "w") as out:
     json.dump({"greeting": args["--greeting"], "input": text, "out": args["--out"],
-               "job": os.environ["PROCESSING_JOB_NAME"], "color": os.environ["COLOR"]}, out)
+               "job": os.environ["PROCESSING_JOB_NAME"], "color": os.environ["COLOR"],
+               "inherited": sorted(k for k in os.environ
+                                   if k.startswith(("SM_CHANNEL", "SAGEMAKER_P")))}, out)
 """
 
 
@@ -968,7 +975,13 @@ def echo(store: Path, *args: str) -> tuple[int, dict | None]:
     return code, json.loads(records[-1].read_text()) if records else None
 
 
-def test_a_processing_job_runs_under_the_container_contract_in_its_job_root(echo_store, capsys):
+def test_a_processing_job_runs_under_the_container_contract_in_its_job_root(
+    echo_store, capsys, monkeypatch
+):
+    # The container contract's variables of the runner's own environment stay out of the job,
+    # as on SageMaker (a stray SAGEMAKER_PROGRAM made AWS's toolkit start another script).
+    monkeypatch.setenv("SAGEMAKER_PROGRAM", "inference.py")
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", "/somewhere/else")
     code, record = echo(echo_store, "--param", "Greeting=hi")
     assert code == 0
     (step,) = record["Steps"]
@@ -988,6 +1001,7 @@ def test_a_processing_job_runs_under_the_container_contract_in_its_job_root(echo
         "out": str(job_root / "opt" / "ml" / "processing" / "output"),
         "job": step["Properties"]["ProcessingJobName"],
         "color": "blue",
+        "inherited": [],
     }
     assert not (job_root / "opt" / "ml" / "processing" / "input").exists()  # inputs discarded
     assert "[Echo] lines=1" in capsys.readouterr().err

@@ -388,8 +388,15 @@ class ServeLocal:
         # model_fn sizes torch's threads for a worker; this process gets its own back.
         self._threads = torch.get_num_threads()
         self.endpoint = LocalEndpoint(tarball, port=0)
-        self.endpoint.bind()
-        self.endpoint.load()
+        try:
+            self.endpoint.bind()
+            self.endpoint.load()
+        except BaseException:
+            # The environment goes back even when the model fails to load: left behind, the
+            # container variables would reach whatever runs next in this process.
+            self.endpoint.close()
+            self._restore()
+            raise
         self._thread = threading.Thread(target=self.endpoint.serve_forever, daemon=True)
         self._thread.start()
         self.port = int(self.endpoint.url.rsplit(":", 1)[1])
@@ -404,10 +411,13 @@ class ServeLocal:
         self.endpoint.stop()
         self._thread.join(30)
         self.endpoint.close()
-        logging.getLogger().removeHandler(self._handler)
+        self._restore()
+
+    def _restore(self) -> None:
         import torch
 
         torch.set_num_threads(self._threads)
+        logging.getLogger().removeHandler(self._handler)
         for name, value in self._saved.items():
             if value is None:
                 os.environ.pop(name, None)
