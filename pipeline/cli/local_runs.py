@@ -26,14 +26,6 @@ def _human(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
 def local_runs(args) -> int:
     if not args.prune and (args.keep is not None or args.dry_run):
         raise UsageError("local-runs: --keep and --dry-run go with --prune")
@@ -56,7 +48,7 @@ def local_runs(args) -> int:
         rows.append(
             [usage.execution_id, usage.status, usage.start_time[:19], _human(usage.bytes), needed]
         )
-    print(_table(rows))
+    print(options.table(rows))
     print(f"{len(found)} execution(s), {_human(sum(usage.bytes for usage in found))} in all")
     return 0
 

@@ -1,4 +1,4 @@
-"""What several commands share: the parser class, option groups, and their defaults.
+"""What several commands share: the parser class, option groups, their defaults, tables.
 
 Every default a flag shows is defined once, in pipeline.config.
 """
@@ -156,3 +156,12 @@ def config_from(args, **overrides) -> PipelineConfig:
         )
     except ValueError as exc:
         raise UsageError(f"{exc}: fix the flag") from None
+
+
+def table(rows: list[list[str]]) -> str:
+    """Rows of text as aligned columns (the first row is the header), for stdout."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

@@ -73,14 +73,6 @@ def _when(value) -> str:
     return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
 def _execution(args) -> tuple[aws.Aws, str]:
     """The client and the execution ARN a command is about: the one given, else the latest."""
     if args.execution_arn:
@@ -151,7 +143,7 @@ def status(args) -> int:
         )
     print("\n".join(lines))
     print()
-    print(_table(rows) if len(rows) > 1 else "(no steps yet)")
+    print(options.table(rows) if len(rows) > 1 else "(no steps yet)")
     hint = aws.debugger_hint(
         [execution.get("FailureReason"), *(step.get("FailureReason") for step in steps)]
     )

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pipeline.local.store import Store
 
-# Statuses of an execution that may still be writing.
-_RUNNING = ("Executing", "Stopping")
+# The status of an execution that may still be writing (the runner records no other).
+_RUNNING = "Executing"
 # Folders of the store that hold records (not executions, S3 objects or the cache): what a
 # record there names, a deployment or the registry still uses.
 _SCRATCH = ("executions", "s3", "cache")
@@ -117,7 +117,7 @@ def prune(store: Store, keep: int, dry_run: bool = False) -> list[ExecutionUsage
     """Remove every execution but the `keep` newest and those still needed; the removed."""
     found = executions(store)
     kept = {usage.execution_id for usage in found[:keep]}
-    kept |= {u.execution_id for u in found if u.needed_by or u.status in _RUNNING}
+    kept |= {u.execution_id for u in found if u.needed_by or u.status == _RUNNING}
     records = {u.execution_id: (store.executions / u.execution_id / "record.json") for u in found}
     # A kept execution's record names the outputs it read from cached steps of older ones.
     changed = True

@@ -9,16 +9,16 @@ import shlex
 from pathlib import Path
 
 from dogbreed_jobs import contract
+from pipeline.local.records import DONE
+from pipeline.local.serve import DEFAULT_HOST, DEFAULT_PORT
 from pipeline.local.store import Store, StoreError, join_uri
-
-SERVE_PORT = 8080
 
 
 def _succeeded(record: dict, step_type: str) -> list[dict]:
     return [
         step.get("Properties") or {}
         for step in record.get("Steps") or []
-        if step.get("StepType") == step_type and step.get("Status") in ("Succeeded", "Cached")
+        if step.get("StepType") == step_type and step.get("Status") in DONE
     ]
 
 
@@ -84,10 +84,10 @@ def lines(record: dict, store_root: Path, pictures: Path | None = None) -> list[
     if endpoints:
         out.append(
             f"  dogbreed-pipeline serve-local --store {quoted} --endpoint {endpoints[0]} "
-            f"--port {SERVE_PORT}   # the endpoint, on this machine"
+            f"--port {DEFAULT_PORT}   # the endpoint, on this machine"
         )
         out.append(
-            f"  dogbreed-pipeline predict --url http://127.0.0.1:{SERVE_PORT} IMAGE...   "
+            f"  dogbreed-pipeline predict --url http://{DEFAULT_HOST}:{DEFAULT_PORT} IMAGE...   "
             "# ask it, from another shell"
         )
     elif _succeeded(record, "RegisterModel"):
