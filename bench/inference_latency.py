@@ -1,9 +1,10 @@
 """Endpoint latency and throughput per serving mode, through the real handlers.
 
 Builds a real artifact (random weights, seeded) with model.save_artifact in a temporary folder,
-loads it with the handlers' own loader once per serving mode (dogbreed_jobs/serving_speed.py) and
-times what the serving container runs for each request: input_fn on a 500x375 photo-like JPEG,
-predict_fn and output_fn. Per mode it reports
+or reads a trained one (--model-dir: an artifact folder or model.tar.gz, whose agreement figures
+mean more than a random network's near-ties), loads it with the handlers' own loader once per
+serving mode (dogbreed_jobs/serving_speed.py) and times what the serving container runs for each
+request: input_fn on a 500x375 photo-like JPEG, predict_fn and output_fn. Per mode it reports
 
 - load_s: model_fn's load time (reading the weights, preparing the mode, capturing graphs);
 - first_s: the first one-image request after loading (lazy initialisation, compilation);
@@ -14,12 +15,15 @@ predict_fn and output_fn. Per mode it reports
   class probability, on --agreement-images varied generated images.
 
 Modes are timed interleaved (one request of each in turn), so a noisy machine slows all of them
-alike. GPU-only modes run only where CUDA is available. `--variants all` adds two modes not
-offered by the endpoint, for comparison: `compile` (torch.compile, minutes of warm-up for
-DenseNet-161) and `jit_freeze` (torch.jit.trace + freeze, deprecated since torch 2.5).
+alike. Every mode the endpoint would accept on this machine runs: GPU-only modes only where
+CUDA is available, `bf16` on a CPU only where it has native bf16 (AVX512-BF16 or AMX).
+`--variants all` adds two modes not offered by the endpoint, for comparison: `compile`
+(torch.compile, minutes of warm-up for DenseNet-161) and `jit_freeze` (torch.jit.trace + freeze,
+deprecated since torch 2.5).
 
     .venv/bin/python bench/inference_latency.py [--device auto|cpu|cuda] [--image-size 224]
         [--repeat 20] [--batch 16] [--model densenet161] [--variants eager,channels_last]
+        [--model-dir PATH]
 """
 
 from __future__ import annotations
@@ -71,6 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-repeat", type=int, default=3, help="timed batch requests")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", default="densenet161")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="a trained artifact (folder or model.tar.gz) instead of random weights; "
+        "--model, --classes and --image-size then come from it",
+    )
     parser.add_argument("--classes", type=int, default=133)
     parser.add_argument("--agreement-images", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -91,12 +101,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def endpoint_modes(device: torch.device) -> list[str]:
+    """The concrete modes the endpoint accepts on this machine (serving_speed decides)."""
+    modes = []
+    for mode in serving_speed.MODES:
+        try:
+            if mode != "auto" and serving_speed.serving_mode(device, mode) == mode:
+                modes.append(mode)
+        except ValueError:
+            continue
+    return modes
+
+
 def pick_variants(text: str, device: torch.device) -> list[str]:
-    supported = [
-        mode
-        for mode in serving_speed.MODES
-        if mode != "auto" and (device.type == "cuda" or mode not in serving_speed.CUDA_ONLY_MODES)
-    ]
+    supported = endpoint_modes(device)
     if not text:
         return supported
     if text == "all":
@@ -108,6 +126,19 @@ def pick_variants(text: str, device: torch.device) -> list[str]:
                 f"--variants: {variant!r} is not one of {', '.join((*supported, *EXTRA_VARIANTS))}"
             )
     return variants
+
+
+def model_folder(folder: Path, args) -> Path:
+    """The artifact to serve: --model-dir (extracted if a tarball) or a random one."""
+    if args.model_dir is None:
+        return build_artifact(folder, args)
+    from dogbreed_jobs.evaluate import resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model_dir, folder)
+    settings = json.loads((model_dir / contract.SETTINGS_FILE).read_text())
+    args.model, args.classes = settings["model_name"], settings["num_classes"]
+    args.image_size = settings["image_size"]
+    return model_dir
 
 
 def build_artifact(folder: Path, args) -> Path:
@@ -195,13 +226,8 @@ def probabilities(classifier, tensors: torch.Tensor, batch: int) -> np.ndarray:
     return table
 
 
-def main(argv=None) -> list[dict]:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    variants = pick_variants(args.variants, device)
-
+def in_process(args, device: torch.device, variants: list[str]) -> list[dict]:
+    """One record per serving mode, timed interleaved through the handlers in this process."""
     one = common.jpeg_bytes(500, 375, seed=0)
     many = json.dumps(
         {
@@ -214,7 +240,7 @@ def main(argv=None) -> list[dict]:
 
     records = []
     with tempfile.TemporaryDirectory(prefix="inference-bench-") as folder:
-        model_dir = build_artifact(Path(folder), args)
+        model_dir = model_folder(Path(folder), args)
         loaded = {}
         for variant in variants:
             loaded[variant] = load(model_dir, variant, device)
@@ -255,6 +281,7 @@ def main(argv=None) -> list[dict]:
                 "variant": variant,
                 "device": device.type,
                 "model": args.model,
+                "weights": "trained" if args.model_dir else "random",
                 "classes": args.classes,
                 "image_size": args.image_size,
                 "request_image": "500x375 JPEG",
@@ -275,6 +302,16 @@ def main(argv=None) -> list[dict]:
                 **common.machine(device.type),
             }
             records.append(common.emit(record))
+    return records
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    variants = pick_variants(args.variants, device)
+    records = in_process(args, device, variants)
     common.print_table(
         records,
         COLUMNS,

@@ -200,8 +200,9 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     tuning = tuning_step(ctx, prepare)
     training = training_step(ctx, prepare, tuning)
     evaluation, report = evaluation_step(ctx, prepare, training)
-    register = register_step(ctx, training, evaluation)
-    approved = approval_step(register, if_steps=deploy_steps(ctx, training, register))
+    register = register_step(ctx, training, evaluation, report)
+    deploy = deploy_steps(ctx, training, register, evaluation, report)
+    approved = approval_step(register, if_steps=deploy)
     compare, change = compare_step(ctx, training)
     changed = changed_condition(compare, change, if_steps=[register, approved])
     registration = [compare, changed]

@@ -75,6 +75,9 @@ SPECS: dict[str, Spec] = {
     "MaxParallelTuningJobs": Spec(2, 1, meaning="trials at once"),
     "EvaluationInstanceType": Spec("ml.m5.xlarge"),
     "AccuracyThreshold": Spec(0.7, 0, 1, meaning="the test accuracy a model needs"),
+    # The endpoint's `auto` serves bf16 (on CPUs with native bf16) only for a model whose bf16
+    # top-1 equals fp32's on at least this share of the test split; 1: on every test image.
+    "Bf16MinAgreement": Spec(1.0, 0, 1, meaning="the share of test images bf16 must keep"),
     # The accuracy condition is the automated gate before registration and deployment;
     # PendingManualApproval records the version for a human to approve in the registry.
     "ModelApprovalStatus": Spec("Approved", choices=("Approved", "PendingManualApproval")),

@@ -34,6 +34,7 @@ class Parameters:
     max_parallel_tuning_jobs: ParameterInteger
     evaluation_instance_type: ParameterString
     accuracy_threshold: ParameterFloat
+    bf16_min_agreement: ParameterFloat
     model_approval_status: ParameterString
     endpoint_name: ParameterString
     endpoint_instance_type: ParameterString
@@ -72,6 +73,9 @@ def get_parameters(config: PipelineConfig) -> Parameters:
         ),
         accuracy_threshold=ParameterFloat(
             "AccuracyThreshold", default_value=default("AccuracyThreshold")
+        ),
+        bf16_min_agreement=ParameterFloat(
+            "Bf16MinAgreement", default_value=default("Bf16MinAgreement")
         ),
         model_approval_status=ParameterString(
             "ModelApprovalStatus",

@@ -11,7 +11,8 @@ from sagemaker.workflow.endpoint_step import EndpointConfigStep, EndpointStep
 from sagemaker.workflow.execution_variables import ExecutionVariables
 from sagemaker.workflow.functions import Join
 from sagemaker.workflow.model_step import ModelStep
-from sagemaker.workflow.steps import TrainingStep
+from sagemaker.workflow.properties import PropertyFile
+from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
 from pipeline.config import CONFIG_NAME_SEPARATOR
 from steps.common import BuildContext, service_retry_policies
@@ -22,12 +23,18 @@ CONFIG_NAME = "CreateEndpointConfig"
 ENDPOINT_NAME = "DeployEndpoint"
 
 
-def deploy_steps(ctx: BuildContext, training: TrainingStep, register: ModelStep) -> list:
+def deploy_steps(
+    ctx: BuildContext,
+    training: TrainingStep,
+    register: ModelStep,
+    evaluation: ProcessingStep,
+    report: PropertyFile,
+) -> list:
     create_model = ModelStep(
         name=MODEL_NAME,
         display_name="Create model",
         description="Creates the SageMaker model that the endpoint serves.",
-        step_args=serving_model(ctx, training).create(
+        step_args=serving_model(ctx, training, evaluation, report).create(
             instance_type=ctx.params.endpoint_instance_type
         ),
         retry_policies=service_retry_policies(),

@@ -8,7 +8,7 @@ and a confusion-matrix PNG.
 from __future__ import annotations
 
 from sagemaker.processing import ProcessingInput, ProcessingOutput
-from sagemaker.workflow.functions import Join
+from sagemaker.workflow.functions import Join, JsonGet
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
@@ -58,7 +58,10 @@ def evaluation_step(
                 destination=ctx.execution_uri("evaluation"),
             )
         ],
-        arguments=["--model-dir", MODEL_DIR, "--test-dir", TEST_DIR, "--output-dir", OUTPUT_DIR],
+        arguments=[
+            *("--model-dir", MODEL_DIR, "--test-dir", TEST_DIR, "--output-dir", OUTPUT_DIR),
+            *("--bf16-min-agreement", ctx.params.bf16_min_agreement.to_string()),
+        ],
     )
     step = ProcessingStep(
         name=NAME,
@@ -70,6 +73,13 @@ def evaluation_step(
         retry_policies=job_retry_policies(),
     )
     return step, report
+
+
+def bf16_verdict(step: ProcessingStep, report: PropertyFile) -> JsonGet:
+    """evaluation.json's "true"/"false" on serving this model in bf16, for the endpoint's
+    environment (contract.BF16_ALLOWED_ENV): the agreement is measured once, here, and reaches
+    SageMaker's and run-local's endpoints, and the registered version, the same way."""
+    return JsonGet(step_name=step.name, property_file=report, json_path=contract.BF16_ALLOWED_PATH)
 
 
 def report_uri(step: ProcessingStep):

@@ -9,12 +9,13 @@ from __future__ import annotations
 from sagemaker.model import Model
 from sagemaker.model_metrics import MetricsSource, ModelMetrics
 from sagemaker.workflow.model_step import ModelStep
+from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
 from dogbreed_jobs import contract
 from pipeline.config import INFERENCE_FRAMEWORK_VERSION
 from steps.common import BuildContext, service_retry_policies
-from steps.evaluation import report_uri
+from steps.evaluation import bf16_verdict, report_uri
 from steps.training import model_artifact
 
 NAME = "RegisterModel"
@@ -42,8 +43,11 @@ GPU_INSTANCES = ["ml.g4dn.xlarge", "ml.g5.xlarge"]
 MODEL_SERVER_WORKERS = 1
 
 
-def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
-    """The serving container pointed at the handlers packed inside model.tar.gz."""
+def serving_model(
+    ctx: BuildContext, training: TrainingStep, evaluation: ProcessingStep, report: PropertyFile
+) -> Model:
+    """The serving container pointed at the handlers packed inside model.tar.gz, told whether
+    the evaluation allowed bf16 for this model."""
     return Model(
         image_uri=ctx.inference_image,
         model_data=model_artifact(training),
@@ -54,6 +58,7 @@ def serving_model(ctx: BuildContext, training: TrainingStep) -> Model:
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
             "SAGEMAKER_REGION": ctx.config.region,
             "SAGEMAKER_MODEL_SERVER_WORKERS": str(MODEL_SERVER_WORKERS),
+            contract.BF16_ALLOWED_ENV: bf16_verdict(evaluation, report),
         },
         # The endpoint's containers run in the jobs' VPC when one is configured.
         vpc_config=ctx.config.vpc_config,
@@ -67,14 +72,14 @@ def serving_instances(ctx: BuildContext) -> list[str]:
 
 
 def register_step(
-    ctx: BuildContext, training: TrainingStep, evaluation: ProcessingStep
+    ctx: BuildContext, training: TrainingStep, evaluation: ProcessingStep, report: PropertyFile
 ) -> ModelStep:
     metrics = ModelMetrics(
         model_statistics=MetricsSource(
             s3_uri=report_uri(evaluation), content_type="application/json"
         )
     )
-    step_args = serving_model(ctx, training).register(
+    step_args = serving_model(ctx, training, evaluation, report).register(
         content_types=CONTENT_TYPES,
         response_types=RESPONSE_TYPES,
         inference_instances=serving_instances(ctx),

@@ -67,6 +67,11 @@ MODEL_ARCHIVE = "model.tar.gz"
 OUTPUT_ARCHIVE = "output.tar.gz"
 HISTORY_FILE = "history.json"
 EVALUATION_FILE = "evaluation.json"
+# evaluate.py's verdict on serving the model in bf16 ("true"/"false"), which the pipeline copies
+# from EVALUATION_FILE (a JsonGet at this path) into the endpoint's environment variable of the
+# same name, where serving_speed's `auto` reads it.
+BF16_ALLOWED_ENV = "DOGBREED_BF16_ALLOWED"
+BF16_ALLOWED_PATH = f"serving.environment.{BF16_ALLOWED_ENV}"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 MODEL_CHANGE_FILE = "model_change.json"
 RULES_FILE = "rules.json"

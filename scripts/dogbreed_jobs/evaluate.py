@@ -6,6 +6,15 @@ It writes `evaluation.json` in SageMaker's model-quality format, which the pipel
 condition step reads (`multiclass_classification_metrics.accuracy.value`), plus a `details`
 block and `confusion_matrix.png`, and prints one METRICS line.
 
+It also runs the test split in the endpoint's bf16 mode (channels-last + bfloat16 autocast,
+dogbreed_jobs/serving_speed.py) and records in the `serving` block how often its top-1 agrees
+with eager fp32: `bf16_agreement` (agreed, total, fraction). bf16 is allowed for this model when
+the fraction reaches `--bf16-min-agreement` (1.0: every test image), and
+`serving.environment.DOGBREED_BF16_ALLOWED` ("true"/"false", a string as environment variables
+are) is what the pipeline hands the endpoint (steps/register.py), where `auto` then serves bf16 on
+CPUs with native bf16. Agreement is a property of the model, so it is measured on any CPU: where
+bf16 is emulated (no AVX512-BF16 or AMX) that pass takes several times the fp32 one.
+
 The test folders must name exactly the model's classes. Classes are matched by name, not by
 folder position, so `001.Akita` in the test split and class index 0 "Akita" in the model agree
 even when the folders number or sort differently. Metrics are computed here with numpy; no
@@ -15,6 +24,7 @@ scikit-learn in the container.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -29,7 +39,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from dogbreed_jobs import archive
+from dogbreed_jobs import archive, serving_speed
 from dogbreed_jobs import model as artifact
 from dogbreed_jobs.contract import (
     CONFUSION_MATRIX_FILE,
@@ -67,6 +77,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-dir", default="/opt/ml/processing/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--bf16-min-agreement",
+        type=float,
+        default=1.0,
+        help="the share of test images whose bf16 top-1 must equal fp32's for the endpoint to "
+        "serve this model in bf16 (0 to 1; 1: every image)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -138,26 +155,77 @@ class Predictions:
     predicted: np.ndarray  # (N,) top-1 model class index
     topk_hits: int  # images whose class is among the top `k` predictions
     k: int
+    # (N,) top-1 of the same images in the `compare` mode given to predict(), if any
+    compared: np.ndarray | None = None
 
 
 def predict(
-    network: torch.nn.Module, loader: DataLoader, device: torch.device, k: int
+    network: torch.nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    k: int,
+    compare=None,
 ) -> Predictions:
-    targets, predicted = [], []
+    """Eager fp32 predictions (the metrics), plus the top-1 of `compare` (a serving_speed
+    runner) on the same decoded batches, so the images are read once."""
+    targets, predicted, compared = [], [], []
     hits = 0
     with torch.inference_mode():
         for images, labels in loader:
-            logits = network(images.to(device, non_blocking=True))
-            top = logits.topk(k, dim=1).indices.cpu()
+            images = images.to(device, non_blocking=True)
+            top = network(images).topk(k, dim=1).indices.cpu()
             hits += int((top == labels[:, None]).any(dim=1).sum())
             targets.append(labels)
             predicted.append(top[:, 0])
+            if compare is not None:
+                compared.append(compare(images).argmax(dim=1).cpu())
     return Predictions(
         targets=torch.cat(targets).numpy().astype(np.int64),
         predicted=torch.cat(predicted).numpy().astype(np.int64),
         topk_hits=hits,
         k=k,
+        compared=torch.cat(compared).numpy().astype(np.int64) if compare is not None else None,
     )
+
+
+def bf16_runner(network: torch.nn.Module, device: torch.device, image_size: int):
+    """The endpoint's bf16 mode on a copy (it converts weights to channels-last in place)."""
+    return serving_speed.prepare(copy.deepcopy(network), device, "bf16", image_size)
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return serving_speed.cpu_has_native_bf16()
+
+
+def serving_report(
+    reference: np.ndarray, bf16: np.ndarray, min_agreement: float, device: torch.device
+) -> dict:
+    """evaluation.json's `serving` block: bf16's top-1 agreement with fp32 and its verdict."""
+    total = len(reference)
+    agreed = int((reference == bf16).sum())
+    # Counts, not float fractions, decide: 0.995 of 200 images is 199 whatever the rounding.
+    allowed = total > 0 and agreed >= math.ceil(min_agreement * total - 1e-9)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    return {
+        "bf16_agreement": {
+            "agreed": agreed,
+            "total": total,
+            "fraction": agreed / total if total else 0.0,
+        },
+        "bf16_min_agreement": min_agreement,
+        "bf16_allowed": allowed,
+        # What `auto` serves this model in, per kind of device.
+        "auto_mode": {
+            "cpu_with_native_bf16": serving_speed.auto_mode(cpu, True, allowed),
+            "cpu_without_native_bf16": serving_speed.auto_mode(cpu, False, allowed),
+            "cuda": serving_speed.auto_mode(cuda, False, allowed),
+        },
+        "measured_on": {"device": device.type, "native_bf16": has_native_bf16(device)},
+        # Read by the pipeline (JsonGet) into the endpoint's environment: strings only.
+        "environment": {serving_speed.BF16_ALLOWED_ENV: "true" if allowed else "false"},
+    }
 
 
 def confusion_matrix(targets: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -306,6 +374,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    if not 0.0 <= args.bf16_min_agreement <= 1.0:
+        raise ValueError(
+            f"--bf16-min-agreement must be between 0 and 1, got {args.bf16_min_agreement}"
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     output_dir = Path(args.output_dir)
 
@@ -325,9 +397,19 @@ def main(argv: list[str] | None = None) -> dict:
         persistent_workers=False,
     )
     k = min(TOP_K, len(class_names))
-    result = predict(network, loader, device, k)
+    bf16 = bf16_runner(network, device, int(settings["image_size"]))
+    result = predict(network, loader, device, k, compare=bf16)
     counts = confusion_matrix(result.targets, result.predicted, len(class_names))
     report = evaluation_report(counts, class_names, result.topk_hits, k)
+    report["serving"] = serving_report(
+        result.predicted, result.compared, args.bf16_min_agreement, device
+    )
+    LOG.info(
+        "bf16 top-1 agreement with fp32: %d of %d; bf16 allowed: %s",
+        report["serving"]["bf16_agreement"]["agreed"],
+        report["serving"]["bf16_agreement"]["total"],
+        report["serving"]["bf16_allowed"],
+    )
 
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / EVALUATION_FILE, report)
@@ -343,6 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
             test_macro_f1=details["macro_f1"],
             test_weighted_f1=summary["weighted_f1"]["value"],
             test_images=details["num_images"],
+            test_bf16_agreement=report["serving"]["bf16_agreement"]["fraction"],
         ),
         flush=True,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers.paths import SCRIPTS
 from PIL import Image
 
-from dogbreed_jobs import evaluate, inference
+from dogbreed_jobs import contract, evaluate, inference, serving_speed
 from dogbreed_jobs.archive import UnsafeArchiveError
 from pipeline.bundle import Bundle
 
@@ -116,7 +118,7 @@ def hand_metrics(pairs: list[tuple[str, str]], names: list[str]) -> dict:
 
 def test_evaluation_json_has_the_sagemaker_model_quality_shape(evaluated, model_artifact):
     _, report, _ = evaluated
-    assert set(report) == {"multiclass_classification_metrics", "details"}
+    assert set(report) == {"multiclass_classification_metrics", "details", "serving"}
     metrics = report["multiclass_classification_metrics"]
     assert set(metrics) == MULTICLASS_KEYS
     for key in MULTICLASS_KEYS - {"confusion_matrix"}:
@@ -168,6 +170,93 @@ def test_metric_line_reports_the_test_accuracy(evaluated):
     )
     assert top5 == pytest.approx(report["details"]["top5_accuracy"], abs=1e-6)
     assert re.search(r"\btest_images=24\b", line)
+
+
+def test_bf16_agreement_is_what_the_handlers_answer_in_fp32_and_in_bf16(evaluated, model_artifact):
+    """The `serving` block counts the test images whose top-1 the endpoint's bf16 mode keeps."""
+    _, report, stdout = evaluated
+    model_dir = str(model_artifact.model_dir)
+    eager = inference.load_classifier(model_dir, mode="eager", device="cpu")
+    # The endpoint's bf16 runner, built as evaluation builds it: on any CPU, native or not.
+    fresh = inference.load_classifier(model_dir, mode="eager", device="cpu")
+    size = fresh.settings["image_size"]
+    runner = serving_speed.prepare(fresh.network, fresh.device, "bf16", size)
+    bf16 = dataclasses.replace(fresh, mode="bf16", runner=runner)
+    bodies = []
+    for folder in sorted((model_artifact.data_root / "test").iterdir()):
+        bodies.extend(path.read_bytes() for path in sorted(folder.glob("*.jpg")))
+    top1 = {}
+    for name, classifier in (("fp32", eager), ("bf16", bf16)):
+        top1[name] = []
+        for start in range(0, len(bodies), 8):  # evaluation's batches (--batch-size 8)
+            chunk = [base64.b64encode(b).decode() for b in bodies[start : start + 8]]
+            request = inference.input_fn(json.dumps({"instances": chunk}), "application/json")
+            answer = inference.predict_fn(request, classifier)
+            top1[name].extend(row[0]["index"] for row in answer["predictions"])
+    agreed = sum(a == b for a, b in zip(top1["fp32"], top1["bf16"], strict=True))
+
+    serving = report["serving"]
+    assert serving["bf16_agreement"] == {"agreed": agreed, "total": 24, "fraction": agreed / 24}
+    assert serving["bf16_min_agreement"] == 1.0
+    assert serving["bf16_allowed"] is (agreed == 24)
+    verdict = "true" if agreed == 24 else "false"
+    assert serving["environment"] == {"DOGBREED_BF16_ALLOWED": verdict}
+    # What the pipeline's JsonGet reads into the endpoint's environment (steps/evaluation.py).
+    node = report
+    for key in contract.BF16_ALLOWED_PATH.split("."):
+        node = node[key]
+    assert node == verdict
+    assert serving["measured_on"] == {
+        "device": "cpu", "native_bf16": serving_speed.cpu_has_native_bf16(),
+    }  # fmt: skip
+    line = next(line for line in stdout.splitlines() if line.startswith("METRICS "))
+    shown = float(re.search(r"\btest_bf16_agreement=([0-9.]+)", line).group(1))
+    assert shown == pytest.approx(agreed / 24, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("agreed", "total", "threshold", "allowed"),
+    [
+        (10, 10, 1.0, True),
+        (9, 10, 1.0, False),
+        (9, 10, 0.9, True),
+        (8, 10, 0.9, False),
+        (199, 200, 0.995, True),  # 0.995 * 200 is 199.00000000000003 in floats
+        (0, 0, 0.0, False),  # nothing measured allows nothing
+    ],
+)
+def test_bf16_is_allowed_when_agreement_reaches_the_threshold(agreed, total, threshold, allowed):
+    reference = np.arange(total) % 7
+    bf16 = reference.copy()
+    bf16[agreed:] += 1
+    serving = evaluate.serving_report(reference, bf16, threshold, torch.device("cpu"))
+    assert serving["bf16_agreement"]["agreed"] == agreed
+    assert serving["bf16_allowed"] is allowed
+    assert serving["environment"] == {"DOGBREED_BF16_ALLOWED": "true" if allowed else "false"}
+    assert serving["auto_mode"] == {
+        "cpu_with_native_bf16": "bf16" if allowed else "channels_last",
+        "cpu_without_native_bf16": "channels_last",
+        "cuda": "eager",
+    }
+
+
+def test_the_bf16_threshold_is_an_argument_and_a_bad_one_is_refused(model_artifact, tmp_path):
+    report, _ = run_evaluate(
+        model_artifact.model_dir,
+        model_artifact.data_root / "test",
+        tmp_path,
+        "--bf16-min-agreement",
+        "0",
+    )
+    assert report["serving"]["bf16_min_agreement"] == 0.0
+    assert report["serving"]["environment"] == {"DOGBREED_BF16_ALLOWED": "true"}
+    for bad in ("1.5", "-0.1"):
+        refusal = rf"--bf16-min-agreement must be between 0 and 1, got {bad}"
+        with pytest.raises(ValueError, match=refusal):
+            run_evaluate(
+                model_artifact.model_dir, model_artifact.data_root / "test", tmp_path / "bad",
+                "--bf16-min-agreement", bad,
+            )  # fmt: skip
 
 
 def test_confusion_matrix_png_is_written_and_valid(evaluated):

@@ -336,8 +336,35 @@ def test_the_relu_input_regex_samples_every_depth_of_densenet_in_both_modes(defi
     assert not any(pattern.fullmatch(name) for name in skipped)
 
 
-def test_service_mode_changes_only_by_the_relu_regex(definition):
-    """The committed definition before issue 11, with the regex fix applied: nothing else."""
+def _with_the_bf16_verdict(before: dict) -> None:
+    """Issue 20's additions: the Bf16MinAgreement parameter, EvaluateModel's argument for it,
+    and the evaluation's bf16 verdict in the environment of the registered and created model."""
+    names = [p["Name"] for p in before["Parameters"]]
+    before["Parameters"].insert(
+        names.index("AccuracyThreshold") + 1,
+        {"DefaultValue": 1.0, "Name": "Bf16MinAgreement", "Type": "Float"},
+    )
+    step(before, "EvaluateModel")["Arguments"]["AppSpecification"]["ContainerArguments"] += [
+        "--bf16-min-agreement",
+        {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.Bf16MinAgreement"}]}},
+    ]
+    verdict = {
+        "Std:JsonGet": {
+            "Path": "serving.environment.DOGBREED_BF16_ALLOWED",
+            "PropertyFile": {"Get": "Steps.EvaluateModel.PropertyFiles.EvaluationReport"},
+        }
+    }
+    for entry in iter_steps(before):
+        if entry.type == "Model":
+            entry.arguments["PrimaryContainer"]["Environment"]["DOGBREED_BF16_ALLOWED"] = verdict
+        if entry.type == "RegisterModel":
+            for container in entry.arguments["InferenceSpecification"]["Containers"]:
+                container["Environment"]["DOGBREED_BF16_ALLOWED"] = verdict
+
+
+def test_service_mode_changes_only_by_the_relu_regex_and_the_bf16_verdict(definition):
+    """The committed definition before issue 11, with the regex fix and issue 20's bf16 verdict
+    applied: nothing else."""
     before = json.loads(
         subprocess.run(
             ["git", "show", "fb9efb0:pipeline_definition.json"],
@@ -354,6 +381,7 @@ def test_service_mode_changes_only_by_the_relu_regex(definition):
     ]  # fmt: skip
     relu["CollectionParameters"]["include_regex"] = RELU_INPUTS
     args["DebugRuleConfigurations"][-1]["RuleParameters"]["activation_inputs_regex"] = RELU_INPUTS
+    _with_the_bf16_verdict(before)
     assert _without_code_hash(json.dumps(definition, sort_keys=True)) == _without_code_hash(
         json.dumps(before, sort_keys=True)
     )
