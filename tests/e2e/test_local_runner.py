@@ -186,6 +186,12 @@ def test_a_full_run_registers_and_deploys_when_accuracy_reaches_the_threshold(pi
     assert Path(endpoint["ModelDataPath"]).is_file()
     assert endpoint["ModelPackageArn"] == version["ModelPackageArn"]
     assert endpoint["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    # The evaluation's bf16 verdict reaches the endpoint and the registered version (JsonGet).
+    verdict = evaluation["serving"]["environment"]["DOGBREED_BF16_ALLOWED"]
+    assert verdict in ("true", "false")
+    assert endpoint["Environment"]["DOGBREED_BF16_ALLOWED"] == verdict
+    (container,) = version["InferenceSpecification"]["Containers"]
+    assert container["Environment"]["DOGBREED_BF16_ALLOWED"] == verdict
     assert "METRICS" not in result.stdout  # stdout is the ARN; progress goes to stderr
     assert "valid_accuracy=" in result.stderr  # METRICS lines echoed as progress
     # It ends with what it produced and the commands that serve and ask the model.
