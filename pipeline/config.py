@@ -26,8 +26,10 @@ KMS_KEY_RE = re.compile(
 SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
 # SageMaker's rule for endpoint names; it also keeps a name from leaving <store>/endpoints/.
-# The EndpointInstanceType parameter's default, and what a local approval records without one.
-DEFAULT_ENDPOINT_INSTANCE_TYPE = "ml.m5.xlarge"
+# The EndpointInstanceType parameter's default, and what a local approval records without one:
+# the vCPUs of the former ml.m5.xlarge on a 4th-generation Xeon, whose AMX computes bf16 natively
+# (serving_speed's `auto` serves bf16 there), without costing more (README, "Serving modes").
+DEFAULT_ENDPOINT_INSTANCE_TYPE = "ml.c7i.xlarge"
 ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # EventBridge Scheduler's rule for schedule names.
 SCHEDULE_NAME_RE = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")

@@ -32,10 +32,10 @@ RESPONSE_TYPES = ["application/json"]
 # The instance types the version says it serves on: CPU types for the default (CPU) inference
 # image, on which a GPU instance would serve on its CPU; GPU types too when the user's image
 # (--inference-image) is a GPU one.
-CPU_INSTANCES = ["ml.m5.xlarge", "ml.c5.2xlarge"]
+CPU_INSTANCES = ["ml.c7i.xlarge", "ml.m5.xlarge", "ml.c5.2xlarge"]
 GPU_INSTANCES = ["ml.g4dn.xlarge", "ml.g5.xlarge"]
 # TorchServe's workers per instance (the toolkit's SAGEMAKER_MODEL_SERVER_WORKERS, its
-# default_workers_per_model). Unset, a CPU instance gets one per vCPU, four on ml.m5.xlarge, each
+# default_workers_per_model). Unset, a CPU instance gets one per vCPU, four on ml.c7i.xlarge, each
 # with its own copy of DenseNet-161 and torch using every core in each: 16 busy threads on 4
 # vCPUs. One worker, with model_fn giving it every vCPU (inference.intra_op_threads), runs one
 # forward pass at a time as fast as the instance allows while TorchServe queues the rest; on

@@ -336,10 +336,14 @@ def test_the_relu_input_regex_samples_every_depth_of_densenet_in_both_modes(defi
     assert not any(pattern.fullmatch(name) for name in skipped)
 
 
-def _with_the_bf16_verdict(before: dict) -> None:
+def _with_bf16_serving(before: dict) -> None:
     """Issue 20's additions: the Bf16MinAgreement parameter, EvaluateModel's argument for it,
-    and the evaluation's bf16 verdict in the environment of the registered and created model."""
+    the evaluation's bf16 verdict in the environment of the registered and created model, and
+    the default endpoint type with native bf16."""
     names = [p["Name"] for p in before["Parameters"]]
+    for parameter in before["Parameters"]:
+        if parameter["Name"] == "EndpointInstanceType":
+            parameter["DefaultValue"] = "ml.c7i.xlarge"
     before["Parameters"].insert(
         names.index("AccuracyThreshold") + 1,
         {"DefaultValue": 1.0, "Name": "Bf16MinAgreement", "Type": "Float"},
@@ -358,12 +362,18 @@ def _with_the_bf16_verdict(before: dict) -> None:
         if entry.type == "Model":
             entry.arguments["PrimaryContainer"]["Environment"]["DOGBREED_BF16_ALLOWED"] = verdict
         if entry.type == "RegisterModel":
-            for container in entry.arguments["InferenceSpecification"]["Containers"]:
+            spec = entry.arguments["InferenceSpecification"]
+            for container in spec["Containers"]:
                 container["Environment"]["DOGBREED_BF16_ALLOWED"] = verdict
+            for kind in (
+                "SupportedRealtimeInferenceInstanceTypes",
+                "SupportedTransformInstanceTypes",
+            ):
+                spec[kind].insert(0, "ml.c7i.xlarge")
 
 
-def test_service_mode_changes_only_by_the_relu_regex_and_the_bf16_verdict(definition):
-    """The committed definition before issue 11, with the regex fix and issue 20's bf16 verdict
+def test_service_mode_changes_only_by_the_relu_regex_and_bf16_serving(definition):
+    """The committed definition before issue 11, with the regex fix and issue 20's bf16 serving
     applied: nothing else."""
     before = json.loads(
         subprocess.run(
@@ -381,7 +391,7 @@ def test_service_mode_changes_only_by_the_relu_regex_and_the_bf16_verdict(defini
     ]  # fmt: skip
     relu["CollectionParameters"]["include_regex"] = RELU_INPUTS
     args["DebugRuleConfigurations"][-1]["RuleParameters"]["activation_inputs_regex"] = RELU_INPUTS
-    _with_the_bf16_verdict(before)
+    _with_bf16_serving(before)
     assert _without_code_hash(json.dumps(definition, sort_keys=True)) == _without_code_hash(
         json.dumps(before, sort_keys=True)
     )
@@ -858,7 +868,7 @@ def _registered_instances(config: PipelineConfig) -> tuple[list, list]:
 
 def test_the_registered_version_names_only_instance_types_its_image_serves_on():
     realtime, transform = _registered_instances(PipelineConfig())
-    assert realtime == transform == ["ml.m5.xlarge", "ml.c5.2xlarge"]
+    assert realtime == transform == ["ml.c7i.xlarge", "ml.m5.xlarge", "ml.c5.2xlarge"]
     gpu_image = f"{US_EAST_1}/pytorch-inference:2.6.0-gpu-py312"
     realtime, transform = _registered_instances(PipelineConfig(inference_image=gpu_image))
     assert {"ml.g4dn.xlarge", "ml.g5.xlarge"} <= set(realtime) == set(transform)
