@@ -95,15 +95,20 @@ def serving_mode(
     value = "auto" if raw is None or not raw.strip() else raw.strip().lower().replace("-", "_")
     if value not in MODES:
         raise ValueError(f"{source}={raw!r} is not one of {', '.join(MODES)}")
-    if device.type == "cpu" and native_bf16 is None and value in ("auto", *NATIVE_BF16_MODES):
+    if device.type == "cpu" and native_bf16 is None:
         native_bf16 = cpu_has_native_bf16()
     if value == "auto":
         allowed = bf16_allowed() if allowed is None else allowed
         return auto_mode(device, bool(native_bf16), allowed)
     if value in CUDA_ONLY_MODES and device.type != "cuda":
+        usable = [
+            m
+            for m in MODES
+            if m not in CUDA_ONLY_MODES and (native_bf16 or m not in NATIVE_BF16_MODES)
+        ]
         raise ValueError(
             f"{source}={raw!r} needs a CUDA GPU but the model is served on {device.type}; "
-            f"use one of {', '.join(m for m in MODES if m not in CUDA_ONLY_MODES)}"
+            f"use one of {', '.join(usable)}"
         )
     if value in NATIVE_BF16_MODES and device.type == "cpu" and not native_bf16:
         raise ValueError(
