@@ -62,6 +62,7 @@ from dogbreed_jobs.arguments import (
     tristate,
     unquote,
 )
+from dogbreed_jobs.batching import Accumulator, plan_for_device
 from dogbreed_jobs.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointStore,
@@ -119,6 +120,9 @@ class Training:
     amp_dtype: torch.dtype | None
     hook: object  # smdebug's, or None
     stop: StopRequest
+    accumulator: Accumulator
+    # Optimizer steps this process has run (an out-of-memory retry applies to the first few).
+    steps_done: int = 0
     # Rank 0's TIMING records (contract.parse_timing) of the epochs this process ran.
     timing: list[dict] = field(default_factory=list)
 
@@ -146,18 +150,17 @@ def train_one_epoch(t: Training, loader: DeviceBatches, epoch: int) -> tuple[flo
     for step, (images, targets) in enumerate(loader):
         data_wait += time.perf_counter() - step_started
         t.stop.check(runtime, step, f"epoch {epoch} step {step}")
-        with t.autocast():
-            logits = t.model(images)
-            loss = t.criterion(logits, targets)
         t.optimizer.zero_grad(set_to_none=True)
-        t.scaler.scale(loss).backward()
+        loss, correct = t.accumulator.backward(
+            t.model, t.criterion, images, targets, t.autocast, t.scaler, t.steps_done
+        )
         t.scaler.step(t.optimizer)
         t.scaler.update()
         if t.scheduler is not None:
             t.scheduler.step()
+        t.steps_done += 1
         with torch.no_grad():
-            correct = (logits.argmax(dim=1) == targets).sum()
-            sums += torch.stack([loss.detach() * targets.numel(), correct]).to(torch.float64)
+            sums += torch.stack([loss * targets.numel(), correct]).to(torch.float64)
         seen += targets.numel()
         if runtime.is_main and ((step + 1) % report_every == 0 or step + 1 == steps):
             loss_sum, correct_sum = sums.tolist()
@@ -266,6 +269,7 @@ def _fit(
         amp_dtype=amp_dtype,
         hook=None,
         stop=stop,
+        accumulator=_accumulator(args, runtime, bare_model, amp_dtype),
     )
     store = CheckpointStore(args.checkpoint_dir) if args.checkpoint_dir else None
     history, start_epoch = _resume(t, store, data.class_names)
@@ -309,6 +313,21 @@ def _fit(
         log(runtime, f"model written to {args.model_dir}")
     barrier(runtime)
     return 0
+
+
+def _accumulator(args: TrainingArguments, runtime: Runtime, model: nn.Module, amp_dtype):
+    """How each batch is split into micro-batches on this device, said in one line."""
+    plan = plan_for_device(
+        args.batch_size,
+        args.image_size,
+        amp_dtype,
+        runtime.device,
+        model,
+        args.model_name,
+        args.micro_batch_size,
+    )
+    log(runtime, plan.describe())
+    return Accumulator(plan, lambda message: print(message, flush=True))
 
 
 def _prepare_device(args: TrainingArguments, runtime: Runtime):
@@ -680,6 +699,14 @@ class TrainingArguments:
         parse=choice("auto", "bf16", "fp16", "off"),
     )
     channels_last: bool | None = option(SPEED, "auto", "auto: on for GPUs", parse=tristate)
+    micro_batch_size: int | None = option(
+        SPEED,
+        "auto",
+        "images per forward/backward pass; a batch larger than this is split and its "
+        "gradients accumulated before the one optimizer step; auto: from the device's free "
+        "memory (dogbreed_jobs/batching.py), unsplit on a CPU",
+        parse=number(int, 1, auto=None),
+    )
 
     train_dir: str | None = option(PATHS, None, "$SM_CHANNEL_TRAIN", env="SM_CHANNEL_TRAIN")
     valid_dir: str | None = option(PATHS, None, "$SM_CHANNEL_VALID", env="SM_CHANNEL_VALID")
