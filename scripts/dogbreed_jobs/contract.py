@@ -136,6 +136,9 @@ METRICS_PREFIX = "METRICS"
 EPOCH_PREFIX = "EPOCH"
 STEP_PREFIX = "STEP"
 TIMING_PREFIX = "TIMING"
+# A finding the user must not miss in a job's log (files preparation skipped, a model that
+# did not learn): the local runner shows these lines on its console as they come.
+NOTICE_PREFIX = "NOTICE"
 
 # The keys train.py prints on its METRICS line, one a SageMaker metric.
 TRAINING_METRIC_KEYS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "epoch")
@@ -159,6 +162,16 @@ _PAIR = re.compile(r"(\w+)=(\S+)")
 
 def _line(prefix: str, pairs: list[str]) -> str:
     return " ".join([prefix, *pairs])
+
+
+def format_notice(text: str) -> str:
+    return f"{NOTICE_PREFIX} {text}"
+
+
+def parse_notice(line: str) -> str | None:
+    """The text of a NOTICE line; None for any other line."""
+    prefix = f"{NOTICE_PREFIX} "
+    return line[len(prefix) :].rstrip("\n") if line.startswith(prefix) else None
 
 
 def format_metrics(**values: float) -> str:

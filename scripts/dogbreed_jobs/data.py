@@ -39,6 +39,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from dogbreed_jobs.contract import CLASS_NAMES_FILE, class_name_of
 from dogbreed_jobs.cpus import available_cpus
+from dogbreed_jobs.distributed import log
+from dogbreed_jobs.learning_checks import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH, capped_batch_size
 from dogbreed_jobs.transforms import (
     DEFAULT_MAX_PIXELS,
     Crop,
@@ -429,11 +431,22 @@ def load_data(args, runtime, memory_format=torch.contiguous_format) -> Data:
         seed=args.seed,
         drop_last=True,
     )
-    if len(shards) < args.batch_size:
+    if len(shards) < MIN_BATCH_SIZE:
         raise SetupError(
-            f"argument --batch_size: {args.batch_size} is more than the {len(shards)} training "
-            f"images each of the {runtime.world_size} process(es) gets"
+            f"{len(shards)} training image(s) for each of the {runtime.world_size} "
+            f"process(es): need at least {MIN_BATCH_SIZE}"
         )
+    capped = capped_batch_size(args.batch_size, len(shards))
+    if capped != args.batch_size:
+        # Changed in args: the micro-batch plan, checkpoints and history.json see the batch
+        # that runs.
+        log(
+            runtime,
+            f"batch_size {args.batch_size} capped to {capped}: {len(shards)} training images a "
+            f"process make at least {MIN_STEPS_PER_EPOCH} optimizer steps an epoch "
+            "(dogbreed_jobs/learning_checks.py)",
+        )
+        args.batch_size = capped
     train_sampler = EpochIndexSampler(shards)
     # Validation is sharded without DistributedSampler's padding, so no image counts twice.
     valid_shard = Subset(valid_set, range(runtime.rank, len(valid_set), runtime.world_size))

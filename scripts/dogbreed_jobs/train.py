@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision import models
 
-from dogbreed_jobs import contract, debug_hook
+from dogbreed_jobs import contract, debug_hook, learning_checks
 from dogbreed_jobs.arguments import (
     build_parser,
     choice,
@@ -100,6 +100,13 @@ from dogbreed_jobs.model import (
 from dogbreed_jobs.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size_for
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: the run stops as a failure (a failed trial has no
+    objective), not as a model."""
+
 
 # ------------------------------------------------------------------------- train, evaluate
 
@@ -309,6 +316,8 @@ def _fit(
 
     debug_hook.close(t.hook)
     if runtime.is_main:
+        for line in learning_checks.run_warnings(history, len(data.class_names), data.num_valid):
+            print(line, flush=True)
         save_artifact(args.model_dir, bare_model, data.class_names, model_settings(args))
         log(runtime, f"model written to {args.model_dir}")
     barrier(runtime)
@@ -413,6 +422,10 @@ def _run_epoch(t: Training, data: Data, epoch: int) -> dict:
     started = time.perf_counter()
     train_loss, train_accuracy, trained = train_one_epoch(t, data.train_loader, epoch)
     train_seconds = time.perf_counter() - started
+    # Every rank holds the same all-reduced loss, so every rank stops here.
+    problem = learning_checks.not_finite(train_loss, epoch)
+    if problem:
+        raise Diverged(problem)
     broadcast_buffers(t.bare_model, t.runtime)
     valid_loss, valid_accuracy, _ = evaluate(t, data.valid_loader)
     return {
@@ -621,6 +634,15 @@ def _model_name(text: str) -> str:
     return value
 
 
+def _auto_or(parse):
+    """`parse`, with auto (the default: None) accepted too."""
+
+    def parse_or_auto(text: str):
+        return None if unquote(text).lower() == "auto" else parse(text)
+
+    return parse_or_auto
+
+
 def _hyperparameter(default, help: str, parse, *, model_setting: bool = False, **roles):
     # Hyperparameters shape the training trajectory: a checkpoint is only resumed by a run
     # that agrees on all of them (top_k, which only serving reads, opts out).
@@ -701,11 +723,11 @@ class TrainingArguments:
     channels_last: bool | None = option(SPEED, "auto", "auto: on for GPUs", parse=tristate)
     micro_batch_size: int | None = option(
         SPEED,
-        "auto",
+        None,
         "images per forward/backward pass; a batch larger than this is split and its "
         "gradients accumulated before the one optimizer step; auto: from the device's free "
         "memory (dogbreed_jobs/batching.py), unsplit on a CPU",
-        parse=number(int, 1, auto=None),
+        parse=_auto_or(number(int, 1)),
     )
 
     train_dir: str | None = option(PATHS, None, "$SM_CHANNEL_TRAIN", env="SM_CHANNEL_TRAIN")
@@ -817,3 +839,6 @@ def run() -> int:
     except SetupError as error:
         print(f"train.py: error: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except Diverged as error:
+        print(f"train.py: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_DIVERGED

@@ -136,10 +136,10 @@ def test_tuning_searches_the_published_ranges_on_validation_accuracy(definition)
     assert ranges["ContinuousParameterRanges"] == [
         {"MaxValue": "0.1", "MinValue": "0.001", "Name": "learning_rate", "ScalingType": "Auto"}
     ]
-    # Framework estimators JSON-encode values; the training toolkit decodes them again. No
-    # 128: bench/activation_memory.py finds it too tight on the default instance's A10G.
+    # Framework estimators JSON-encode values; the training toolkit decodes them again. The
+    # published {32, 64, 128}: train.py splits what the device cannot hold (batching.py).
     assert ranges["CategoricalParameterRanges"] == [
-        {"Name": "batch_size", "Values": ['"32"', '"64"']}
+        {"Name": "batch_size", "Values": ['"32"', '"64"', '"128"']}
     ]
     assert ranges["IntegerParameterRanges"] == [
         {"MaxValue": "20", "MinValue": "5", "Name": "epochs", "ScalingType": "Auto"}
@@ -337,7 +337,8 @@ def test_the_relu_input_regex_samples_every_depth_of_densenet_in_both_modes(defi
 
 
 def test_service_mode_changes_only_by_the_relu_regex(definition):
-    """The committed definition before issue 11, with the regex fix applied: nothing else."""
+    """The committed definition before issue 11, with the regex fix and issue 22's batch
+    sizes applied: nothing else."""
     before = json.loads(
         subprocess.run(
             ["git", "show", "fb9efb0:pipeline_definition.json"],
@@ -354,6 +355,10 @@ def test_service_mode_changes_only_by_the_relu_regex(definition):
     ]  # fmt: skip
     relu["CollectionParameters"]["include_regex"] = RELU_INPUTS
     args["DebugRuleConfigurations"][-1]["RuleParameters"]["activation_inputs_regex"] = RELU_INPUTS
+    # Issue 22: the published batch sizes, 128 included.
+    tuning = step(before, "TuneHyperparameters")["Arguments"]["HyperParameterTuningJobConfig"]
+    (batch,) = tuning["ParameterRanges"]["CategoricalParameterRanges"]
+    batch["Values"].append('"128"')
     assert _without_code_hash(json.dumps(definition, sort_keys=True)) == _without_code_hash(
         json.dumps(before, sort_keys=True)
     )
