@@ -38,11 +38,15 @@ HYPERPARAMETER_RANGES = {
 }
 
 
-def channels(prepare: ProcessingStep) -> dict:
-    return {
+def channels(ctx: BuildContext, prepare: ProcessingStep) -> dict:
+    """The prepared splits, and the weights channel (PretrainedWeightsUrl) that train.py
+    loads instead of downloading when it holds a weights file."""
+    inputs = {
         name: TrainingInput(s3_data=output_uri(prepare, name), content_type="application/x-image")
         for name in contract.TRAINING_CHANNELS
     }
+    inputs[contract.WEIGHTS_CHANNEL] = TrainingInput(s3_data=ctx.params.pretrained_weights_url)
+    return inputs
 
 
 def tuning_step(ctx: BuildContext, prepare: ProcessingStep) -> TuningStep:
@@ -77,7 +81,7 @@ def tuning_step(ctx: BuildContext, prepare: ProcessingStep) -> TuningStep:
         display_name=DISPLAY_NAME,
         description=DESCRIPTION,
         # A fixed name: the SDK would otherwise bake a timestamp into the static hyperparameters.
-        step_args=tuner.fit(inputs=channels(prepare), job_name="dogbreed-hpo"),
+        step_args=tuner.fit(inputs=channels(ctx, prepare), job_name="dogbreed-hpo"),
         cache_config=ctx.cache,
         retry_policies=job_retry_policies(),
     )

@@ -501,26 +501,31 @@ def _write_json_atomically(path: Path, payload) -> None:
 
 
 def resolve_weights_file(args: TrainingArguments) -> Path | None:
+    """The weights file given, if any. A folder (the weights channel) holds one, or none: the
+    pipeline parameter's default is a folder without one (contract.NO_WEIGHTS_FOLDER)."""
     if not args.weights_file:
         return None
     path = Path(args.weights_file)
     if path.is_dir():
         candidates = sorted(p for p in path.rglob("*") if p.suffix in (".pth", ".pt"))
-        if len(candidates) != 1:
+        if len(candidates) > 1:
             raise SetupError(
-                f"argument --weights_file: {path} must hold exactly one .pth/.pt file, "
+                f"argument --weights_file: {path} must hold at most one .pth/.pt file, "
                 f"found {[str(p.relative_to(path)) for p in candidates]}"
             )
-        return candidates[0]
+        return candidates[0] if candidates else None
     if not path.is_file():
         raise SetupError(f"argument --weights_file: {path} does not exist")
     return path
 
 
 def create_model(args: TrainingArguments, num_classes: int, runtime: Runtime) -> nn.Module:
-    weights_file = resolve_weights_file(args) if args.pretrained else None
-    if args.weights_file and not args.pretrained:
-        log(runtime, f"pretrained is false: not loading {args.weights_file}")
+    weights_file = resolve_weights_file(args)
+    if weights_file and not args.pretrained:
+        log(runtime, f"pretrained is false: not loading {weights_file}")
+        weights_file = None
+    elif weights_file:
+        log(runtime, f"pretrained: ImageNet weights from {weights_file}, not downloaded")
     # The new head is initialised from the seed, identically on every rank.
     torch.manual_seed(args.seed)
     # Local rank 0 downloads first so the ranks of a machine do not race on the cache.
@@ -538,9 +543,10 @@ def create_model(args: TrainingArguments, num_classes: int, runtime: Runtime) ->
         )
     except OSError as err:
         raise SetupError(
-            f"cannot load ImageNet weights for {args.model_name} ({err}); with no internet "
-            f"access give them through the 'weights' channel or --weights-file, or set "
-            f"--pretrained false"
+            f"cannot download ImageNet weights for {args.model_name} ({err}): give the file "
+            f"(pipeline: --param {contract.WEIGHTS_PARAMETER}=S3_URI after `dogbreed-pipeline "
+            "weights upload`; run-local: --weights FILE; train.py: --weights-file FILE) or "
+            "train from scratch (--param Pretrained=false)"
         ) from None
     except RuntimeError as err:
         if weights_file is None:

@@ -150,8 +150,25 @@ def test_tuning_searches_the_published_ranges_on_validation_accuracy(definition)
     job = args["TrainingJobDefinition"]
     assert job["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
     assert job["StaticHyperParameters"]["model_name"] == '"densenet161"'
-    channels = {c["ChannelName"] for c in job["InputDataConfig"]}
-    assert channels == {"train", "valid"}, "the test split must never reach tuning"
+    channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
+    assert set(channels) == {"train", "valid", "weights"}, "the test split never reaches tuning"
+    weights = channels["weights"]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert weights == {"Get": "Parameters.PretrainedWeightsUrl"}
+
+
+def test_the_weights_parameter_defaults_to_a_bundle_folder_without_weights(definition):
+    """A channel can be neither empty nor absent at run time, so the default names the code
+    bundle's no-weights folder, which upsert and run-local put beside the code."""
+    from pipeline.bundle import Bundle
+    from pipeline.config import PipelineConfig
+
+    (declared,) = [p for p in definition["Parameters"] if p["Name"] == "PretrainedWeightsUrl"]
+    bundle = Bundle.from_dir()
+    assert declared["DefaultValue"] == bundle.no_weights_uri(PipelineConfig())
+    prefix = bundle.key_prefix(PipelineConfig())
+    assert f"{prefix}/no-weights/README.md" in bundle.objects(PipelineConfig())
+    train = step(definition, "TrainModel")["Arguments"]["InputDataConfig"]
+    assert [c["ChannelName"] for c in train] == ["train", "valid", "weights"]
 
 
 def test_training_retrains_with_the_best_tuned_hyperparameters(definition):
@@ -359,6 +376,13 @@ def test_service_mode_changes_only_by_the_relu_regex(definition):
     tuning = step(before, "TuneHyperparameters")["Arguments"]["HyperParameterTuningJobConfig"]
     (batch,) = tuning["ParameterRanges"]["CategoricalParameterRanges"]
     batch["Values"].append('"128"')
+    # ...and its weights parameter and channel.
+    weights = next(p for p in definition["Parameters"] if p["Name"] == "PretrainedWeightsUrl")
+    before["Parameters"].insert(definition["Parameters"].index(weights), weights)
+    channel = step(definition, "TrainModel")["Arguments"]["InputDataConfig"][-1]
+    args["InputDataConfig"].append(channel)
+    tuning_job = step(before, "TuneHyperparameters")["Arguments"]["TrainingJobDefinition"]
+    tuning_job["InputDataConfig"].append(channel)
     assert _without_code_hash(json.dumps(definition, sort_keys=True)) == _without_code_hash(
         json.dumps(before, sort_keys=True)
     )
