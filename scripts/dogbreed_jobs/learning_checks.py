@@ -27,12 +27,12 @@ CHANCE_SIGMAS = 2.0
 WARNING_PREFIX = format_notice("warning:")
 
 
-def capped_batch_size(batch_size: int, images: int) -> int:
+def capped_batch_size(batch_size: int, images: int, min_steps: int = MIN_STEPS_PER_EPOCH) -> int:
     """`batch_size`, or less so that `images` (one process's share) make at least
-    MIN_STEPS_PER_EPOCH full batches (never below MIN_BATCH_SIZE)."""
-    if images // batch_size >= MIN_STEPS_PER_EPOCH:
+    `min_steps` full batches (never below MIN_BATCH_SIZE)."""
+    if images // batch_size >= min_steps:
         return batch_size
-    return max(MIN_BATCH_SIZE, min(batch_size, images // MIN_STEPS_PER_EPOCH))
+    return max(MIN_BATCH_SIZE, min(batch_size, images // min_steps))
 
 
 def chance_bound(num_classes: int, images: int) -> float:

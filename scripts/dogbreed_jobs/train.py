@@ -699,6 +699,12 @@ class TrainingArguments:
         1.0, "linear warm-up before the cosine decay, at most half the run", number(float, 0)
     )
     seed: int = _hyperparameter(0, "seeds every draw", number(int, 0, 2**31 - 1))
+    min_steps_per_epoch: int = _hyperparameter(
+        learning_checks.MIN_STEPS_PER_EPOCH,
+        "cap batch_size so each process's share of the training images makes at least this "
+        "many optimizer steps an epoch (dogbreed_jobs/learning_checks.py); 1: no cap",
+        number(int, 1),
+    )
     top_k: int = _hyperparameter(
         3,
         "predictions the endpoint returns",
