@@ -17,12 +17,7 @@ WEIGHTS_FOLDER = "weights"
 
 def upload(args) -> int:
     client = aws.connect(region=args.region, profile=args.profile)
-    owner = None
-    if args.bucket is None:
-        owner = client.account_id()
-        bucket = aws.default_bucket(client.region, owner)
-    else:
-        bucket = args.bucket
+    bucket, owner = aws.bucket_or_default(client, args.bucket)
     prefix = args.prefix.strip("/")
     if not prefix:
         raise UsageError("--prefix must not be empty")

@@ -8,7 +8,7 @@ import os
 
 import boto3
 import pytest
-from helpers.awsfakes import DEFAULT_BUCKET, REGION
+from helpers.awsfakes import REGION
 
 from pipeline import cli, parameter_values, weights
 from pipeline.errors import UsageError
@@ -31,9 +31,8 @@ def published(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def bucket(moto):
-    boto3.client("s3", region_name=REGION).create_bucket(Bucket=DEFAULT_BUCKET)
-    return DEFAULT_BUCKET
+def bucket(default_bucket):
+    return default_bucket
 
 
 def run(capsys, *argv):
@@ -145,3 +144,11 @@ def test_an_isolated_definition_without_weights_is_refused_before_it_starts():
     parameter_values.check(_definition(isolated=True), given, "p")
     # Jobs with internet download the weights themselves.
     parameter_values.check(_definition(isolated=False), [], "p")
+
+
+def test_upload_defaults_to_sagemakers_default_bucket(published, bucket, tmp_path, capsys):
+    mine = tmp_path / "copy.pth"
+    mine.write_bytes(CONTENT)
+    code, out, err = run(capsys, "weights", "upload", "--file", str(mine))
+    assert code == 0, err
+    assert out.startswith(f"s3://{bucket}/dogbreed-pipeline/weights/")
