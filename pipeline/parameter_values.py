@@ -117,12 +117,7 @@ def _refuse_pretrained_without_weights(definition: dict, values: list[ParameterV
         for entry in iter_steps(definition)
         if entry.type in ("Training", "Tuning") and _isolated(entry.arguments)
     ]
-    typed = {
-        name: declared.get("DefaultValue")
-        for name, declared in declared_parameters(definition).items()
-    }
-    typed.update({value.name: value.value for value in values})
-    if isolated and weights_missing(definition, typed):
+    if isolated and weights_missing(definition, _typed_values(definition, values)):
         raise UsageError(
             f"Pretrained=true, but {isolated[0]} runs with network isolation and cannot "
             f"download ImageNet weights: {WEIGHTS_WAYS_OUT}"
@@ -134,14 +129,20 @@ def _isolated(arguments: dict) -> bool:
     return job.get("EnableNetworkIsolation") is True
 
 
-def _refuse_out_of_range(definition: dict, values: list[ParameterValue]) -> None:
-    """Each value within what its parameter accepts (parameter_specs.py), before anything
-    runs: an out-of-range value would otherwise fail every trial, one after another."""
+def _typed_values(definition: dict, values: list[ParameterValue]) -> dict:
+    """Every declared parameter's value: its default, or the given one."""
     typed = {
         name: declared.get("DefaultValue")
         for name, declared in declared_parameters(definition).items()
     }
     typed.update({value.name: value.value for value in values})
+    return typed
+
+
+def _refuse_out_of_range(definition: dict, values: list[ParameterValue]) -> None:
+    """Each value within what its parameter accepts (parameter_specs.py), before anything
+    runs: an out-of-range value would otherwise fail every trial, one after another."""
+    typed = _typed_values(definition, values)
     found = parameter_specs.problems(typed, {value.name for value in values})
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""

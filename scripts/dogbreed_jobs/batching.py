@@ -16,6 +16,14 @@ benchmark's `fits` verdict, since cuDNN workspace, the caching allocator's round
 fragmentation are not in the figures. On a CPU the batch is not split unless asked
 (`--micro-batch-size`). A CUDA out-of-memory error in the first steps halves the micro-batch
 and runs the step again, once.
+
+Under torchrun every micro-batch but the last runs under DDP's `no_sync()`, so gradients are
+all-reduced once a step whatever the split, and ranks may even split differently. An
+out-of-memory error inside the last micro-batch's backward, after some gradient buckets were
+all-reduced, would leave the other ranks waiting: the retry is safe in a forward pass or an
+earlier micro-batch, which is where the activations peak. smdebug counts forward passes, so
+with a split its step numbers count micro-batches; the losses it saves are each
+micro-batch's own mean (the share of the batch is applied after the loss module).
 """
 
 from __future__ import annotations
