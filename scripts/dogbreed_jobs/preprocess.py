@@ -333,10 +333,9 @@ def _print_summary(
     if skipped:
         by_reason = ", ".join(f"{r}: {n}" for r, n in counts["skipped_by_reason"].items())
         print(f"  skipped by reason: {by_reason} (details in meta/report.json)")
-        total = sum(counts["skipped"].values())
         print(
             format_notice(
-                f"prepare data skipped {total} file(s) of {display}: {by_reason} "
+                f"prepare data skipped {len(skipped)} file(s) of {display}: {by_reason} "
                 "(details in meta/report.json)"
             )
         )
