@@ -25,6 +25,8 @@ from pipeline.definition import definition_json
 
 NUM_CLASSES = 6
 PER_CLASS = {"train": 17, "valid": 5, "test": 5}  # 102 training images
+# A whole run-local each (a trial and TrainModel of 5 epochs): minutes on a shared machine.
+LONG = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def run_local(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1700,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -75,6 +77,7 @@ def _step(record: dict, name: str) -> dict:
     return next(step for step in record["Steps"] if step["StepName"] == name)
 
 
+@LONG
 def test_a_learnable_small_folder_learns_above_chance(tmp_path, definition):
     result, record = run_local(tmp_path, definition, noise=False)
     train_log = Path(_step(record, "TrainModel")["LogPath"]).read_text()
@@ -87,6 +90,7 @@ def test_a_learnable_small_folder_learns_above_chance(tmp_path, definition):
     assert "within noise of chance" not in result.stderr
 
 
+@LONG
 def test_a_folder_of_noise_says_it_did_not_learn(tmp_path, definition):
     result, record = run_local(tmp_path, definition, noise=True)
     train_log = Path(_step(record, "TrainModel")["LogPath"]).read_text()

@@ -53,7 +53,7 @@ def run_local(store: Path, *args: str, env: dict | None = None) -> subprocess.Co
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1700,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 
@@ -62,6 +62,7 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if "error:" in line]
 
 
+@pytest.mark.timeout(1800)  # a whole run-local: minutes on a shared machine
 def test_an_isolated_definition_runs_end_to_end_from_a_local_weights_file(
     tmp_path, isolated, weights_file, data
 ):
