@@ -9,7 +9,6 @@ imported only inside these functions (the CLI's --help stays fast).
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import urllib.error
 import urllib.request
@@ -110,4 +109,5 @@ def download_problem(model_name: str = MODEL_NAME) -> str | None:
 
 
 def scratch_folder() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="dogbreed-weights-", dir=os.environ.get("TMPDIR"))
+    """Where a download waits for its hash check (removed afterwards)."""
+    return tempfile.TemporaryDirectory(prefix="dogbreed-weights-")
