@@ -234,6 +234,8 @@ def measure_pipeline(step: Step, folder: Path, args, decode: str, workers: int) 
         valid_dir=str(folder / "valid"),
         image_size=args.image_size,
         batch_size=args.batch,
+        # The batch measured is the one asked for, however few the generated images.
+        min_steps_per_epoch=1,
         seed=0,
         workers=workers,
         decode=decode,

@@ -136,6 +136,17 @@ def default_bucket(region: str, account: str) -> str:
     return f"sagemaker-{region}-{account}"
 
 
+def bucket_or_default(aws: Aws, bucket: str | None) -> tuple[str, str | None]:
+    """(bucket, the owner to check it against): `bucket`, else SageMaker's default bucket of
+    the caller's account, which must then be the caller's own."""
+    if bucket is not None:
+        return bucket, None
+    owner = aws.account_id()
+    bucket = default_bucket(aws.region, owner)
+    log.info("bucket: %s (the SageMaker default for this account and region)", bucket)
+    return bucket, owner
+
+
 def is_missing(exc) -> bool:
     """SageMaker reports a missing pipeline or execution as ResourceNotFound or, for some
     operations, as a ValidationException whose message says so."""

@@ -184,14 +184,15 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     from steps.tuning import tuning_step
 
     config = config or PipelineConfig()
-    params = get_parameters(config)
+    bundle = bundle or Bundle.from_dir()
+    params = get_parameters(config, bundle)
     session = session or _offline_session(config)
     chosen = images(config)
     ctx = BuildContext(
         config=config,
         params=params,
         session=session,
-        bundle=bundle or Bundle.from_dir(),
+        bundle=bundle,
         training_image=chosen.training,
         processing_image=chosen.processing,
         inference_image=chosen.inference,

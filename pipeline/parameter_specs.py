@@ -68,6 +68,9 @@ SPECS: dict[str, Spec] = {
     "MaxImageSide": Spec(320, 0, 8192, meaning="the shorter side in pixels after preparation"),
     "ImageSize": Spec(224, _IMAGE_LOW, _IMAGE_HIGH, meaning="the crop side in pixels"),
     "Pretrained": Spec(True),
+    # torchvision's weights file (or a prefix holding one) for jobs without internet; the
+    # default is a folder of the code bundle without one (dogbreed_jobs/contract.py).
+    "PretrainedWeightsUrl": Spec(None, pattern=r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?"),
     "ProcessingInstanceType": Spec("ml.c5.2xlarge"),
     "TrainingInstanceType": Spec("ml.g5.2xlarge"),
     "TrainingInstanceCount": Spec(1, 1, meaning="instances of TrainModel"),

@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from dogbreed_jobs import contract
 from pipeline import parameter_specs
 from pipeline.definition_json import iter_steps
 from pipeline.errors import UsageError
@@ -85,17 +86,63 @@ def check(definition: dict, given: list[tuple[str, str]], pipeline: str) -> list
         result.append(ParameterValue(name, sent, value))
     _refuse_out_of_range(definition, result)
     _refuse_debugger_on_several_instances(definition, result)
+    _refuse_pretrained_without_weights(definition, result)
     return result
 
 
-def _refuse_out_of_range(definition: dict, values: list[ParameterValue]) -> None:
-    """Each value within what its parameter accepts (parameter_specs.py), before anything
-    runs: an out-of-range value would otherwise fail every trial, one after another."""
+def weights_missing(definition: dict, typed: dict) -> bool:
+    """Pretrained with no weights file given: PretrainedWeightsUrl is at its default, the
+    code bundle's folder without weights (dogbreed_jobs/contract.py)."""
+    url = typed.get(contract.WEIGHTS_PARAMETER)
+    return (
+        contract.WEIGHTS_PARAMETER in declared_parameters(definition)
+        and typed.get("Pretrained") is True
+        and isinstance(url, str)
+        and url.rstrip("/").endswith(f"/{contract.NO_WEIGHTS_FOLDER}")
+    )
+
+
+WEIGHTS_WAYS_OUT = (
+    f"give torchvision's weights file (--param {contract.WEIGHTS_PARAMETER}=S3_URI after "
+    "`dogbreed-pipeline weights upload`; run-local: --weights FILE) or train from scratch "
+    "(--param Pretrained=false)"
+)
+
+
+def _refuse_pretrained_without_weights(definition: dict, values: list[ParameterValue]) -> None:
+    """Jobs with network isolation cannot download ImageNet weights: every tuning trial would
+    fail in turn, so the execution is refused before it starts."""
+    isolated = [
+        entry.name
+        for entry in iter_steps(definition)
+        if entry.type in ("Training", "Tuning") and _isolated(entry.arguments)
+    ]
+    if isolated and weights_missing(definition, _typed_values(definition, values)):
+        raise UsageError(
+            f"Pretrained=true, but {isolated[0]} runs with network isolation and cannot "
+            f"download ImageNet weights: {WEIGHTS_WAYS_OUT}"
+        )
+
+
+def _isolated(arguments: dict) -> bool:
+    job = arguments.get("TrainingJobDefinition") or arguments
+    return job.get("EnableNetworkIsolation") is True
+
+
+def _typed_values(definition: dict, values: list[ParameterValue]) -> dict:
+    """Every declared parameter's value: its default, or the given one."""
     typed = {
         name: declared.get("DefaultValue")
         for name, declared in declared_parameters(definition).items()
     }
     typed.update({value.name: value.value for value in values})
+    return typed
+
+
+def _refuse_out_of_range(definition: dict, values: list[ParameterValue]) -> None:
+    """Each value within what its parameter accepts (parameter_specs.py), before anything
+    runs: an out-of-range value would otherwise fail every trial, one after another."""
+    typed = _typed_values(definition, values)
     found = parameter_specs.problems(typed, {value.name for value in values})
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""

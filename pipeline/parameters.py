@@ -17,6 +17,8 @@ from sagemaker.workflow.parameters import (
     ParameterString,
 )
 
+from dogbreed_jobs.contract import WEIGHTS_PARAMETER
+from pipeline.bundle import Bundle
 from pipeline.config import DEFAULT_ENDPOINT_INSTANCE_TYPE, DEFAULT_ENDPOINT_NAME, PipelineConfig
 from pipeline.parameter_specs import SPECS, default
 
@@ -27,6 +29,7 @@ class Parameters:
     max_image_side: ParameterInteger
     image_size: ParameterInteger
     pretrained: ParameterBoolean
+    pretrained_weights_url: ParameterString
     processing_instance_type: ParameterString
     training_instance_type: ParameterString
     training_instance_count: ParameterInteger
@@ -48,13 +51,18 @@ class Parameters:
         return [value for value in values if value is not None]
 
 
-def get_parameters(config: PipelineConfig) -> Parameters:
+def get_parameters(config: PipelineConfig, bundle: Bundle) -> Parameters:
     # The defaults and what each accepts: pipeline/parameter_specs.py.
     return Parameters(
         input_data_url=ParameterString("InputDataUrl", default_value=config.s3_uri("input/")),
         max_image_side=ParameterInteger("MaxImageSide", default_value=default("MaxImageSide")),
         image_size=ParameterInteger("ImageSize", default_value=default("ImageSize")),
         pretrained=ParameterBoolean("Pretrained", default_value=default("Pretrained")),
+        # An S3 URI of torchvision's weights file, for jobs that cannot download it; by
+        # default a folder without one (contract.NO_WEIGHTS_FOLDER: a channel cannot be empty).
+        pretrained_weights_url=ParameterString(
+            WEIGHTS_PARAMETER, default_value=bundle.no_weights_uri(config)
+        ),
         processing_instance_type=ParameterString(
             "ProcessingInstanceType", default_value=default("ProcessingInstanceType")
         ),

@@ -121,7 +121,7 @@ def training_step(ctx: BuildContext, prepare: ProcessingStep, tuning: TuningStep
         name=NAME,
         display_name=DISPLAY_NAME,
         description=DESCRIPTION,
-        step_args=estimator.fit(inputs=channels(prepare)),
+        step_args=estimator.fit(inputs=channels(ctx, prepare)),
         cache_config=ctx.cache,
         retry_policies=job_retry_policies(),
     )

@@ -1,7 +1,6 @@
 """Tune hyperparameters: DenseNet-161 HPO on the prepared data, maximising valid:accuracy.
 
-Inputs: the train and valid outputs of PrepareData. Ranges are the users' published setup,
-less batch size 128, which does not fit the default training instance with margin (below).
+Inputs: the train and valid outputs of PrepareData. Ranges are the users' published setup.
 Outputs: the best training job and its tuned hyperparameters (read by TrainModel).
 """
 
@@ -30,21 +29,24 @@ DESCRIPTION = (
 )
 HYPERPARAMETER_RANGES = {
     "learning_rate": ContinuousParameter(0.001, 0.1),
-    # Per GPU. bench/activation_memory.py puts a bf16 DenseNet-161 step at 224 px on the
-    # default ml.g5.2xlarge's A10G at ~7.8 GiB for batch 64 and ~15.2 GiB for 128, before
-    # cuDNN workspace and allocator fragmentation, of ~22 GiB usable: 128 is too tight.
-    # torchvision's memory_efficient DenseNet would fit 128 in ~6.7 GiB, but its recomputation
-    # costs time on every trial and updates norm1's BatchNorm running statistics twice a step.
-    "batch_size": CategoricalParameter([32, 64]),
+    # Images per optimizer step, per GPU: the users' published {32, 64, 128}. train.py splits
+    # a batch the device cannot hold into micro-batches and accumulates their gradients
+    # (dogbreed_jobs/batching.py): on the default ml.g5.2xlarge's A10G, bf16 at 224 px, 128
+    # runs as two micro-batches of 64 (README, "Training memory").
+    "batch_size": CategoricalParameter([32, 64, 128]),
     "epochs": IntegerParameter(5, 20),
 }
 
 
-def channels(prepare: ProcessingStep) -> dict:
-    return {
+def channels(ctx: BuildContext, prepare: ProcessingStep) -> dict:
+    """The prepared splits, and the weights channel (PretrainedWeightsUrl) that train.py
+    loads instead of downloading when it holds a weights file."""
+    inputs = {
         name: TrainingInput(s3_data=output_uri(prepare, name), content_type="application/x-image")
         for name in contract.TRAINING_CHANNELS
     }
+    inputs[contract.WEIGHTS_CHANNEL] = TrainingInput(s3_data=ctx.params.pretrained_weights_url)
+    return inputs
 
 
 def tuning_step(ctx: BuildContext, prepare: ProcessingStep) -> TuningStep:
@@ -79,7 +81,7 @@ def tuning_step(ctx: BuildContext, prepare: ProcessingStep) -> TuningStep:
         display_name=DISPLAY_NAME,
         description=DESCRIPTION,
         # A fixed name: the SDK would otherwise bake a timestamp into the static hyperparameters.
-        step_args=tuner.fit(inputs=channels(prepare), job_name="dogbreed-hpo"),
+        step_args=tuner.fit(inputs=channels(ctx, prepare), job_name="dogbreed-hpo"),
         cache_config=ctx.cache,
         retry_policies=job_retry_policies(),
     )

@@ -12,9 +12,10 @@ from pathlib import Path
 import pipeline.cli.argtypes as argtypes
 import pipeline.cli.build as build
 import pipeline.cli.options as options
+from dogbreed_jobs.contract import WEIGHTS_PARAMETER
 from pipeline.errors import ExecutionFailed, UsageError
 from pipeline.local import pictures, runner, summary
-from pipeline.local.prepare import check_input
+from pipeline.local.prepare import check_input, weights_uri
 
 log = logging.getLogger("pipeline.local")
 
@@ -68,6 +69,19 @@ def _with_preset(args) -> tuple[list[tuple[str, str]], int | None, int | None]:
     return params, trials, epochs
 
 
+def _with_weights(params: list[tuple[str, str]], definition: dict, source: Path):
+    """--param values with PretrainedWeightsUrl set to where the runner puts --weights."""
+    if any(name == WEIGHTS_PARAMETER for name, _ in params):
+        raise UsageError(f"run-local: give --weights or --param {WEIGHTS_PARAMETER}, not both")
+    if not source.is_file():
+        raise UsageError(f"run-local: --weights {source}: no such file")
+    try:
+        uri = weights_uri(definition, source)
+    except runner.DefinitionError as err:
+        raise UsageError(f"run-local: {err}") from None
+    return [*params, (WEIGHTS_PARAMETER, uri)]
+
+
 def _load_definition(args) -> dict:
     if args.definition is not None:
         try:
@@ -110,12 +124,19 @@ def run_local(args) -> int:
             check_input(args.input)
         except runner.DefinitionError as err:
             raise UsageError(f"run-local: {err}") from None
+    if resuming and args.weights is not None:
+        raise UsageError(
+            "run-local: --resume runs with the execution's saved weights; drop --weights"
+        )
     definition = None if resuming else _load_definition(args)
     params, max_trials, max_epochs = _with_preset(args)
+    if args.weights is not None:
+        params = _with_weights(params, definition, args.weights)
     run_options = runner.Options(
         store=args.store,
         parameters=params,
         input=args.input,
+        weights=args.weights,
         max_trials=max_trials,
         max_epochs=max_epochs,
         seed=args.seed,
@@ -166,6 +187,14 @@ def add_run_local(parser) -> None:
         "InputDataUrl in the store first",
     )
     options.add_params(parser, ", e.g. --param ImageSize=64")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="torchvision's ImageNet weights file for Pretrained=true (e.g. "
+        "densenet161-8d451a50.pth), copied into the store and given to the training jobs as "
+        f"{WEIGHTS_PARAMETER}: no download (jobs without internet, --network-isolation)",
+    )
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),

@@ -29,6 +29,7 @@ COMMANDS = {
     "unschedule": ("schedules", "delete the schedule"),
     "approve": ("approvals", "approve and deploy, or reject, a registered model version"),
     "teardown": ("endpoints", "delete the deployed endpoint, its configurations and models"),
+    "weights": ("weights", "put torchvision's ImageNet weights into the bucket, checked"),
     "run-local": ("local_run", "run the whole pipeline on this machine (no Docker, no AWS)"),
     "local-runs": ("local_runs", "the local store's executions and their sizes; --prune old ones"),
     "serve-local": (

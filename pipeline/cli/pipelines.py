@@ -22,13 +22,7 @@ def connect(args) -> aws.Aws:
 
 def upsert(args) -> int:
     client = connect(args)
-    owner = None
-    if args.bucket is None:
-        owner = client.account_id()
-        bucket = aws.default_bucket(client.region, owner)
-        log.info("bucket: %s (the SageMaker default for this account and region)", bucket)
-    else:
-        bucket = args.bucket
+    bucket, owner = aws.bucket_or_default(client, args.bucket)
     config = options.config_from(args, region=client.region, bucket=bucket)
     # Cheap checks first: the definition takes seconds to build.
     aws.check_bucket(client, config.bucket, expected_owner=owner)

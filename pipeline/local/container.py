@@ -166,12 +166,16 @@ def tar_folder(folder: Path, tarball: Path) -> None:
 
 
 def echo_metrics(job: Job) -> Callable[[str], None]:
-    """A line handler that shows the job's METRICS lines as progress."""
+    """A line handler that shows the job's METRICS lines as progress, and its NOTICE lines
+    (contract.py) as warnings."""
 
     def on_line(line: str) -> None:
         metrics = _parse_metrics(line)
         if metrics:
             shown = " ".join(f"{key}={value}" for key, value in metrics.items())
             log.info("[%s] %s", job.label, shown)
+        notice = contract.parse_notice(line)
+        if notice:
+            log.warning("[%s] %s", job.label, notice)
 
     return on_line

@@ -13,6 +13,8 @@ class Options:
     store: Path = Path(LOCAL_STORE)
     parameters: list[tuple[str, str]] = field(default_factory=list)  # --param Name=Value
     input: Path | None = None
+    # --weights FILE: copied to the PretrainedWeightsUrl that --param carries for it.
+    weights: Path | None = None
     max_trials: int | None = None
     max_epochs: int | None = None
     seed: int = 0

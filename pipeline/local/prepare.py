@@ -6,6 +6,8 @@
   store still holds that bundle, never with code it was not built for.
 - `--input`: the user's ImageFolder (or archive of one) replaces whatever was at
   InputDataUrl, once `check_input` found the layout the preparation job accepts.
+- `--weights`: a torchvision weights file, copied to `<bucket>/<prefix>/weights/` beside the
+  code bundle and passed as PretrainedWeightsUrl (the jobs' weights channel).
 """
 
 from __future__ import annotations
@@ -58,6 +60,27 @@ def place_code(store: Store, definition: dict) -> list[str]:
                 store.put_bytes(uri, data)
         placed.append(bundle.tarball_uri(config))
     return placed
+
+
+def weights_uri(definition: dict, source: Path) -> str:
+    """Where `--weights FILE` goes: the definition's own <bucket>/<prefix>/weights/."""
+    declared = {p["Name"]: p for p in definition.get("Parameters") or []}
+    default = (declared.get(contract.WEIGHTS_PARAMETER) or {}).get("DefaultValue")
+    if not isinstance(default, str) or "/code/" not in default:
+        raise DefinitionError(
+            f"--weights needs a {contract.WEIGHTS_PARAMETER} parameter in the definition "
+            "(export it again)"
+        )
+    return f"{default.split('/code/', 1)[0]}/weights/{Path(source).name}"
+
+
+def place_weights(store: Store, source: Path, uri: str) -> None:
+    """Copy the weights file to `uri` (a copy: jobs never reach the user's file)."""
+    if not Path(source).is_file():
+        raise DefinitionError(f"--weights {source}: no such file")
+    store.clear(uri)
+    store.put_file(uri, Path(source), link=False)
+    log.info("weights %s -> %s", source, uri)
 
 
 def _strings(value):

@@ -18,14 +18,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import parameter_values
+from dogbreed_jobs.contract import WEIGHTS_PARAMETER
+from pipeline import parameter_values, weights
 from pipeline.local import records
 from pipeline.local.cache import StepCache
 from pipeline.local.container import ContainerPython
 from pipeline.local.execution_record import ExecutionRecord, find_execution
 from pipeline.local.options import Options
 from pipeline.local.plan import DefinitionError, Node, check_definition
-from pipeline.local.prepare import place_code, place_input
+from pipeline.local.prepare import place_code, place_input, place_weights
 from pipeline.local.sagemaker_api import Server as SageMakerApi
 from pipeline.local.scheduler import schedule
 from pipeline.local.step_handlers import Steps
@@ -120,10 +121,26 @@ class Execution:
                     f"no input data at {data_url} (store path {self.store.path(data_url)}): pass "
                     "--input DIR_OR_ZIP (`dogbreed-pipeline sample-data` writes a demo dataset)"
                 )
+        if options.weights is not None:
+            overrides["Weights"] = str(Path(options.weights).absolute())
+            place_weights(self.store, options.weights, self.parameters[WEIGHTS_PARAMETER])
+        self._check_weights_can_be_had()
         if options.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
             # Parallel jobs share the cores instead of each spinning up a thread per core.
             self.job_env["OMP_NUM_THREADS"] = str(max(1, records.cpu_count() // options.workers))
         return overrides
+
+    def _check_weights_can_be_had(self) -> None:
+        """Pretrained without a weights file: the jobs download the weights, so a machine that
+        cannot (offline, a proxy refusing) stops here, not in every tuning trial in turn."""
+        if not parameter_values.weights_missing(self.definition, self.parameters):
+            return
+        problem = weights.download_problem()
+        if problem:
+            raise DefinitionError(
+                f"Pretrained=true, but the training jobs cannot download ImageNet weights "
+                f"({problem}): {parameter_values.WEIGHTS_WAYS_OUT}"
+            )
 
     def run(self) -> Outcome:
         overrides = self._prepare()

@@ -8,18 +8,52 @@ import json
 import shlex
 from pathlib import Path
 
-from dogbreed_jobs import contract
+from dogbreed_jobs import contract, learning_checks
 from pipeline.local.records import DONE
 from pipeline.local.serve import DEFAULT_HOST, DEFAULT_PORT
 from pipeline.local.store import Store, StoreError, join_uri
 
 
-def _succeeded(record: dict, step_type: str) -> list[dict]:
+def _succeeded_steps(record: dict, step_type: str) -> list[dict]:
     return [
-        step.get("Properties") or {}
+        step
         for step in record.get("Steps") or []
         if step.get("StepType") == step_type and step.get("Status") in DONE
     ]
+
+
+def _succeeded(record: dict, step_type: str) -> list[dict]:
+    return [step.get("Properties") or {} for step in _succeeded_steps(record, step_type)]
+
+
+def _learning_warnings(record: dict, report: dict | None) -> list[str]:
+    """What the model's training log said about not learning (learning_checks.py), and the
+    same test on the evaluation's test accuracy."""
+    found = []
+    for step in _succeeded_steps(record, "Training")[-1:]:
+        try:
+            text = Path(step.get("LogPath") or "").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        found += [
+            contract.parse_notice(line)
+            for line in text.splitlines()
+            if line.startswith(learning_checks.WARNING_PREFIX)
+        ]
+    metrics = (report or {}).get("multiclass_classification_metrics") or {}
+    details = (report or {}).get("details") or {}
+    accuracy = (metrics.get("accuracy") or {}).get("value")
+    if (
+        isinstance(accuracy, (int, float))
+        and details.get("num_classes")
+        and details.get("num_images")
+    ):
+        line = learning_checks.near_chance(
+            accuracy, details["num_classes"], details["num_images"], "test"
+        )
+        if line:
+            found.append(contract.parse_notice(line))
+    return found
 
 
 def _local(store: Store, uri: str) -> str:
@@ -68,6 +102,8 @@ def lines(record: dict, store_root: Path, pictures: Path | None = None) -> list[
     if evaluation:
         path, report = evaluation
         out.append(f"  evaluation   {_figures(report)} ({path})")
+    for warning in _learning_warnings(record, evaluation[1] if evaluation else None):
+        out.append(f"  {warning}")
     if pictures is not None and pictures.is_dir() and any(pictures.iterdir()):
         names = ", ".join(sorted(p.name for p in pictures.iterdir()))
         out.append(f"  pictures     {pictures} ({names})")

@@ -44,6 +44,20 @@ META_OUTPUT = "meta"
 PREPROCESS_OUTPUTS = (*SPLITS, META_OUTPUT)
 # The training job's input channels (SM_CHANNEL_TRAIN, SM_CHANNEL_VALID); test stays unseen.
 TRAINING_CHANNELS = (TRAIN_SPLIT, VALID_SPLIT)
+# The optional channel of torchvision ImageNet weights (SM_CHANNEL_WEIGHTS), for jobs that
+# cannot download them; its pipeline parameter; and what the parameter's default names: a
+# folder of the code bundle holding only NO_WEIGHTS_FILE, because a channel cannot be empty
+# or absent at run time (train.py then downloads the weights when pretrained).
+WEIGHTS_CHANNEL = "weights"
+WEIGHTS_PARAMETER = "PretrainedWeightsUrl"
+NO_WEIGHTS_FOLDER = "no-weights"
+NO_WEIGHTS_FILE = "README.md"
+NO_WEIGHTS_TEXT = (
+    f"No pretrained weights: the default of the {WEIGHTS_PARAMETER} pipeline parameter. With "
+    "Pretrained=true the training jobs download torchvision's ImageNet weights; jobs without "
+    "internet need them here instead (`dogbreed-pipeline weights upload`, then "
+    f"--param {WEIGHTS_PARAMETER}=S3_URI).\n"
+)
 # evaluate.py's processing output, which holds EVALUATION_FILE and CONFUSION_MATRIX_FILE.
 EVALUATION_OUTPUT = "evaluation"
 # compare_deployed.py's processing output, which holds MODEL_CHANGE_FILE.
@@ -141,6 +155,9 @@ METRICS_PREFIX = "METRICS"
 EPOCH_PREFIX = "EPOCH"
 STEP_PREFIX = "STEP"
 TIMING_PREFIX = "TIMING"
+# A finding the user must not miss in a job's log (files preparation skipped, a model that
+# did not learn): the local runner shows these lines on its console as they come.
+NOTICE_PREFIX = "NOTICE"
 
 # The keys train.py prints on its METRICS line, one a SageMaker metric.
 TRAINING_METRIC_KEYS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "epoch")
@@ -164,6 +181,16 @@ _PAIR = re.compile(r"(\w+)=(\S+)")
 
 def _line(prefix: str, pairs: list[str]) -> str:
     return " ".join([prefix, *pairs])
+
+
+def format_notice(text: str) -> str:
+    return f"{NOTICE_PREFIX} {text}"
+
+
+def parse_notice(line: str) -> str | None:
+    """The text of a NOTICE line; None for any other line."""
+    prefix = f"{NOTICE_PREFIX} "
+    return line[len(prefix) :].rstrip("\n") if line.startswith(prefix) else None
 
 
 def format_metrics(**values: float) -> str:

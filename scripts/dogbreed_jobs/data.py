@@ -39,6 +39,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from dogbreed_jobs.contract import CLASS_NAMES_FILE, class_name_of
 from dogbreed_jobs.cpus import available_cpus
+from dogbreed_jobs.distributed import log
+from dogbreed_jobs.learning_checks import MIN_BATCH_SIZE, capped_batch_size
 from dogbreed_jobs.transforms import (
     DEFAULT_MAX_PIXELS,
     Crop,
@@ -393,8 +395,8 @@ def resolve_workers(requested: int, local_world_size: int) -> int:
 def load_data(args, runtime, memory_format=torch.contiguous_format) -> Data:
     """Train and valid loaders for this process (`runtime`: rank, world size, device).
 
-    `args` carries train_dir, valid_dir, image_size, batch_size, seed, workers and decode,
-    as train.py parses them.
+    `args` carries train_dir, valid_dir, image_size, batch_size, min_steps_per_epoch, seed,
+    workers and decode, as train.py parses them; batch_size is capped to the data here.
     """
     train_dir, valid_dir = Path(args.train_dir), Path(args.valid_dir)
     train_folders = _class_folders(train_dir, "train")
@@ -429,11 +431,22 @@ def load_data(args, runtime, memory_format=torch.contiguous_format) -> Data:
         seed=args.seed,
         drop_last=True,
     )
-    if len(shards) < args.batch_size:
+    if len(shards) < MIN_BATCH_SIZE:
         raise SetupError(
-            f"argument --batch_size: {args.batch_size} is more than the {len(shards)} training "
-            f"images each of the {runtime.world_size} process(es) gets"
+            f"{len(shards)} training image(s) for each of the {runtime.world_size} "
+            f"process(es): need at least {MIN_BATCH_SIZE}"
         )
+    capped = capped_batch_size(args.batch_size, len(shards), args.min_steps_per_epoch)
+    if capped != args.batch_size:
+        # Changed in args: the micro-batch plan, checkpoints and history.json see the batch
+        # that runs.
+        log(
+            runtime,
+            f"batch_size {args.batch_size} capped to {capped}: {len(shards)} training images a "
+            f"process make at least {args.min_steps_per_epoch} optimizer steps an epoch "
+            "(--min-steps-per-epoch; dogbreed_jobs/learning_checks.py)",
+        )
+        args.batch_size = capped
     train_sampler = EpochIndexSampler(shards)
     # Validation is sharded without DistributedSampler's padding, so no image counts twice.
     valid_shard = Subset(valid_set, range(runtime.rank, len(valid_set), runtime.world_size))

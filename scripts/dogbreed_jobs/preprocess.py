@@ -44,6 +44,7 @@ from dogbreed_jobs.contract import (
     PREPROCESS_OUTPUTS,
     SPLITS,
     class_name_of,
+    format_notice,
 )
 from dogbreed_jobs.cpus import available_cpus
 from dogbreed_jobs.images import DEFAULT_MAX_PIXELS, to_rgb
@@ -332,6 +333,12 @@ def _print_summary(
     if skipped:
         by_reason = ", ".join(f"{r}: {n}" for r, n in counts["skipped_by_reason"].items())
         print(f"  skipped by reason: {by_reason} (details in meta/report.json)")
+        print(
+            format_notice(
+                f"prepare data skipped {len(skipped)} file(s) of {display}: {by_reason} "
+                "(details in meta/report.json)"
+            )
+        )
     print(f"  {seconds:.1f} s with {_workers(workers)}", flush=True)
 
 

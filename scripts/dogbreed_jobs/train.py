@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision import models
 
-from dogbreed_jobs import contract, debug_hook
+from dogbreed_jobs import contract, debug_hook, learning_checks
 from dogbreed_jobs.arguments import (
     build_parser,
     choice,
@@ -62,6 +62,7 @@ from dogbreed_jobs.arguments import (
     tristate,
     unquote,
 )
+from dogbreed_jobs.batching import Accumulator, plan_for_device
 from dogbreed_jobs.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointStore,
@@ -99,6 +100,13 @@ from dogbreed_jobs.model import (
 from dogbreed_jobs.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size_for
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: the run stops as a failure (a failed trial has no
+    objective), not as a model."""
+
 
 # ------------------------------------------------------------------------- train, evaluate
 
@@ -119,6 +127,9 @@ class Training:
     amp_dtype: torch.dtype | None
     hook: object  # smdebug's, or None
     stop: StopRequest
+    accumulator: Accumulator
+    # Optimizer steps this process has run (an out-of-memory retry applies to the first few).
+    steps_done: int = 0
     # Rank 0's TIMING records (contract.parse_timing) of the epochs this process ran.
     timing: list[dict] = field(default_factory=list)
 
@@ -146,18 +157,17 @@ def train_one_epoch(t: Training, loader: DeviceBatches, epoch: int) -> tuple[flo
     for step, (images, targets) in enumerate(loader):
         data_wait += time.perf_counter() - step_started
         t.stop.check(runtime, step, f"epoch {epoch} step {step}")
-        with t.autocast():
-            logits = t.model(images)
-            loss = t.criterion(logits, targets)
         t.optimizer.zero_grad(set_to_none=True)
-        t.scaler.scale(loss).backward()
+        loss, correct = t.accumulator.backward(
+            t.model, t.criterion, images, targets, t.autocast, t.scaler, t.steps_done
+        )
         t.scaler.step(t.optimizer)
         t.scaler.update()
         if t.scheduler is not None:
             t.scheduler.step()
+        t.steps_done += 1
         with torch.no_grad():
-            correct = (logits.argmax(dim=1) == targets).sum()
-            sums += torch.stack([loss.detach() * targets.numel(), correct]).to(torch.float64)
+            sums += torch.stack([loss * targets.numel(), correct]).to(torch.float64)
         seen += targets.numel()
         if runtime.is_main and ((step + 1) % report_every == 0 or step + 1 == steps):
             loss_sum, correct_sum = sums.tolist()
@@ -266,6 +276,7 @@ def _fit(
         amp_dtype=amp_dtype,
         hook=None,
         stop=stop,
+        accumulator=_accumulator(args, runtime, bare_model, amp_dtype),
     )
     store = CheckpointStore(args.checkpoint_dir) if args.checkpoint_dir else None
     history, start_epoch = _resume(t, store, data.class_names)
@@ -305,10 +316,27 @@ def _fit(
 
     debug_hook.close(t.hook)
     if runtime.is_main:
+        for line in learning_checks.run_warnings(history, len(data.class_names), data.num_valid):
+            print(line, flush=True)
         save_artifact(args.model_dir, bare_model, data.class_names, model_settings(args))
         log(runtime, f"model written to {args.model_dir}")
     barrier(runtime)
     return 0
+
+
+def _accumulator(args: TrainingArguments, runtime: Runtime, model: nn.Module, amp_dtype):
+    """How each batch is split into micro-batches on this device, said in one line."""
+    plan = plan_for_device(
+        args.batch_size,
+        args.image_size,
+        amp_dtype,
+        runtime.device,
+        model,
+        args.model_name,
+        args.micro_batch_size,
+    )
+    log(runtime, plan.describe())
+    return Accumulator(plan, lambda message: print(message, flush=True))
 
 
 def _prepare_device(args: TrainingArguments, runtime: Runtime):
@@ -394,6 +422,10 @@ def _run_epoch(t: Training, data: Data, epoch: int) -> dict:
     started = time.perf_counter()
     train_loss, train_accuracy, trained = train_one_epoch(t, data.train_loader, epoch)
     train_seconds = time.perf_counter() - started
+    # Every rank holds the same all-reduced loss, so every rank stops here.
+    problem = learning_checks.not_finite(train_loss, epoch)
+    if problem:
+        raise Diverged(problem)
     broadcast_buffers(t.bare_model, t.runtime)
     valid_loss, valid_accuracy, _ = evaluate(t, data.valid_loader)
     return {
@@ -469,26 +501,31 @@ def _write_json_atomically(path: Path, payload) -> None:
 
 
 def resolve_weights_file(args: TrainingArguments) -> Path | None:
+    """The weights file given, if any. A folder (the weights channel) holds one, or none: the
+    pipeline parameter's default is a folder without one (contract.NO_WEIGHTS_FOLDER)."""
     if not args.weights_file:
         return None
     path = Path(args.weights_file)
     if path.is_dir():
         candidates = sorted(p for p in path.rglob("*") if p.suffix in (".pth", ".pt"))
-        if len(candidates) != 1:
+        if len(candidates) > 1:
             raise SetupError(
-                f"argument --weights_file: {path} must hold exactly one .pth/.pt file, "
+                f"argument --weights_file: {path} must hold at most one .pth/.pt file, "
                 f"found {[str(p.relative_to(path)) for p in candidates]}"
             )
-        return candidates[0]
+        return candidates[0] if candidates else None
     if not path.is_file():
         raise SetupError(f"argument --weights_file: {path} does not exist")
     return path
 
 
 def create_model(args: TrainingArguments, num_classes: int, runtime: Runtime) -> nn.Module:
-    weights_file = resolve_weights_file(args) if args.pretrained else None
-    if args.weights_file and not args.pretrained:
-        log(runtime, f"pretrained is false: not loading {args.weights_file}")
+    weights_file = resolve_weights_file(args)
+    if weights_file and not args.pretrained:
+        log(runtime, f"pretrained is false: not loading {weights_file}")
+        weights_file = None
+    elif weights_file:
+        log(runtime, f"pretrained: ImageNet weights from {weights_file}, not downloaded")
     # The new head is initialised from the seed, identically on every rank.
     torch.manual_seed(args.seed)
     # Local rank 0 downloads first so the ranks of a machine do not race on the cache.
@@ -506,9 +543,10 @@ def create_model(args: TrainingArguments, num_classes: int, runtime: Runtime) ->
         )
     except OSError as err:
         raise SetupError(
-            f"cannot load ImageNet weights for {args.model_name} ({err}); with no internet "
-            f"access give them through the 'weights' channel or --weights-file, or set "
-            f"--pretrained false"
+            f"cannot download ImageNet weights for {args.model_name} ({err}): give the file "
+            f"(pipeline: --param {contract.WEIGHTS_PARAMETER}=S3_URI after `dogbreed-pipeline "
+            "weights upload`; run-local: --weights FILE; train.py: --weights-file FILE) or "
+            "train from scratch (--param Pretrained=false)"
         ) from None
     except RuntimeError as err:
         if weights_file is None:
@@ -602,6 +640,15 @@ def _model_name(text: str) -> str:
     return value
 
 
+def _auto_or(parse):
+    """`parse`, with auto (the default: None) accepted too."""
+
+    def parse_or_auto(text: str):
+        return None if unquote(text).lower() == "auto" else parse(text)
+
+    return parse_or_auto
+
+
 def _hyperparameter(default, help: str, parse, *, model_setting: bool = False, **roles):
     # Hyperparameters shape the training trajectory: a checkpoint is only resumed by a run
     # that agrees on all of them (top_k, which only serving reads, opts out).
@@ -652,6 +699,12 @@ class TrainingArguments:
         1.0, "linear warm-up before the cosine decay, at most half the run", number(float, 0)
     )
     seed: int = _hyperparameter(0, "seeds every draw", number(int, 0, 2**31 - 1))
+    min_steps_per_epoch: int = _hyperparameter(
+        learning_checks.MIN_STEPS_PER_EPOCH,
+        "cap batch_size so each process's share of the training images makes at least this "
+        "many optimizer steps an epoch (dogbreed_jobs/learning_checks.py); 1: no cap",
+        number(int, 1),
+    )
     top_k: int = _hyperparameter(
         3,
         "predictions the endpoint returns",
@@ -680,6 +733,14 @@ class TrainingArguments:
         parse=choice("auto", "bf16", "fp16", "off"),
     )
     channels_last: bool | None = option(SPEED, "auto", "auto: on for GPUs", parse=tristate)
+    micro_batch_size: int | None = option(
+        SPEED,
+        None,
+        "images per forward/backward pass; a batch larger than this is split and its "
+        "gradients accumulated before the one optimizer step; auto: from the device's free "
+        "memory (dogbreed_jobs/batching.py), unsplit on a CPU",
+        parse=_auto_or(number(int, 1)),
+    )
 
     train_dir: str | None = option(PATHS, None, "$SM_CHANNEL_TRAIN", env="SM_CHANNEL_TRAIN")
     valid_dir: str | None = option(PATHS, None, "$SM_CHANNEL_VALID", env="SM_CHANNEL_VALID")
@@ -790,3 +851,6 @@ def run() -> int:
     except SetupError as error:
         print(f"train.py: error: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except Diverged as error:
+        print(f"train.py: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_DIVERGED

@@ -98,6 +98,7 @@ def run(tmp_path_factory):
     command = [sys.executable, "train.py", "--checkpoint-dir", "none", "--epochs", "1"]
     command += ["--image_size", "32", "--pretrained", "false", "--hidden-units", "32"]
     command += ["--batch_size", "6", "--model_name", "densenet121", "--workers", "0"]
+    command += ["--min-steps-per-epoch", "1"]
     proc = subprocess.run(
         command,
         cwd=SCRIPTS,

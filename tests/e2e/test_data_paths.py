@@ -79,6 +79,8 @@ def _args(folders: Path, decode: str, workers: int, batch_size: int = 5) -> argp
         valid_dir=str(folders / "valid"),
         image_size=IMAGE_SIZE,
         batch_size=batch_size,
+        # The batches these tests compare are their own: no cap to the data.
+        min_steps_per_epoch=1,
         seed=11,
         workers=workers,
         decode=decode,

@@ -47,6 +47,7 @@ COMMON = [
     "--pretrained", "false",
     "--hidden-units", "32",
     "--batch_size", "8",
+    "--min-steps-per-epoch", "1",  # 3 steps an epoch, not capped to the data
     "--epochs", "2",
     "--checkpoint-dir", "none",
     "--debugger-loss-interval", "1",

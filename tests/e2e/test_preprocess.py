@@ -128,10 +128,16 @@ BAD_FILE_OUTCOMES = {
 }
 
 
-def test_every_bad_or_odd_file_is_written_or_skipped_with_its_reason(dataset, tmp_path):
+def test_every_bad_or_odd_file_is_written_or_skipped_with_its_reason(dataset, tmp_path, capsys):
     add_bad_and_odd_files(dataset, tmp_path / "outside.jpg")
     out = tmp_path / "out"
     run(dataset, out, "--max-pixels", "10000")
+    # One NOTICE line (the local runner shows it on its console) with the count and reasons.
+    (notice,) = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("NOTICE ")
+    ]
+    assert f"skipped {len(BAD_FILE_OUTCOMES)} file(s)" in notice
+    assert "too many pixels: 2" in notice and "meta/report.json" in notice
 
     assert skipped_reasons(out) == BAD_FILE_OUTCOMES
     written = sorted(p.name for p in (out / "train" / FIRST).iterdir())

@@ -43,6 +43,8 @@ COMMON = [
     "--pretrained", "false",
     "--hidden-units", "32",
     "--batch_size", "6",
+    # The step counts above are this test's own, not capped to the data.
+    "--min-steps-per-epoch", "1",
     "--epochs", "2",
 ]  # fmt: skip
 FAULT_MODEL = ["--model_name", "densenet121"]

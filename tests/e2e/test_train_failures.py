@@ -10,8 +10,9 @@ empty once train.py has exited.
 
 The failures are real ones, not test hooks in train.py: a file the loader workers cannot
 decode (in training or in validation), a Debugger hook config whose output folder cannot be
-created (smdebug raises from its forward hook at the first step), and a checkpoint folder
-that is a regular file (the first checkpoint write raises). Beside them: the SIGTERM of a
+created (smdebug raises from its forward hook at the first step), a checkpoint folder
+that is a regular file (the first checkpoint write raises), and weights that make every loss
+NaN (the epoch's loss stops the run as a failure, not as a model). Beside them: the SIGTERM of a
 spot interruption, sent to the whole group, still stops the run at a batch boundary with its
 checkpoint, and a worker stuck in a read does not keep the process alive either.
 """
@@ -33,6 +34,7 @@ import pytest
 import torch
 from helpers.datagen import make_imagefolder
 from helpers.paths import SCRIPTS
+from torchvision import models
 
 # A failing run gets to its first batch in seconds; the old hang lasted until killed.
 RUN_TIMEOUT = 120
@@ -44,6 +46,7 @@ COMMON = [
     "--pretrained", "false",
     "--hidden-units", "32",
     "--batch_size", "6",
+    "--min-steps-per-epoch", "1",  # two steps an epoch, not capped to the data
     "--epochs", "3",
     "--workers", "2",
 ]  # fmt: skip
@@ -147,6 +150,13 @@ def _failing_setup(case: str, data: Path, workdir: Path) -> tuple[Path, list[str
             '"CollectionParameters": {"save_interval": "1"}}]}' % (blocker / "tensors")
         )
         return data, [], config
+    if case == "nan-weights":
+        # ImageNet weights gone bad: every loss is NaN, so the run must fail, not finish.
+        state = models.resnet18(weights=None).state_dict()
+        state["conv1.weight"].fill_(float("nan"))
+        weights = workdir / "resnet18-nan.pth"
+        torch.save(state, weights)
+        return data, ["--pretrained", "true", "--weights-file", str(weights)], None
     if case == "checkpoint":
         blocker = workdir / "checkpoints-file"
         blocker.write_text("")
@@ -160,6 +170,7 @@ EXPECTED = {
     "valid-image": r"UnidentifiedImageError: cannot identify image file .*valid/",
     "hook": r"NotADirectoryError: .*a-file/tensors",
     "checkpoint": r"FileExistsError: .*checkpoints-file",
+    "nan-weights": r"train\.py: error: the training loss is nan in epoch 1: training diverged",
 }
 
 

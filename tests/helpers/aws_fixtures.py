@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from helpers.awsfakes import REGION, SECRET, Calls
+from helpers.awsfakes import DEFAULT_BUCKET, REGION, SECRET, Calls
 
 
 @pytest.fixture
@@ -33,6 +33,15 @@ def moto(aws_env):
 
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def default_bucket(moto):
+    """SageMaker's default bucket of moto's account, created."""
+    import boto3
+
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=DEFAULT_BUCKET)
+    return DEFAULT_BUCKET
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 Each class is a distinct colour with a class-specific stripe pattern and mild noise, so a
 network learns it in a few steps even at 32 px, and images differ in size like real photos.
+`noise=True` makes the opposite: random pixels, for the paths that say a model did not learn.
 """
 
 from __future__ import annotations
@@ -48,10 +49,21 @@ def make_image(
     return image
 
 
+def make_noise_image(rng: random.Random) -> Image.Image:
+    """Random pixels: nothing in it tells one class from another."""
+    width, height = rng.randint(40, 90), rng.randint(40, 90)
+    return Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+
+
 def make_imagefolder(
-    root: str | Path, num_classes: int = 3, per_split: dict[str, int] | None = None, seed: int = 0
+    root: str | Path,
+    num_classes: int = 3,
+    per_split: dict[str, int] | None = None,
+    seed: int = 0,
+    noise: bool = False,
 ) -> Path:
-    """root/{train,valid,test}/NNN.Name/Name_00001.jpg, returning root."""
+    """root/{train,valid,test}/NNN.Name/Name_00001.jpg, returning root; with `noise`, every
+    image is random pixels (a dataset no model can learn)."""
     root = Path(root)
     per_split = per_split or {"train": 8, "valid": 4, "test": 4}
     rng = random.Random(seed)
@@ -63,7 +75,6 @@ def make_imagefolder(
             name = folder.split(".", 1)[1]
             for _ in range(count):
                 counter += 1
-                make_image(index, num_classes, rng).save(
-                    target / f"{name}_{counter:05d}.jpg", quality=90
-                )
+                image = make_noise_image(rng) if noise else make_image(index, num_classes, rng)
+                image.save(target / f"{name}_{counter:05d}.jpg", quality=90)
     return root

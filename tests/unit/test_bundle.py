@@ -78,5 +78,9 @@ def test_bundle_objects_upload_every_file_under_its_path_in_the_tree():
     objects = bundle.objects(config)
     prefix = bundle.key_prefix(config)
     assert objects.pop(f"{prefix}/sourcedir.tar.gz") == bundle.tarball
+    # The weights channel's default: a folder with no weights file (dogbreed_jobs/contract.py).
+    marker = objects.pop(f"{prefix}/no-weights/README.md")
+    assert b"PretrainedWeightsUrl" in marker
+    assert bundle.no_weights_uri(config) == f"s3://bucket/{prefix}/no-weights/"
     assert objects == {f"{prefix}/scripts/{name}": data for name, data in bundle.files.items()}
     assert f"{prefix}/scripts/dogbreed_jobs/contract.py" in objects

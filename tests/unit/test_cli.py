@@ -37,12 +37,6 @@ UPSERT = ["upsert", "--role-arn", ROLE]
 UPSERT_CONFIG = PipelineConfig(role_arn=ROLE, bucket=DEFAULT_BUCKET, region=REGION)
 
 
-@pytest.fixture
-def default_bucket(moto):
-    boto3.client("s3", region_name=REGION).create_bucket(Bucket=DEFAULT_BUCKET)
-    return DEFAULT_BUCKET
-
-
 def run(capsys, *argv):
     code = cli.main(list(argv))
     out, err = capsys.readouterr()

@@ -182,7 +182,10 @@ def test_the_steps_use_the_names_the_scripts_write_and_run():
         f"/{host.EVALUATE_SCRIPT}"
     )
     channels = steps["TrainModel"]["Arguments"]["InputDataConfig"]
-    assert tuple(c["ChannelName"] for c in channels) == host.TRAINING_CHANNELS
+    assert tuple(c["ChannelName"] for c in channels) == (
+        *host.TRAINING_CHANNELS,
+        host.WEIGHTS_CHANNEL,
+    )
     hyperparameters = steps["TrainModel"]["Arguments"]["HyperParameters"]
     assert json.loads(hyperparameters["sagemaker_program"]) == host.TRAIN_SCRIPT
     for name in (host.TRAIN_SCRIPT, host.PREPROCESS_SCRIPT, host.EVALUATE_SCRIPT):

@@ -136,10 +136,10 @@ def test_tuning_searches_the_published_ranges_on_validation_accuracy(definition)
     assert ranges["ContinuousParameterRanges"] == [
         {"MaxValue": "0.1", "MinValue": "0.001", "Name": "learning_rate", "ScalingType": "Auto"}
     ]
-    # Framework estimators JSON-encode values; the training toolkit decodes them again. No
-    # 128: bench/activation_memory.py finds it too tight on the default instance's A10G.
+    # Framework estimators JSON-encode values; the training toolkit decodes them again. The
+    # published {32, 64, 128}: train.py splits what the device cannot hold (batching.py).
     assert ranges["CategoricalParameterRanges"] == [
-        {"Name": "batch_size", "Values": ['"32"', '"64"']}
+        {"Name": "batch_size", "Values": ['"32"', '"64"', '"128"']}
     ]
     assert ranges["IntegerParameterRanges"] == [
         {"MaxValue": "20", "MinValue": "5", "Name": "epochs", "ScalingType": "Auto"}
@@ -150,8 +150,25 @@ def test_tuning_searches_the_published_ranges_on_validation_accuracy(definition)
     job = args["TrainingJobDefinition"]
     assert job["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
     assert job["StaticHyperParameters"]["model_name"] == '"densenet161"'
-    channels = {c["ChannelName"] for c in job["InputDataConfig"]}
-    assert channels == {"train", "valid"}, "the test split must never reach tuning"
+    channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
+    assert set(channels) == {"train", "valid", "weights"}, "the test split never reaches tuning"
+    weights = channels["weights"]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert weights == {"Get": "Parameters.PretrainedWeightsUrl"}
+
+
+def test_the_weights_parameter_defaults_to_a_bundle_folder_without_weights(definition):
+    """A channel can be neither empty nor absent at run time, so the default names the code
+    bundle's no-weights folder, which upsert and run-local put beside the code."""
+    from pipeline.bundle import Bundle
+    from pipeline.config import PipelineConfig
+
+    (declared,) = [p for p in definition["Parameters"] if p["Name"] == "PretrainedWeightsUrl"]
+    bundle = Bundle.from_dir()
+    assert declared["DefaultValue"] == bundle.no_weights_uri(PipelineConfig())
+    prefix = bundle.key_prefix(PipelineConfig())
+    assert f"{prefix}/no-weights/README.md" in bundle.objects(PipelineConfig())
+    train = step(definition, "TrainModel")["Arguments"]["InputDataConfig"]
+    assert [c["ChannelName"] for c in train] == ["train", "valid", "weights"]
 
 
 def test_training_retrains_with_the_best_tuned_hyperparameters(definition):
@@ -372,9 +389,9 @@ def _with_bf16_serving(before: dict) -> None:
                 spec[kind].insert(0, "ml.c7i.xlarge")
 
 
-def test_service_mode_changes_only_by_the_relu_regex_and_bf16_serving(definition):
-    """The committed definition before issue 11, with the regex fix and issue 20's bf16 serving
-    applied: nothing else."""
+def test_service_mode_changes_only_by_the_relu_regex_and_later_issues(definition):
+    """The committed definition before issue 11, with the regex fix, issue 20's bf16 serving and
+    issue 22's batch sizes and weights channel applied: nothing else."""
     before = json.loads(
         subprocess.run(
             ["git", "show", "fb9efb0:pipeline_definition.json"],
@@ -392,6 +409,17 @@ def test_service_mode_changes_only_by_the_relu_regex_and_bf16_serving(definition
     relu["CollectionParameters"]["include_regex"] = RELU_INPUTS
     args["DebugRuleConfigurations"][-1]["RuleParameters"]["activation_inputs_regex"] = RELU_INPUTS
     _with_bf16_serving(before)
+    # Issue 22: the published batch sizes, 128 included.
+    tuning = step(before, "TuneHyperparameters")["Arguments"]["HyperParameterTuningJobConfig"]
+    (batch,) = tuning["ParameterRanges"]["CategoricalParameterRanges"]
+    batch["Values"].append('"128"')
+    # ...and its weights parameter and channel.
+    weights = next(p for p in definition["Parameters"] if p["Name"] == "PretrainedWeightsUrl")
+    before["Parameters"].insert(definition["Parameters"].index(weights), weights)
+    channel = step(definition, "TrainModel")["Arguments"]["InputDataConfig"][-1]
+    args["InputDataConfig"].append(channel)
+    tuning_job = step(before, "TuneHyperparameters")["Arguments"]["TrainingJobDefinition"]
+    tuning_job["InputDataConfig"].append(channel)
     assert _without_code_hash(json.dumps(definition, sort_keys=True)) == _without_code_hash(
         json.dumps(before, sort_keys=True)
     )
