@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from dogbreed_jobs import archive
+from dogbreed_jobs import archive, tracking
 from dogbreed_jobs import model as artifact
 from dogbreed_jobs.contract import (
     CONFUSION_MATRIX_FILE,
@@ -328,6 +328,12 @@ def main(argv: list[str] | None = None) -> dict:
     result = predict(network, loader, device, k)
     counts = confusion_matrix(result.targets, result.predicted, len(class_names))
     report = evaluation_report(counts, class_names, result.topk_hits, k)
+    # MLflow (tracking.py): this job's run, when a tracking URI is set.
+    run = tracking.start(
+        tracking.EVALUATION,
+        {"test_images": len(dataset), "num_classes": len(class_names), "top_k": k},
+    )
+    report.update(tracking.evaluation_block(run))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / EVALUATION_FILE, report)
@@ -346,4 +352,6 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         flush=True,
     )
+    run.log_evaluation(report, output_dir)
+    run.end()
     return report

@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision import models
 
-from dogbreed_jobs import contract, debug_hook
+from dogbreed_jobs import contract, debug_hook, tracking
 from dogbreed_jobs.arguments import (
     build_parser,
     choice,
@@ -232,8 +232,15 @@ def main(args: TrainingArguments) -> int:
 def _train(args: TrainingArguments, runtime: Runtime, stop: StopRequest) -> int:
     amp_dtype, memory_format = _prepare_device(args, runtime)
     data = _load_data(args, runtime, memory_format)
+    # MLflow (tracking.py): rank 0's run of this job, when a tracking URI is set.
+    main = runtime.is_main
+    run = tracking.start(tracking.TRAINING, tracked_params(args, data)) if main else tracking.Run()
     try:
-        return _fit(args, runtime, stop, data, amp_dtype, memory_format)
+        with run:
+            status = _fit(args, runtime, stop, data, amp_dtype, memory_format, run)
+            run.log_training_outputs(args.output_data_dir)
+            run.end(succeeded=status == 0)
+            return status
     finally:
         # However training ends: after an exception the loaders live on in its traceback,
         # and their workers, which ignore SIGTERM, would keep the process from exiting.
@@ -247,6 +254,7 @@ def _fit(
     data: Data,
     amp_dtype,
     memory_format,
+    run: tracking.Run,
 ) -> int:
     _fit_top_k(args, runtime, len(data.class_names))
     bare_model = create_model(args, len(data.class_names), runtime)
@@ -299,6 +307,7 @@ def _fit(
             return EXIT_INTERRUPTED
         if runtime.is_main:
             _save_epoch(t, store, history, data)
+        run.log_epoch(history[-1], t.timing[-1] if t.timing else None)  # MLflow
         if epoch < args.epochs and stop.agreed(runtime):
             log(runtime, f"{stop.signal_name or 'stop request'}: exiting after epoch {epoch}")
             return EXIT_INTERRUPTED
@@ -770,6 +779,19 @@ def pipeline_tensors_dir(args: TrainingArguments) -> str | None:
 def run_config(args: TrainingArguments) -> dict:
     """The run-defining hyperparameters, as checkpoints and history.json record them."""
     return {name: getattr(args, name) for name in RUN_DEFINING}
+
+
+def tracked_params(args: TrainingArguments, data: Data) -> dict:
+    """What the MLflow run records as params: the hyperparameters and the data's sizes."""
+    return {
+        **run_config(args),
+        "top_k": args.top_k,
+        "weight_decay": args.weight_decay,
+        "amp": args.amp,
+        "num_classes": len(data.class_names),
+        "train_images": data.num_train,
+        "valid_images": data.num_valid,
+    }
 
 
 def model_settings(args: TrainingArguments) -> dict:
