@@ -200,7 +200,7 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     tuning = tuning_step(ctx, prepare)
     training = training_step(ctx, prepare, tuning)
     evaluation, report = evaluation_step(ctx, prepare, training)
-    register = register_step(ctx, training, evaluation)
+    register = register_step(ctx, training, evaluation, report)
     approved = approval_step(register, if_steps=deploy_steps(ctx, training, register))
     compare, change = compare_step(ctx, training)
     changed = changed_condition(compare, change, if_steps=[register, approved])
