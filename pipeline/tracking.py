@@ -11,7 +11,7 @@ from dogbreed_jobs import contract
 
 
 def job_environment(
-    uri, experiment: str, execution_id, step_name: str, code_sha256: str, image, tuning=False
+    uri, experiment: str, execution_id, step_name: str, code_bundle: str, image, tuning=False
 ) -> dict:
     """The variables of one step's jobs; `tuning`: its jobs are the trials of a tuning step."""
     env = {
@@ -19,7 +19,7 @@ def job_environment(
         contract.EXPERIMENT_ENV: experiment,
         contract.EXECUTION_ID_ENV: execution_id,
         contract.STEP_NAME_ENV: step_name,
-        contract.CODE_SHA256_ENV: code_sha256,
+        contract.CODE_BUNDLE_ENV: code_bundle,
         contract.IMAGE_ENV: image,
     }
     if tuning:

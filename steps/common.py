@@ -140,7 +140,7 @@ def tracking_environment(ctx: BuildContext, step_name: str, image: str, tuning=F
         experiment=ctx.config.pipeline_name,
         execution_id=ExecutionVariables.PIPELINE_EXECUTION_ID,
         step_name=step_name,
-        code_sha256=ctx.bundle.sha256,
+        code_bundle=ctx.bundle.sha256[:16],
         image=image,
         tuning=tuning,
     )

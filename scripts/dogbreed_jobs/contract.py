@@ -282,7 +282,8 @@ EXECUTION_ID_ENV = "DOGBREED_EXECUTION_ID"
 STEP_NAME_ENV = "DOGBREED_STEP_NAME"
 # "Tuning" for the tuning step's trials: each job's run nests under one run of the step.
 STEP_TYPE_ENV = "DOGBREED_STEP_TYPE"
-CODE_SHA256_ENV = "DOGBREED_CODE_SHA256"
+# The code bundle's id, sha256[:16] of its tarball: its S3 key holds it (pipeline/bundle.py).
+CODE_BUNDLE_ENV = "DOGBREED_CODE_BUNDLE"
 IMAGE_ENV = "DOGBREED_IMAGE"
 # Where a job that creates the experiment puts its artifacts (run-local's store); unset, the
 # tracking server decides (SageMaker's managed MLflow: its S3 artifact store).

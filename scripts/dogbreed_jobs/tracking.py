@@ -226,7 +226,7 @@ def _open(uri: str, role: str) -> Run:
         STEP_TAG: step,
         EXECUTION_TAG: execution,
         PARENT_TAG: groups[-1] if groups else "",
-        "dogbreed.code_sha256": os.environ.get(contract.CODE_SHA256_ENV, ""),
+        "dogbreed.code_bundle": os.environ.get(contract.CODE_BUNDLE_ENV, ""),
         "dogbreed.image": os.environ.get(contract.IMAGE_ENV, ""),
         **identity,
     }
