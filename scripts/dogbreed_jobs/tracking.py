@@ -63,10 +63,10 @@ def _describe(uri: str) -> str:
     return _redact(uri.split("?", 1)[0])
 
 
-def _warn(uri: str, error: BaseException) -> None:
+def _warn(uri: str, error: BaseException, what: str = "tracking") -> None:
     message = " ".join(str(error).split())[:300]
     print(
-        f"WARNING: MLflow tracking at {_describe(uri)} is unavailable "
+        f"WARNING: MLflow {what} at {_describe(uri)} is unavailable "
         f"({type(error).__name__}: {_redact(message)}); the job goes on without it",
         file=sys.stderr,
         flush=True,
@@ -94,6 +94,7 @@ class Run:
         self.run_id = run_id
         self._uri = uri
         self._groups = groups  # the execution's and the tuning step's runs above this one
+        self._artifacts = True
 
     @property
     def active(self) -> bool:
@@ -125,8 +126,15 @@ class Run:
             self._call("log_batch", self.run_id, metrics=batch)
 
     def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
-        if self.active and Path(path).is_file():
-            self._call("log_artifact", self.run_id, str(path), folder)
+        # The client writes artifacts to the server's store itself (SageMaker's: its S3
+        # bucket, which the role may not reach): a refused upload stops the artifacts only.
+        if not (self.active and self._artifacts and Path(path).is_file()):
+            return
+        try:
+            self._client.log_artifact(self.run_id, str(path), folder)
+        except Exception as error:
+            _warn(self._uri, error, "artifacts")
+            self._artifacts = False
 
     def log_epoch(self, entry: dict, timing: dict | None) -> None:
         """One epoch of train.py's history (and its TIMING record), at step = the epoch."""
