@@ -233,8 +233,9 @@ def _train(args: TrainingArguments, runtime: Runtime, stop: StopRequest) -> int:
     amp_dtype, memory_format = _prepare_device(args, runtime)
     data = _load_data(args, runtime, memory_format)
     # MLflow (tracking.py): rank 0's run of this job, when a tracking URI is set.
-    main = runtime.is_main
-    run = tracking.start(tracking.TRAINING, tracked_params(args, data)) if main else tracking.Run()
+    run = tracking.Run()
+    if runtime.is_main:
+        run = tracking.start(tracking.TRAINING, tracked_params(args, data))
     try:
         with run:
             status = _fit(args, runtime, stop, data, amp_dtype, memory_format, run)
@@ -786,7 +787,6 @@ def tracked_params(args: TrainingArguments, data: Data) -> dict:
     return {
         **run_config(args),
         "top_k": args.top_k,
-        "weight_decay": args.weight_decay,
         "amp": args.amp,
         "num_classes": len(data.class_names),
         "train_images": data.num_train,
