@@ -89,10 +89,11 @@ class StoreInit:
     @staticmethod
     def _create(uri: str) -> None:
         try:
-            for noisy in ("mlflow", "alembic"):
-                logging.getLogger(noisy).setLevel(logging.ERROR)
             from mlflow.tracking import MlflowClient
 
+            from dogbreed_jobs.tracking import quiet
+
+            quiet()
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as err:  # the jobs warn again and train on: never fatal
             log.warning("MLflow store %s: %s", uri, " ".join(str(err).split())[:300])

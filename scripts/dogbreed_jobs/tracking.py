@@ -200,10 +200,6 @@ def start(role: str, params: dict | None = None) -> Run:
         return Run()
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    # Migration chatter from a fresh SQLite store and urllib3's line per retry would drown
-    # the one warning line this module promises.
-    for noisy in ("mlflow", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         run = _open(uri, role)
     except Exception as error:
@@ -213,9 +209,18 @@ def start(role: str, params: dict | None = None) -> Run:
     return run
 
 
+def quiet() -> None:
+    """Migration chatter from a fresh SQLite store and urllib3's line per retry would drown
+    the one warning line this module promises. After importing mlflow, which sets its own
+    logger's level."""
+    for noisy in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
 def _open(uri: str, role: str) -> Run:
     from mlflow.tracking import MlflowClient
 
+    quiet()
     client = MlflowClient(tracking_uri=uri)
     experiment = os.environ.get(contract.EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
     experiment_id = _experiment(client, experiment)
