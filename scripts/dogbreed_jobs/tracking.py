@@ -261,7 +261,10 @@ def _experiment(client, name: str) -> str:
 
     try:
         return client.create_experiment(
-            name, artifact_location=Path(root).resolve().as_uri() if root else None
+            name,
+            artifact_location=Path(root).resolve().as_uri() if root else None,
+            # MLflow 3's UI then opens it on its training runs, not its GenAI views.
+            tags={"mlflow.experimentKind": "custom_model_development"},
         )
     except MlflowException:
         # Another job of the execution created it first.
