@@ -111,19 +111,21 @@ class Run:
             return None
 
     def log_params(self, params: dict) -> None:
+        if not (self.active and params):
+            return
         from mlflow.entities import Param
 
-        if self.active and params:
-            batch = [Param(key, str(value)[:6000]) for key, value in params.items()]
-            self._call("log_batch", self.run_id, params=batch)
+        batch = [Param(key, str(value)[:6000]) for key, value in params.items()]
+        self._call("log_batch", self.run_id, params=batch)
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        if not (self.active and metrics):
+            return
         from mlflow.entities import Metric
 
-        if self.active and metrics:
-            stamp = int(time.time() * 1000)
-            batch = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
-            self._call("log_batch", self.run_id, metrics=batch)
+        stamp = int(time.time() * 1000)
+        batch = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
+        self._call("log_batch", self.run_id, metrics=batch)
 
     def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
         # The client writes artifacts to the server's store itself (SageMaker's: its S3
@@ -133,7 +135,7 @@ class Run:
         try:
             self._client.log_artifact(self.run_id, str(path), folder)
         except Exception as error:
-            _warn(self._uri, error, "artifacts")
+            _warn(self._uri, error, "artifact store of the server")
             self._artifacts = False
 
     def log_epoch(self, entry: dict, timing: dict | None) -> None:

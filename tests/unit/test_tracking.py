@@ -181,7 +181,11 @@ def test_run_local_gives_a_default_definition_s_job_steps_the_tracking_variables
 
 
 def test_mlflow_is_not_imported_by_the_jobs_without_a_uri():
-    code = "import sys, dogbreed_jobs.tracking as t; t.start('training'); print(*sys.modules)"
+    code = (
+        "import sys, dogbreed_jobs.tracking as t; r = t.start('training', {'a': 1}); "
+        "r.log_params({'b': 2}); r.log_metrics({'c': 3}); r.log_epoch({}, None); r.end(); "
+        "print(*sys.modules)"
+    )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SCRIPTS)}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
