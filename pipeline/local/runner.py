@@ -122,7 +122,7 @@ class Execution:
                     "--input DIR_OR_ZIP (`dogbreed-pipeline sample-data` writes a demo dataset)"
                 )
         # MLflow: the jobs log to the store's database (or $MLFLOW_TRACKING_URI).
-        overrides["Tracking"] = tracking.tracking_uri(self.store)
+        overrides["Tracking"] = tracking.shown_uri(self.store)
         self.job_env.update(tracking.base_environment(self.store))
         self.tracking = tracking.StoreInit(self.store)
         if options.workers > 1 and "OMP_NUM_THREADS" not in os.environ:

@@ -97,7 +97,7 @@ def lines(record: dict, store_root: Path, pictures: Path | None = None) -> list[
         )
     tracking_uri = (record.get("LocalOverrides") or {}).get("Tracking")
     if tracking_uri:
-        out.append(f"  {tracking.ui_command(tracking_uri)}   # its MLflow runs, in a browser")
+        out.append(f"  {tracking.opening(tracking_uri)}   # its MLflow runs, in a browser")
     out.append(f"  dogbreed-pipeline local-runs --store {quoted}   # its size; --prune old runs")
     out.append("  dogbreed-pipeline upsert --role-arn ROLE_ARN   # the same pipeline on SageMaker")
     return out

@@ -15,6 +15,7 @@ import shlex
 import threading
 
 from dogbreed_jobs import contract
+from dogbreed_jobs.tracking import describe
 from pipeline.local.plan import Node
 from pipeline.local.prepare import code_bundle
 from pipeline.local.store import Store
@@ -46,8 +47,16 @@ def base_environment(store: Store) -> dict[str, str]:
     }
 
 
-def ui_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+def shown_uri(store: Store) -> str:
+    """The tracking URI as the record and the summary show it (credentials left out)."""
+    return describe(tracking_uri(store))
+
+
+def opening(uri: str) -> str:
+    """Where to look at the runs: the `mlflow ui` command of a local store, else the URI."""
+    if uri.startswith(("sqlite:", "file:", "/")):
+        return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+    return uri
 
 
 def _image(node: Node, arguments: dict) -> str:

@@ -56,7 +56,8 @@ def _redact(text: str) -> str:
     return _SECRETS.sub("***@", text)
 
 
-def _describe(uri: str) -> str:
+def describe(uri: str) -> str:
+    """A tracking URI as logs may show it: no user-info, query or path of an HTTP server."""
     parts = urlsplit(uri)
     if parts.scheme in ("http", "https"):
         return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
@@ -66,7 +67,7 @@ def _describe(uri: str) -> str:
 def _warn(uri: str, error: BaseException, what: str = "tracking") -> None:
     message = " ".join(str(error).split())[:300]
     print(
-        f"WARNING: MLflow {what} at {_describe(uri)} is unavailable "
+        f"WARNING: MLflow {what} at {describe(uri)} is unavailable "
         f"({type(error).__name__}: {_redact(message)}); the job goes on without it",
         file=sys.stderr,
         flush=True,

@@ -159,10 +159,13 @@ def test_run_local_tracks_into_its_store_unless_mlflow_tracking_uri_is_set(monke
     assert local_tracking.base_environment(store)[contract.ARTIFACT_ROOT_ENV] == str(
         tmp_path / "store" / "mlflow" / "artifacts"
     )
-    assert local_tracking.ui_command(uri) == f"mlflow ui --backend-store-uri {uri}"
-    monkeypatch.setenv(contract.TRACKING_URI_ENV, "http://127.0.0.1:5000")
-    assert local_tracking.tracking_uri(store) == "http://127.0.0.1:5000"
+    assert local_tracking.opening(uri) == f"mlflow ui --backend-store-uri {uri}"
+    monkeypatch.setenv(contract.TRACKING_URI_ENV, "https://user:s3cret@mlflow.example/x?t=1")
+    assert local_tracking.tracking_uri(store) == "https://user:s3cret@mlflow.example/x?t=1"
     assert local_tracking.base_environment(store) == {}
+    # What the record keeps and the summary prints.
+    assert local_tracking.shown_uri(store) == "https://mlflow.example"
+    assert local_tracking.opening("https://mlflow.example") == "https://mlflow.example"
 
 
 def test_run_local_gives_a_default_definition_s_job_steps_the_tracking_variables(default):
