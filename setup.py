@@ -24,6 +24,8 @@ LOCAL = [
     "protobuf<=3.20.3",
     "matplotlib>=3.7",
     "waitress>=3.0",
+    # The training image's MLflow: the jobs log to it, run-local's store is its SQLite one.
+    "mlflow==3.15.1",
 ]
 DEV = LOCAL + [
     "pytest>=8",

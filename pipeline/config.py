@@ -23,6 +23,13 @@ KMS_KEY_RE = re.compile(
     r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[0-9a-f-]{36}|alias/[\w/-]+)"
     r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|alias/[\w/-]+)$"
 )
+# A SageMaker managed MLflow tracking server's or MLflow App's ARN (botocore's MlflowAppArn
+# and TrackingServerArn shapes; names follow SageMaker's rule). The jobs use it as their
+# MLFLOW_TRACKING_URI, which sagemaker-mlflow signs with SigV4.
+MLFLOW_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:sagemaker:(?P<region>[a-z0-9-]+):\d{12}:"
+    r"(?:mlflow-tracking-server|mlflow-app)/[a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,255}$"
+)
 SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
 # SageMaker's rule for endpoint names; it also keeps a name from leaving <store>/endpoints/.
@@ -130,6 +137,10 @@ class PipelineConfig:
     # Managed spot capacity for the tuning trials and TrainModel (up to ~70% cheaper; a job
     # may wait for capacity and be interrupted: TrainModel resumes from its checkpoints).
     use_spot: bool = False
+    # MLflow (README, Experiment tracking): the tuning trials, TrainModel and EvaluateModel log
+    # to this SageMaker MLflow tracking server or MLflow App, the default of the
+    # MlflowTrackingUri parameter. Empty: no tracking, and the definition says nothing of it.
+    mlflow_tracking_arn: str = ""
 
     def __post_init__(self):
         problems = []
@@ -159,6 +170,7 @@ class PipelineConfig:
             )
         problems.extend(self._security_problems())
         problems.extend(self._image_problems())
+        problems.extend(self._tracking_problems())
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -208,6 +220,26 @@ class PipelineConfig:
                 domain = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
                 problems.append(f"{what}: ECR's domain in {self.region} is {domain}")
         return problems
+
+    def _tracking_problems(self) -> list[str]:
+        arn = self.mlflow_tracking_arn
+        if not arn:
+            return []
+        match = MLFLOW_ARN_RE.match(arn)
+        if not match:
+            return [
+                f"MLflow tracking ARN {arn!r} is not a SageMaker MLflow tracking server or "
+                "MLflow App ARN (arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/"
+                "<name> or ...:mlflow-app/<id>)"
+            ]
+        if match["region"] != self.region:
+            return [
+                f"MLflow tracking ARN {arn!r} is in region {match['region']}, the pipeline "
+                f"in {self.region}"
+            ]
+        if self.enable_network_isolation:
+            return ["MLflow tracking needs the jobs' network: drop --network-isolation"]
+        return []
 
     @property
     def vpc_config(self) -> dict | None:

@@ -94,6 +94,8 @@ SPECS: dict[str, Spec] = {
     # the model anyway, as service mode's rules never stop an execution; on, any
     # IssuesFound ends the execution before registration, naming the rule.
     "RuleIssuesBlockRegistration": Spec(False),
+    # Any tracking URI MLflow takes (the default is the build's ARN).
+    "MlflowTrackingUri": Spec(None),
 }
 
 

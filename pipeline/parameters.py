@@ -45,6 +45,9 @@ class Parameters:
     # Only with `--debugger pipeline`, whose CheckTrainingRules step it reads; None otherwise,
     # so the service and off definitions declare exactly the parameters they use.
     rule_issues_block_registration: ParameterBoolean | None = None
+    # Only with an MLflow tracking ARN (its default): where the jobs log; a schedule or a
+    # start may point them elsewhere.
+    mlflow_tracking_uri: ParameterString | None = None
 
     def all(self) -> list:
         values = (getattr(self, field.name) for field in dataclasses.fields(self))
@@ -103,6 +106,11 @@ def get_parameters(config: PipelineConfig, bundle: Bundle) -> Parameters:
                 default_value=default("RuleIssuesBlockRegistration"),
             )
             if config.debugger == "pipeline"
+            else None
+        ),
+        mlflow_tracking_uri=(
+            ParameterString("MlflowTrackingUri", default_value=config.mlflow_tracking_arn)
+            if config.mlflow_tracking_arn
             else None
         ),
     )

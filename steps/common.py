@@ -20,6 +20,7 @@ from sagemaker.workflow.steps import CacheConfig
 from pipeline.bundle import Bundle
 from pipeline.config import PipelineConfig
 from pipeline.parameters import Parameters
+from pipeline.tracking import job_environment
 
 # Where processing jobs find the unpacked code bundle (a ProcessingInput).
 CODE_DIR = "/opt/ml/processing/input/code"
@@ -125,12 +126,38 @@ def job_retry_policies() -> list:
     ]
 
 
+def tracking_environment(ctx: BuildContext, step_name: str, image: str, tuning=False) -> dict:
+    """The MLflow variables of a step's jobs; none without a tracking ARN.
+
+    The execution id in a Training or Processing job's Environment is part of SageMaker's
+    cache key, so with tracking on those steps are not reused from the cache (README,
+    Experiment tracking); a tuning step's key leaves its Environment out.
+    """
+    if not ctx.config.mlflow_tracking_arn:
+        return {}
+    return job_environment(
+        uri=ctx.params.mlflow_tracking_uri,
+        experiment=ctx.config.pipeline_name,
+        execution_id=ExecutionVariables.PIPELINE_EXECUTION_ID,
+        step_name=step_name,
+        code_bundle=ctx.bundle.sha256[:16],
+        image=image,
+        tuning=tuning,
+    )
+
+
 def script_processor(
-    ctx: BuildContext, script: str, instance_type, base_job_name: str, isolated: bool = True
+    ctx: BuildContext,
+    script: str,
+    instance_type,
+    base_job_name: str,
+    isolated: bool = True,
+    env: dict | None = None,
 ) -> Processor:
     """A processing job running one of the bundled scripts in the (CPU) processing image;
-    `isolated` as in processor_security."""
+    `isolated` as in processor_security, `env` its environment."""
     return Processor(
+        env=env or None,
         role=ctx.config.role_arn,
         image_uri=ctx.processing_image,
         instance_count=1,

@@ -13,7 +13,13 @@ from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
 from dogbreed_jobs import contract
-from steps.common import BuildContext, code_input, job_retry_policies, script_processor
+from steps.common import (
+    BuildContext,
+    code_input,
+    job_retry_policies,
+    script_processor,
+    tracking_environment,
+)
 from steps.preprocess import output_uri
 from steps.training import model_artifact
 
@@ -37,7 +43,11 @@ def evaluation_step(
 ) -> tuple[ProcessingStep, PropertyFile]:
     report = PropertyFile(name=REPORT_NAME, output_name=OUTPUT_NAME, path=REPORT_FILE)
     processor = script_processor(
-        ctx, contract.EVALUATE_SCRIPT, ctx.params.evaluation_instance_type, "dogbreed-evaluate"
+        ctx,
+        contract.EVALUATE_SCRIPT,
+        ctx.params.evaluation_instance_type,
+        "dogbreed-evaluate",
+        env=tracking_environment(ctx, NAME, ctx.processing_image),
     )
     step_args = processor.run(
         inputs=[

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sagemaker.model import Model
 from sagemaker.model_metrics import MetricsSource, ModelMetrics
+from sagemaker.workflow.functions import JsonGet
 from sagemaker.workflow.model_step import ModelStep
 from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
@@ -71,6 +72,16 @@ def serving_instances(ctx: BuildContext) -> list[str]:
     return CPU_INSTANCES + (GPU_INSTANCES if gpu else [])
 
 
+def tracking_metadata(ctx: BuildContext, evaluation: ProcessingStep, report: PropertyFile):
+    """With MLflow tracking, the TrainModel run's id (EvaluateModel finds it and writes it
+    into evaluation.json) as the version's customer metadata; None without."""
+    if not ctx.config.mlflow_tracking_arn:
+        return None
+    path = f"{contract.EVALUATION_MLFLOW_KEY}.{contract.TRAINING_RUN_ID_FIELD}"
+    run_id = JsonGet(step_name=evaluation.name, property_file=report, json_path=path)
+    return {contract.RUN_ID_METADATA: run_id}
+
+
 def register_step(
     ctx: BuildContext, training: TrainingStep, evaluation: ProcessingStep, report: PropertyFile
 ) -> ModelStep:
@@ -94,6 +105,7 @@ def register_step(
         # The default inference image's torch, which loads the trained weights; another image's
         # version is not known here, so none is claimed for it.
         framework_version=None if ctx.config.inference_image else INFERENCE_FRAMEWORK_VERSION,
+        customer_metadata_properties=tracking_metadata(ctx, evaluation, report),
     )
     return ModelStep(
         name=NAME,

@@ -24,7 +24,7 @@ from sagemaker.workflow.functions import Join
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep, TuningStep
 
 from dogbreed_jobs import contract
-from steps.common import BuildContext, job_retry_policies
+from steps.common import BuildContext, job_retry_policies, tracking_environment
 from steps.estimator import pytorch_estimator, static_hyperparameters
 from steps.tuning import HYPERPARAMETER_RANGES, best_hyperparameter, channels
 
@@ -115,6 +115,7 @@ def training_step(ctx: BuildContext, prepare: ProcessingStep, tuning: TuningStep
             ],
         ),
         base_job_name="dogbreed-train",
+        environment=tracking_environment(ctx, NAME, ctx.training_image) or None,
         **debugger_settings(ctx),
     )
     return TrainingStep(

@@ -17,7 +17,7 @@ from sagemaker.workflow.steps import ProcessingStep, TuningStep
 
 from dogbreed_jobs import contract
 from pipeline.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
-from steps.common import BuildContext, job_retry_policies
+from steps.common import BuildContext, job_retry_policies, tracking_environment
 from steps.estimator import pytorch_estimator, static_hyperparameters
 from steps.preprocess import output_uri
 
@@ -61,6 +61,7 @@ def tuning_step(ctx: BuildContext, prepare: ProcessingStep) -> TuningStep:
         base_job_name="dogbreed-hpo",
         debugger_hook_config=False,
         disable_profiler=True,
+        environment=tracking_environment(ctx, NAME, ctx.training_image, tuning=True) or None,
     )
     tuner = HyperparameterTuner(
         estimator=estimator,

@@ -87,6 +87,13 @@ def add_config(parser, role_required: bool) -> None:
         help="managed spot capacity for the tuning trials and TrainModel (cheaper; TrainModel "
         "resumes from its checkpoints after an interruption)",
     )
+    parser.add_argument(
+        "--mlflow-tracking-arn",
+        metavar="ARN",
+        help="log the tuning trials, TrainModel and EvaluateModel to this SageMaker MLflow "
+        "tracking server or MLflow App of the pipeline's region (the default of the "
+        "MlflowTrackingUri parameter; README, Experiment tracking)",
+    )
     images = parser.add_argument_group(
         "images (default: AWS's PyTorch Deep Learning Containers of the region; README, Images)"
     )
@@ -153,6 +160,7 @@ def config_from(args, **overrides) -> PipelineConfig:
             training_image=args.training_image,
             processing_image=args.processing_image,
             inference_image=args.inference_image,
+            mlflow_tracking_arn=args.mlflow_tracking_arn,
         )
     except ValueError as exc:
         raise UsageError(f"{exc}: fix the flag") from None

@@ -31,6 +31,12 @@ _CODE_URI = re.compile(
 _ARCHIVE_SUFFIXES = contract.ARCHIVE_SUFFIXES
 
 
+def code_bundle(arguments: dict) -> str:
+    """The bundle id (sha256[:16]) of the code a step's arguments run, or ""."""
+    matches = (_CODE_URI.match(text) for text in _strings(arguments))
+    return next((match.group(3) for match in matches if match), "")
+
+
 def place_code(store: Store, definition: dict) -> list[str]:
     """Put the code bundle the definition names into the store; the URIs placed."""
     matches = (_CODE_URI.match(text) for text in _strings(definition))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dogbreed_jobs.contract import WEIGHTS_PARAMETER
 from pipeline import parameter_values, weights
-from pipeline.local import records
+from pipeline.local import records, tracking
 from pipeline.local.cache import StepCache
 from pipeline.local.container import ContainerPython
 from pipeline.local.execution_record import ExecutionRecord, find_execution
@@ -71,6 +71,7 @@ class Execution:
         self.container: ContainerPython = ContainerPython.host()
         # One per execution: a stop ends this execution's jobs, and a later one starts afresh.
         self.supervisor = Supervisor()
+        self.tracking: tracking.StoreInit | None = None
         self.cache = StepCache(
             self.store,
             options.pipeline_name,
@@ -125,6 +126,10 @@ class Execution:
             overrides["Weights"] = str(Path(options.weights).absolute())
             place_weights(self.store, options.weights, self.parameters[WEIGHTS_PARAMETER])
         self._check_weights_can_be_had()
+        # MLflow: the jobs log to the store's database (or $MLFLOW_TRACKING_URI).
+        overrides["Tracking"] = tracking.shown_uri(self.store)
+        self.job_env.update(tracking.base_environment(self.store))
+        self.tracking = tracking.StoreInit(self.store)
         if options.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
             # Parallel jobs share the cores instead of each spinning up a thread per core.
             self.job_env["OMP_NUM_THREADS"] = str(max(1, records.cpu_count() // options.workers))
@@ -163,6 +168,7 @@ class Execution:
             self.job_env,
             self.container,
             self.supervisor,
+            self.tracking,
         )
         try:
             # Jobs that ask SageMaker about the deployment get the store's answers.

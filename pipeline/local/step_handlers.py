@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Callable
 
 from pipeline import deployment
-from pipeline.local import endpoints, records, registry
+from pipeline.local import endpoints, records, registry, tracking
 from pipeline.local import expressions as ex
 from pipeline.local import properties as step_properties
 from pipeline.local.cache import StepCache
@@ -71,6 +71,7 @@ class Steps:
         job_env: dict[str, str | None],
         container: ContainerPython,
         supervisor: Supervisor,
+        tracking_store: tracking.StoreInit | None = None,
     ):
         self.record = record
         self.options = options
@@ -80,6 +81,7 @@ class Steps:
         self.job_env = job_env
         self.container = container
         self.supervisor = supervisor
+        self.tracking_store = tracking_store
         self.arn = record.arn
         # Job and model names carry the execution's stamp: unique, and traceable to it.
         self.tail = record.id.removeprefix("local-")
@@ -214,15 +216,23 @@ class Steps:
             container=self.container,
         )
 
-    def _start_job(self, node: Node, job_name: str, kind: str) -> Job:
-        job = self._job(job_name, node.name, node.name)
+    def _tracked(self, job: Job, node: Node, arguments: dict) -> Job:
+        """The job with the MLflow variables of its step (pipeline/local/tracking.py)."""
+        if self.tracking_store is not None:
+            self.tracking_store.wait()
+        env = tracking.step_environment(node, arguments, self.record.id, self.options.pipeline_name)
+        job.env = {**env, **job.env}
+        return job
+
+    def _start_job(self, node: Node, job_name: str, kind: str, arguments: dict) -> Job:
+        job = self._tracked(self._job(job_name, node.name, node.name), node, arguments)
         self.record.note(node.name, LogPath=str(job.log_path))
         log.info("[%s] %s job %s (log %s)", node.name, kind, job_name, job.log_path)
         return job
 
     @cached_job
     def _step_processing(self, node: Node, job_name: str, arguments: dict) -> tuple[dict, dict]:
-        job = self._start_job(node, job_name, "processing")
+        job = self._start_job(node, job_name, "processing", arguments)
         return run_processing(job, arguments), {}
 
     @cached_job
@@ -230,7 +240,7 @@ class Steps:
         hyperparameters, changed = clamp_epochs(
             arguments.get("HyperParameters") or {}, self.options.max_epochs
         )
-        job = self._start_job(node, job_name, "training")
+        job = self._start_job(node, job_name, "training", arguments)
         if changed:
             log.info("[%s] --max-epochs: epochs %s -> %s", node.name, *changed["epochs"])
         result = run_training(job, {**arguments, "HyperParameters": hyperparameters})
@@ -245,7 +255,8 @@ class Steps:
     def _step_tuning(self, node: Node, job_name: str, arguments: dict) -> tuple[dict, dict]:
         def run_trial(number: int, trial_name: str, trial_arguments: dict):
             label, log_name = f"{node.name} trial {number}", f"{node.name}-{number:03d}"
-            return run_training(self._job(trial_name, label, log_name), trial_arguments)
+            job = self._tracked(self._job(trial_name, label, log_name), node, arguments)
+            return run_training(job, trial_arguments)
 
         tuning = TuningRun(
             step_name=node.name,

@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 from dogbreed_jobs import contract, learning_checks
+from pipeline.local import tracking
 from pipeline.local.records import DONE
 from pipeline.local.serve import DEFAULT_HOST, DEFAULT_PORT
 from pipeline.local.store import Store, StoreError, join_uri
@@ -130,6 +131,9 @@ def lines(record: dict, store_root: Path, pictures: Path | None = None) -> list[
         out.append(
             f"  dogbreed-pipeline approve --store {quoted} --model-version N   # deploy a version"
         )
+    tracking_uri = (record.get("LocalOverrides") or {}).get("Tracking")
+    if tracking_uri:
+        out.append(f"  {tracking.opening(tracking_uri)}   # its MLflow runs, in a browser")
     out.append(f"  dogbreed-pipeline local-runs --store {quoted}   # its size; --prune old runs")
     out.append("  dogbreed-pipeline upsert --role-arn ROLE_ARN   # the same pipeline on SageMaker")
     return out

@@ -301,3 +301,31 @@ def parse_step(line: str) -> dict | None:
 
 def parse_timing(line: str) -> dict | None:
     return _parse_fields(line, TIMING_PREFIX, TIMING_FIELDS)
+
+
+# ----------------------------------------------------------------------- MLflow tracking
+
+# The environment that turns tracking on and places a job's run (dogbreed_jobs.tracking).
+# The first two are MLflow's own; the rest come from the definition (`--mlflow-tracking-arn`)
+# or, on a default definition, from run-local. No URI: no tracking.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+EXECUTION_ID_ENV = "DOGBREED_EXECUTION_ID"
+STEP_NAME_ENV = "DOGBREED_STEP_NAME"
+# "Tuning" for the tuning step's trials: each job's run nests under one run of the step.
+STEP_TYPE_ENV = "DOGBREED_STEP_TYPE"
+# The code bundle's id, sha256[:16] of its tarball: its S3 key holds it (pipeline/bundle.py).
+CODE_BUNDLE_ENV = "DOGBREED_CODE_BUNDLE"
+IMAGE_ENV = "DOGBREED_IMAGE"
+# Where a job that creates the experiment puts its artifacts (run-local's store); unset, the
+# tracking server decides (SageMaker's managed MLflow: its S3 artifact store).
+ARTIFACT_ROOT_ENV = "DOGBREED_MLFLOW_ARTIFACTS"
+TUNING_STEP_TYPE = "Tuning"
+# evaluate.py's block in EVALUATION_FILE when tracking is on: RegisterModel puts the
+# TrainModel run's id into the model version's CustomerMetadataProperties.
+EVALUATION_MLFLOW_KEY = "mlflow"
+TRAINING_RUN_ID_FIELD = "training_run_id"
+RUN_ID_METADATA = "MlflowRunId"
+# What those fields hold when the run is unknown (tracking failed, TrainModel came from the
+# step cache): SageMaker's metadata values must be non-empty.
+RUN_ID_UNAVAILABLE = "unavailable"

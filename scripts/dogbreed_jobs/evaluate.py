@@ -39,7 +39,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from dogbreed_jobs import archive, serving_speed
+from dogbreed_jobs import archive, serving_speed, tracking
 from dogbreed_jobs import model as artifact
 from dogbreed_jobs.contract import (
     CONFUSION_MATRIX_FILE,
@@ -410,6 +410,12 @@ def main(argv: list[str] | None = None) -> dict:
         report["serving"]["bf16_agreement"]["total"],
         report["serving"]["bf16_allowed"],
     )
+    # MLflow (tracking.py): this job's run, when a tracking URI is set.
+    run = tracking.start(
+        tracking.EVALUATION,
+        {"test_images": len(dataset), "num_classes": len(class_names), "top_k": k},
+    )
+    report.update(tracking.evaluation_block(run))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / EVALUATION_FILE, report)
@@ -429,4 +435,6 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         flush=True,
     )
+    run.log_evaluation(report, output_dir)
+    run.end()
     return report

@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision import models
 
-from dogbreed_jobs import contract, debug_hook, learning_checks
+from dogbreed_jobs import contract, debug_hook, learning_checks, tracking
 from dogbreed_jobs.arguments import (
     build_parser,
     choice,
@@ -242,8 +242,16 @@ def main(args: TrainingArguments) -> int:
 def _train(args: TrainingArguments, runtime: Runtime, stop: StopRequest) -> int:
     amp_dtype, memory_format = _prepare_device(args, runtime)
     data = _load_data(args, runtime, memory_format)
+    # MLflow (tracking.py): rank 0's run of this job, when a tracking URI is set.
+    run = tracking.Run()
+    if runtime.is_main:
+        run = tracking.start(tracking.TRAINING, tracked_params(args, data))
     try:
-        return _fit(args, runtime, stop, data, amp_dtype, memory_format)
+        with run:
+            status = _fit(args, runtime, stop, data, amp_dtype, memory_format, run)
+            run.log_training_outputs(args.output_data_dir)
+            run.end(succeeded=status == 0)
+            return status
     finally:
         # However training ends: after an exception the loaders live on in its traceback,
         # and their workers, which ignore SIGTERM, would keep the process from exiting.
@@ -257,6 +265,7 @@ def _fit(
     data: Data,
     amp_dtype,
     memory_format,
+    run: tracking.Run,
 ) -> int:
     _fit_top_k(args, runtime, len(data.class_names))
     bare_model = create_model(args, len(data.class_names), runtime)
@@ -310,6 +319,7 @@ def _fit(
             return EXIT_INTERRUPTED
         if runtime.is_main:
             _save_epoch(t, store, history, data)
+        run.log_epoch(history[-1], t.timing[-1] if t.timing else None)  # MLflow
         if epoch < args.epochs and stop.agreed(runtime):
             log(runtime, f"{stop.signal_name or 'stop request'}: exiting after epoch {epoch}")
             return EXIT_INTERRUPTED
@@ -831,6 +841,18 @@ def pipeline_tensors_dir(args: TrainingArguments) -> str | None:
 def run_config(args: TrainingArguments) -> dict:
     """The run-defining hyperparameters, as checkpoints and history.json record them."""
     return {name: getattr(args, name) for name in RUN_DEFINING}
+
+
+def tracked_params(args: TrainingArguments, data: Data) -> dict:
+    """What the MLflow run records as params: the hyperparameters and the data's sizes."""
+    return {
+        **run_config(args),
+        "top_k": args.top_k,
+        "amp": args.amp,
+        "num_classes": len(data.class_names),
+        "train_images": data.num_train,
+        "valid_images": data.num_valid,
+    }
 
 
 def model_settings(args: TrainingArguments) -> dict:

@@ -144,9 +144,10 @@ def test_the_processing_jobs_ran_with_the_container_python(execution, container_
 # ------------------------------------------------------------------ one job at a time
 
 
-def _train_model_job(execution, container_python, tmp_path, **hyperparameters):
+def _train_model_job(execution, container_python, tmp_path, env=None, **hyperparameters):
     """TrainModel's resolved arguments from the execution, with `hyperparameters` changed,
-    run as a new job under the toolkit; (job, result or the JobFailed)."""
+    run as a new job under the toolkit (`env` added to its environment); (job, result or
+    the JobFailed)."""
     outcome, store, _ = execution
     properties = outcome.step("TrainModel")["Properties"]
     arguments = {
@@ -176,7 +177,7 @@ def _train_model_job(execution, container_python, tmp_path, **hyperparameters):
         log_path=tmp_path / "job.log",
         label=name,
         supervisor=Supervisor(),
-        env=dict(OFFLINE),
+        env={**OFFLINE, **(env or {})},
         container=ContainerPython.probe(container_python),
     )
     try:
@@ -239,3 +240,60 @@ def test_the_trained_model_is_served_by_the_inference_image_stack(execution, tmp
     (predictions,) = json.loads(reply.body)["predictions"]
     assert {p["label"] for p in predictions} <= set(class_names)
     assert sum(p["probability"] for p in predictions) <= 1.0 + 1e-6
+
+
+# ------------------------------------------------------------------------ MLflow tracking
+
+
+def test_the_jobs_log_to_the_store_s_mlflow_with_the_image_s_mlflow(execution, container_python):
+    from mlflow.tracking import MlflowClient
+
+    outcome, store, before = execution
+    assert before["mlflow"] == "3.15.1" and before["sagemaker-mlflow"] == "0.2.0"
+    uri = outcome.record["LocalOverrides"]["Tracking"]
+    assert uri == f"sqlite:///{store.root.absolute() / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(PipelineConfig().pipeline_name)
+    runs = client.search_runs([experiment.experiment_id])
+    by_role = {}
+    for found in runs:
+        by_role.setdefault(found.data.tags["dogbreed.role"], []).append(found)
+    (parent,) = by_role["execution"]
+    assert parent.info.run_name == outcome.record["PipelineExecutionId"]
+    (tuning,) = by_role["tuning"]
+    assert len(by_role["trial"]) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in by_role["trial"]} == {tuning.info.run_id}
+    (training,) = by_role["training"]
+    (evaluation,) = by_role["evaluation"]
+    for child in (tuning, training, evaluation):
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    # Under torchrun rank 0 alone logs: one point an epoch.
+    assert [m.step for m in client.get_metric_history(training.info.run_id, "valid_loss")] == [1]
+    assert "test_accuracy" in evaluation.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id)}
+    assert "confusion_matrix.png" in artifacts
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://127.0.0.1:9",
+        # sagemaker-mlflow's scheme, with no credentials to sign with.
+        "arn:aws:sagemaker:us-east-1:111122223333:mlflow-tracking-server/none",
+    ],
+)
+def test_a_tracking_server_that_cannot_be_reached_costs_one_warning_line(
+    execution, container_python, tmp_path, uri
+):
+    env = {
+        "MLFLOW_TRACKING_URI": uri,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+    }
+    job, result = _train_model_job(execution, container_python, tmp_path, env=env, epochs=1)
+    log = job.log_path.read_text(errors="replace")
+    assert not isinstance(result, JobFailed), f"{result}\n{log[-3000:]}"
+    warnings = [line for line in log.splitlines() if "MLflow tracking at" in line]
+    assert len(warnings) == 1, warnings
+    assert "the job goes on without it" in warnings[0]

@@ -49,6 +49,24 @@ ECR_PULL = ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLa
 JOB_LOGS = ("logs:CreateLogStream", "logs:PutLogEvents")
 GROUP_LOGS = ("logs:CreateLogGroup", "logs:DescribeLogStreams")
 KMS_USE = ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+# The MLflow REST calls of dogbreed_jobs/tracking.py (MlflowClient's get_experiment_by_name,
+# create_experiment, search_runs, get_run, create_run, delete_run, update_run and
+# set_terminated, log_batch), as sagemaker-mlflow's IAM actions.
+MLFLOW_CALLS = tuple(
+    f"sagemaker-mlflow:{call}"
+    for call in (
+        "GetExperimentByName",
+        "CreateExperiment",
+        "SearchRuns",
+        "GetRun",
+        "CreateRun",
+        "DeleteRun",
+        "UpdateRun",
+        "LogBatch",
+    )
+)
+MLFLOW_ARN = f"arn:{PARTITION}:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/dogbreed"
+MLFLOW_BUCKET = "dogbreed-mlflow-artifacts"
 
 
 def as_list(value) -> list:
@@ -74,14 +92,33 @@ class Need:
 class Template:
     """The template's values as CloudFormation would give them in the fake account."""
 
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, **parameters):
         self.data = data
         self.values = {
             "AWS::Partition": PARTITION,
             "AWS::Region": REGION,
             "AWS::AccountId": ACCOUNT,
             **{name: p.get("Default") for name, p in data["Parameters"].items()},
+            **parameters,
         }
+
+    def condition(self, name: str) -> bool:
+        """A named condition of the template, with the stack's parameter values."""
+
+        def holds(expression) -> bool:
+            ((function, argument),) = expression.items()
+            if function == "Condition":
+                return self.condition(argument)
+            if function == "Fn::Not":
+                return not holds(argument[0])
+            if function == "Fn::And":
+                return all(holds(item) for item in argument)
+            if function == "Fn::Equals":
+                left, right = (self.resolve(item) for item in argument)
+                return left == right
+            raise ValueError(f"this test cannot evaluate condition function {function}")
+
+        return holds(self.data["Conditions"][name])
 
     def resolve(self, value):
         if isinstance(value, list):
@@ -144,6 +181,8 @@ class Template:
         ]
         for resource in resources.values():
             props = resource.get("Properties", {})
+            if "Condition" in resource and not self.condition(resource["Condition"]):
+                continue
             if resource["Type"] in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy"):
                 if {"Ref": role} in as_list(props.get("RoleName", props.get("Roles", []))):
                     statements += props["PolicyDocument"]["Statement"]
@@ -318,6 +357,7 @@ class Derivation:
             self._arguments(entry.name, own_expressions(entry.step))
         self._parameters()
         self._experiments()
+        self._tracking()
         return self.needs
 
     # -- per step type: what the service calls for it
@@ -453,6 +493,20 @@ class Derivation:
         for name, default in self.defaults.items():
             for bucket, key in S3_URI.findall(str(default or "")):
                 self._s3(f"parameter {name}", bucket, key)
+
+    def _tracking(self) -> None:
+        """What dogbreed_jobs/tracking.py calls from a job whose environment names an MLflow
+        tracking server: on the server, and S3 uploads to its artifact store."""
+        for entry in self.steps.values():
+            definition = entry.arguments.get("TrainingJobDefinition") or entry.arguments
+            uri = (definition.get("Environment") or {}).get("MLFLOW_TRACKING_URI")
+            if uri is None:
+                continue
+            self.add(entry.name, MLFLOW_CALLS, self.evaluate(uri))
+            bucket = self.template.values.get("MlflowArtifactBucket")
+            if bucket:
+                run = "0123456789abcdef0123456789abcdef"
+                self.add(entry.name, "s3:PutObject", f"arn:{PARTITION}:s3:::{bucket}/1/{run}/x")
 
     def _experiments(self) -> None:
         config = self.definition.get("PipelineExperimentConfig")
@@ -599,6 +653,11 @@ def test_the_role_pulls_only_image_repositories_the_definition_runs(role, needs,
 def test_derived_arns_have_the_forms_the_service_authorization_reference_gives(
     needs, authorization_reference
 ):
+    wrong = wrong_forms(needs, authorization_reference)
+    assert not wrong, "\n".join(wrong)
+
+
+def wrong_forms(needs, authorization_reference) -> list[str]:
     wrong = []
     for need in needs:
         service, action = need.action.split(":")
@@ -618,7 +677,45 @@ def test_derived_arns_have_the_forms_the_service_authorization_reference_gives(
         ok = any(re.fullmatch(f, need.resource) for f in formats) if types else need.resource == "*"
         if not ok:
             wrong.append(f"{need} (resource types: {types or 'none, so *'})")
-    assert not wrong, "\n".join(wrong)
+    return wrong
+
+
+@pytest.fixture(scope="module")
+def tracking(template):
+    """The stack with MLflow tracking on, the definition upsert builds for it, its needs."""
+    from pipeline.definition import definition_dict
+
+    stack = Template(
+        template.data, MlflowTrackingArn=MLFLOW_ARN, MlflowArtifactBucket=MLFLOW_BUCKET
+    )
+    definition = definition_dict(config_for(stack, mlflow_tracking_arn=MLFLOW_ARN))
+    needs = Derivation(definition, stack.values["PipelineName"], stack).derive()
+    return stack, needs
+
+
+def test_with_mlflow_tracking_the_role_grants_the_jobs_calls_on_that_server_only(
+    tracking, role, authorization_reference
+):
+    stack, needs = tracking
+    tracked = {n.step for n in needs if n.action.startswith("sagemaker-mlflow:")}
+    assert tracked == {"TuneHyperparameters", "TrainModel", "EvaluateModel"}
+    assert {n.resource for n in needs if n.action.startswith("sagemaker-mlflow:")} == {MLFLOW_ARN}
+    statements = stack.role_statements("ExecutionRole")
+    gaps = missing(statements, needs)
+    assert not gaps, report(gaps)
+    assert not wrong_forms(needs, authorization_reference)
+    elsewhere = [
+        Need("x", "sagemaker-mlflow:CreateRun", MLFLOW_ARN.replace("/dogbreed", "/other")),
+        Need("x", "sagemaker-mlflow:DeleteExperiment", MLFLOW_ARN),
+        Need("x", "s3:GetObject", f"arn:{PARTITION}:s3:::{MLFLOW_BUCKET}/1/x"),
+    ]
+    assert missing(statements, elsewhere) == sorted(elsewhere, key=str)
+    # The default stack grants no MLflow call at all.
+    assert not any(
+        glob(action, "sagemaker-mlflow:CreateRun", ignore_case=True)
+        for statement in role
+        for action in as_list(statement["Action"])
+    )
 
 
 def test_role_grants_the_calls_compare_deployed_makes_from_its_container(role, template):
