@@ -17,6 +17,8 @@ Modes are timed interleaved (one request of each in turn), so a noisy machine sl
 alike. GPU-only modes run only where CUDA is available. `--variants all` adds two modes not
 offered by the endpoint, for comparison: `compile` (torch.compile, minutes of warm-up for
 DenseNet-161) and `jit_freeze` (torch.jit.trace + freeze, deprecated since torch 2.5).
+In the same run, `--ray-python` and `--torchserve-python` add the endpoint's serving stacks
+end to end over HTTP (bench/http_latency.py).
 
     .venv/bin/python bench/inference_latency.py [--device auto|cpu|cuda] [--image-size 224]
         [--repeat 20] [--batch 16] [--model densenet161] [--variants eager,channels_last]
@@ -39,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import http_latency  # noqa: E402
 import torch
 
 from dogbreed_jobs import contract, inference, serving_speed
@@ -80,6 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="comma-separated serving modes (default: every mode the device supports); "
         f"'all' adds {', '.join(EXTRA_VARIANTS)}",
     )
+    http_latency.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -275,13 +279,16 @@ def main(argv=None) -> list[dict]:
                 **common.machine(device.type),
             }
             records.append(common.emit(record))
+        fastest = min(record["p50_ms"] for record in records)
+        over_http = http_latency.run(model_dir, one, args, fastest)
     common.print_table(
         records,
         COLUMNS,
         f"inference: {args.model} {args.image_size}px, {args.classes} classes, "
         f"{device.type}, {torch.get_num_threads()} threads",
     )
-    return records
+    http_latency.print_table(over_http)
+    return records + over_http
 
 
 if __name__ == "__main__":

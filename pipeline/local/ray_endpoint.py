@@ -1,5 +1,7 @@
 """The endpoint as AWS's Ray Serve DLC runs it, on this machine: Ray Serve and the 8080 adapter.
 
+`serve-local --ray-python` and the parity tier serve through it, bench/http_latency.py times it.
+
 `RayEndpoint(model_dir, python)` starts `ray_entrypoint.py` under `python` (a venv that
 mirrors the image: `bin/container-env ray-serve`) with the model folder and its code/ on
 PYTHONPATH, as the image's entrypoint does, waits until Serve's `/-/healthz` answers and the
@@ -57,6 +59,7 @@ class RayEndpoint:
         num_cpus: int | None = None,
         port: int = 0,
         env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
     ):
         self.model_dir = Path(model_dir).resolve()
         # Ray's socket paths must stay short: a folder directly under the system's temp.
@@ -78,19 +81,26 @@ class RayEndpoint:
             "--temp-dir", str(self._root),
         ]  # fmt: skip
         self._log = open(self.log_path, "wb")  # closed in stop()
-        self._process = subprocess.Popen(
-            command, env=environment, cwd=self._root, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        try:
+            self._process = subprocess.Popen(
+                command, env=environment, cwd=self._root, stdout=self._log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        except OSError:
+            self._log.close()
+            shutil.rmtree(self._root, ignore_errors=True)
+            raise
         self._adapter = None
         try:
             self._wait_ready()
-            self._adapter = sagemaker_adapter.serve(port, f"http://127.0.0.1:{self.serve_port}")
+            self._adapter = sagemaker_adapter.serve(
+                port, f"http://127.0.0.1:{self.serve_port}", host
+            )
         except BaseException:
             self.stop()
             raise
         self.port = self._adapter.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         self._thread = threading.Thread(target=self._adapter.serve_forever, daemon=True)
         self._thread.start()
 
