@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
 import sys
 import tempfile
 import threading
@@ -103,31 +102,37 @@ def run(model_dir: Path, body: bytes, args, fastest_p50_ms: float) -> list[dict]
     """One record per stack; none when no stack's Python is given."""
     if not (args.ray_python or args.torchserve_python):
         return []
-    records = []
     with _stacks(model_dir, args) as ports:
-        latency = {name: [] for name in ports}
-        for port in ports.values():
-            for _ in range(args.warmup):
-                _post(port, body)
-        for _ in range(args.repeat):  # interleaved, as the in-process modes are
-            for name, port in ports.items():
-                latency[name].append(_post(port, body))
+        return measure(ports, body, args, fastest_p50_ms)
+
+
+def measure(ports: dict[str, int], body: bytes, args, fastest_p50_ms: float) -> list[dict]:
+    """A record per served stack (name -> port of its /invocations): `args` gives repeat,
+    warmup, clients and http_requests."""
+    latency = {name: [] for name in ports}
+    for port in ports.values():
+        for _ in range(args.warmup):
+            _post(port, body)
+    for _ in range(args.repeat):  # interleaved, as the in-process modes are
         for name, port in ports.items():
-            p50 = 1e3 * contract.percentile(latency[name], 0.50)
-            record = {
-                "bench": "inference-http",
-                "variant": name,
-                "request_image": "500x375 JPEG",
-                "p50_ms": round(p50, 2),
-                "p95_ms": round(1e3 * contract.percentile(latency[name], 0.95), 2),
-                "req_s": round(_throughput(port, body, args.clients, args.http_requests), 2),
-                "clients": args.clients,
-                "x_fastest": round(p50 / fastest_p50_ms, 2),
-                "repeat": args.repeat,
-                "cpus": len(os.sched_getaffinity(0)),
-                **common.machine("cpu"),
-            }
-            records.append(common.emit(record))
+            latency[name].append(_post(port, body))
+    records = []
+    for name, port in ports.items():
+        p50 = 1e3 * contract.percentile(latency[name], 0.50)
+        record = {
+            "bench": "inference-http",
+            "variant": name,
+            "request_image": "500x375 JPEG",
+            "p50_ms": round(p50, 2),
+            "p95_ms": round(1e3 * contract.percentile(latency[name], 0.95), 2),
+            "req_s": round(_throughput(port, body, args.clients, args.http_requests), 2),
+            "clients": args.clients,
+            "x_fastest": round(p50 / fastest_p50_ms, 2),
+            "repeat": args.repeat,
+            # The host's torch is not the stack's: left out.
+            **{k: v for k, v in common.machine().items() if not k.startswith("torch")},
+        }
+        records.append(common.emit(record))
     return records
 
 

@@ -129,7 +129,7 @@ class PipelineConfig:
     # One of SERVING_STACKS; `ray` is the committed definition's.
     serving: str = "ray"
     # The endpoint serves on a GPU instance type: the GPU serving image (and, under Ray, its
-    # host AMI); the EndpointInstanceType default stays the user's to set at start.
+    # host AMI), and EndpointInstanceType defaults to GPU_IMAGE_INSTANCE_TYPE.
     gpu_endpoint: bool = False
     # One of DEBUGGER_MODES; `service` is the committed definition's.
     debugger: str = "service"

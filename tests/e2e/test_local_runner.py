@@ -185,7 +185,10 @@ def test_a_full_run_registers_and_deploys_when_accuracy_reaches_the_threshold(pi
     assert Path(endpoint["ModelDataPath"]) == pipeline.object(model_url)
     assert Path(endpoint["ModelDataPath"]).is_file()
     assert endpoint["ModelPackageArn"] == version["ModelPackageArn"]
-    assert endpoint["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    # The Ray Serve image needs no environment: it runs the config.yaml packed at the root.
+    assert endpoint["Environment"] == {}
+    with tarfile.open(endpoint["ModelDataPath"]) as tar:
+        assert "config.yaml" in tar.getnames()
     assert "METRICS" not in result.stdout  # stdout is the ARN; progress goes to stderr
     assert "valid_accuracy=" in result.stderr  # METRICS lines echoed as progress
     # It ends with what it produced and the commands that serve and ask the model.

@@ -87,19 +87,26 @@ def _quick(definition: dict) -> dict:
 def execution(container_python, tmp_path_factory):
     """(outcome, store, the container venv's packages before the run): one execution of the
     exported definition under the training toolkit, shared by the parity modules."""
-    work = tmp_path_factory.mktemp("parity")
-    data = make_imagefolder(work / "data", 3, {"train": 6, "valid": 3, "test": 3}, seed=3)
-    definition = json.loads(definition_json(PipelineConfig(enable_network_isolation=True)))
     before = freeze(container_python)
+    work = tmp_path_factory.mktemp("parity")
+    config = PipelineConfig(enable_network_isolation=True)
+    return (*offline_execution(container_python, work, config, seed=3, max_trials=2), before)
+
+
+def offline_execution(container_python, work: Path, config, seed: int, max_trials: int):
+    """(outcome, store) of `config`'s definition run with the container venv's Python, offline,
+    on a tiny generated dataset in `work`."""
+    data = make_imagefolder(work / "data", 3, {"train": 6, "valid": 3, "test": 3}, seed=seed)
+    definition = json.loads(definition_json(config))
     options = Options(
         store=work / "store",
         parameters=OVERRIDES + [("AccuracyThreshold", "0.0")],
         input=data,
-        max_trials=2,
+        max_trials=max_trials,
         max_epochs=1,
         container_python=Path(container_python),
     )
-    return run_offline(_quick(definition), options), Store(work / "store"), before
+    return run_offline(_quick(definition), options), Store(work / "store")
 
 
 def run_offline(definition: dict, options: Options):

@@ -13,15 +13,18 @@ One Ray start for the module.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers.container_envs import RAY_SERVE, python_of
+from helpers.paths import ROOT
 from helpers.request_corpus import (
     CASE_NAMES,
     IMAGE_TOLERANCE,
@@ -133,3 +136,18 @@ def test_the_adapter_pings_serves_health_and_defaults_the_content_type(endpoint,
 def test_one_replica_loads_the_model_once_with_every_cpu_as_torch_threads(endpoint):
     found = re.findall(r"intra-op threads: (\d+)", endpoint.log_text())
     assert found == [str(len(os.sched_getaffinity(0)))], endpoint.log_text()[-3000:]
+
+
+def test_the_http_benchmark_measures_the_served_endpoint(endpoint, corpus):
+    """bench/http_latency.py's measuring, smoke-tested on this module's Ray start (shape only:
+    timings are never asserted)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import http_latency
+
+    args = argparse.Namespace(repeat=2, warmup=1, clients=2, http_requests=2)
+    (record,) = http_latency.measure(
+        {"ray-serve-http": endpoint.port}, corpus["jpeg"].body, args, fastest_p50_ms=1.0
+    )
+    assert record["variant"] == "ray-serve-http" and record["clients"] == 2
+    assert record["p95_ms"] >= record["p50_ms"] > 0 and record["req_s"] > 0
+    assert record["x_fastest"] == pytest.approx(record["p50_ms"], rel=0.01)
