@@ -13,11 +13,12 @@ error answers exist once: a refusal is its 4xx with `{"error": ...}` alone, a fa
 with a generic error and the traceback in the replica's log, and the next request is
 answered as before.
 
-Sizing: each replica loads the model once, in `__init__`, and gets the vCPUs divided by the
-replicas as torch's intra-op threads (set explicitly: Ray gives its workers OMP_NUM_THREADS=1
-unless told otherwise) and as its CPUs in Ray's accounting. One forward pass runs at a time
-in a replica; requests queue in Ray Serve meanwhile, and the event loop stays free for health
-checks.
+Sizing: each replica loads the model once, in `__init__`, and runs every forward pass on one
+thread of its own, whose torch intra-op threads are the vCPUs divided by the replicas (set on
+that thread: OpenMP keeps the count per thread, and Ray starts its workers with
+OMP_NUM_THREADS=1, which a new thread would inherit) and which Ray's accounting reserves as
+the replica's CPUs. One forward pass runs at a time in a replica; requests queue in Ray Serve
+meanwhile, and the event loop stays free for health checks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from ray import serve
@@ -45,24 +47,31 @@ def threads_per_replica(replicas: int) -> int:
     return max(1, available_cpus() // replicas)
 
 
+def _size_torch(threads: int) -> None:
+    torch.set_num_threads(threads)
+    log.info("intra-op threads: %d", torch.get_num_threads())
+
+
 @serve.deployment(name="DogBreedClassifier")
 class Classifier:
     def __init__(self, replicas: int):
-        torch.set_num_threads(threads_per_replica(replicas))
-        log.info("intra-op threads: %d", torch.get_num_threads())
-        self.model = inference.load_classifier(os.environ.get(MODEL_DIR_ENV, DEFAULT_MODEL_DIR))
-        self.lock = asyncio.Lock()
+        # One thread answers every request, sized as it starts.
+        self.worker = ThreadPoolExecutor(
+            max_workers=1, initializer=_size_torch, initargs=(threads_per_replica(replicas),)
+        )
+        model_dir = os.environ.get(MODEL_DIR_ENV, DEFAULT_MODEL_DIR)
+        self.model = self.worker.submit(inference.load_classifier, model_dir).result()
 
     async def __call__(self, request: Request) -> Response:
         body = await request.body()
-        async with self.lock:
-            status, text, content_type = await asyncio.to_thread(
-                inference.answer,
-                self.model,
-                body,
-                request.headers.get("content-type"),
-                request.headers.get("accept"),
-            )
+        status, text, content_type = await asyncio.get_running_loop().run_in_executor(
+            self.worker,
+            inference.answer,
+            self.model,
+            body,
+            request.headers.get("content-type"),
+            request.headers.get("accept"),
+        )
         return Response(text, status_code=status, media_type=content_type)
 
 
