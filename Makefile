@@ -20,7 +20,7 @@ lint: $(STAMP)
 
 # The container-parity tier runs our scripts in venvs that mirror the training, inference and
 # Ray Serve images: bin/container-env builds each once (Python 3.12, the Ray Serve one 3.13;
-# ~5 GB each), then just prints it.
+# 5 to 7.5 GB each), then just prints it.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	training=$$(bin/container-env training) && inference=$$(bin/container-env inference) && \

@@ -161,7 +161,10 @@ def _serve_with_ray(model_data: Path, environment: dict, label: str, args) -> in
             endpoint = RayEndpoint(
                 model_dir, str(args.ray_python), port=args.port, env=environment, host=args.host
             )
-        except (RayEndpointError, OSError) as exc:
+        except RayEndpointError as exc:
+            log.info("what Ray Serve printed:\n%s", exc.log)
+            raise UsageError(f"Ray Serve did not start: {exc.reason}") from None
+        except OSError as exc:
             raise UsageError(f"Ray Serve did not start: {exc}") from None
         try:
             log.info(

@@ -32,7 +32,11 @@ _STOP_SECONDS = 60
 
 
 class RayEndpointError(Exception):
-    """Ray Serve did not come up; the message ends with the log's tail."""
+    """Ray Serve did not come up: `reason` in a line, `log` the tail of what it printed."""
+
+    def __init__(self, reason: str, log: str):
+        super().__init__(f"{reason}:\n{log}")
+        self.reason, self.log = reason, log
 
 
 def free_port() -> int:
@@ -109,7 +113,7 @@ class RayEndpoint:
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RayEndpointError(f"Ray Serve exited:\n{self.log_text()[-5000:]}")
+                raise RayEndpointError("Ray Serve exited", self.log_text()[-5000:])
             try:
                 healthy, _ = _get(self.serve_port, "/-/healthz")
                 routed, _ = _get(self.serve_port, "/")
@@ -120,7 +124,9 @@ class RayEndpoint:
             if healthy == 200 and routed not in (0, 404, 503):
                 return
             time.sleep(0.5)
-        raise RayEndpointError(f"Ray Serve was not ready:\n{self.log_text()[-5000:]}")
+        raise RayEndpointError(
+            f"Ray Serve was not ready after {STARTUP_SECONDS} s", self.log_text()[-5000:]
+        )
 
     def log_text(self) -> str:
         """What Serve, Ray and the replicas printed (`serve run` streams the replicas' logs)."""
