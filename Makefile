@@ -18,17 +18,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The container-parity tier runs our scripts in venvs that mirror the training and inference
-# images: bin/container-env builds each once (Python 3.12, ~5 GB each), then just prints it.
+# The container-parity tier runs our scripts in venvs that mirror the training, inference and
+# Ray Serve images: bin/container-env builds each once (Python 3.12, the Ray Serve one 3.13;
+# 5 to 7.5 GB each), then just prints it.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	training=$$(bin/container-env training) && inference=$$(bin/container-env inference) && \
+	ray_serve=$$(bin/container-env ray-serve) && \
 	DOGBREED_CONTAINER_PYTHON="$$training/bin/python" \
-	DOGBREED_INFERENCE_PYTHON="$$inference/bin/python" $(BIN)/python -m pytest
+	DOGBREED_INFERENCE_PYTHON="$$inference/bin/python" \
+	DOGBREED_RAY_SERVE_PYTHON="$$ray_serve/bin/python" $(BIN)/python -m pytest
 
 container-env:
 	bin/container-env training
 	bin/container-env inference
+	bin/container-env ray-serve
 
 export: $(STAMP)
 	$(BIN)/dogbreed-pipeline export --out pipeline_definition.json

@@ -48,16 +48,33 @@ SCHEDULE_NAME_RE = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")
 # Training and processing: the AL2023 `pytorch` SageMaker images, torch 2.13.0, Python 3.12,
 # patched until 2027-07-20. The SDK v2 knows no PyTorch training image past 2.8, so these are
 # named here; the registry comes from the SDK (pipeline.definition.dlc_registry).
-# Serving: no PyTorch inference DLC after 2.6 exists (AWS's `pytorch` image is not set up for
-# serving), and 2.6's patches ended 2026-06-30; the SDK names it (image_uris.retrieve).
+# Serving: AWS's Ray Serve DLC for SageMaker (docker/ray/; Amazon Linux 2023, security
+# upgrades at every build, Python 3.13, ray[serve] 2.57.0, torch 2.10.0), its CPU image for a
+# CPU endpoint, its CUDA image for a GPU one; `--serving torchserve` keeps the PyTorch 2.6
+# inference DLC under TorchServe, which the SDK names (image_uris.retrieve): no PyTorch
+# inference DLC after 2.6 exists, and 2.6's patches ended 2026-06-30.
 DLC_IMAGES = {
     "training": "pytorch:2.13.0-cu133-amzn2023-sagemaker",
     "processing": "pytorch:2.13.0-cpu-amzn2023-sagemaker",
+    "ray-cpu": "ray:serve-ml-sagemaker-cpu-v1",
+    "ray-gpu": "ray:serve-ml-sagemaker-cuda-v1",
 }
+# The endpoint's serving stack: `ray` serves the Ray Serve application packed in
+# model.tar.gz (config.yaml), `torchserve` the handlers under the PyTorch inference toolkit.
+SERVING_STACKS = ("ray", "torchserve")
+# The production variant's host AMI for the Ray CUDA image: the default SageMaker host AMI's
+# NVIDIA driver is too old for it (aws/deep-learning-containers docs/ray/deployment/
+# sagemaker.md names this version; botocore's ProductionVariantInferenceAmiVersion lists it).
+RAY_GPU_INFERENCE_AMI = "al2-ami-sagemaker-inference-gpu-3-1"
+# A GPU endpoint's EndpointInstanceType default (--gpu-endpoint); any GPU type also gives the
+# SDK's `-gpu-` PyTorch inference image (--serving torchserve --gpu-endpoint).
+GPU_IMAGE_INSTANCE_TYPE = "ml.g5.xlarge"
 TRAINING_FRAMEWORK_VERSION = "2.13"
 TRAINING_PY_VERSION = "py312"
 INFERENCE_FRAMEWORK_VERSION = "2.6.0"
 INFERENCE_PY_VERSION = "py312"
+# The torch of the Ray Serve DLC (its docker/ray/pyproject.toml), which loads the weights.
+RAY_TORCH_VERSION = "2.10.0"
 # Any CPU instance type gives the SDK's `-cpu-` inference image; this is the endpoint's default.
 INFERENCE_IMAGE_INSTANCE_TYPE = DEFAULT_ENDPOINT_INSTANCE_TYPE
 # What CreateTrainingJob, CreateProcessingJob and CreateModel can pull without a registry
@@ -118,6 +135,11 @@ class PipelineConfig:
     training_image: str = ""
     processing_image: str = ""
     inference_image: str = ""
+    # One of SERVING_STACKS; `ray` is the committed definition's.
+    serving: str = "ray"
+    # The endpoint serves on a GPU instance type: the GPU serving image (and, under Ray, its
+    # host AMI), and EndpointInstanceType defaults to GPU_IMAGE_INSTANCE_TYPE.
+    gpu_endpoint: bool = False
     # One of DEBUGGER_MODES; `service` is the committed definition's.
     debugger: str = "service"
     enable_caching: bool = True
@@ -167,6 +189,10 @@ class PipelineConfig:
         if self.debugger not in DEBUGGER_MODES:
             problems.append(
                 f"debugger mode {self.debugger!r} is not one of {', '.join(DEBUGGER_MODES)}"
+            )
+        if self.serving not in SERVING_STACKS:
+            problems.append(
+                f"serving stack {self.serving!r} is not one of {', '.join(SERVING_STACKS)}"
             )
         problems.extend(self._security_problems())
         problems.extend(self._image_problems())
@@ -247,6 +273,15 @@ class PipelineConfig:
         if not self.subnets:
             return None
         return {"Subnets": list(self.subnets), "SecurityGroupIds": list(self.security_group_ids)}
+
+    @property
+    def inference_ami_version(self) -> str | None:
+        """The endpoint's InferenceAmiVersion: the Ray CUDA image's, else the default AMI.
+
+        A user's own image (--inference-image) is theirs to match with an AMI."""
+        if self.gpu_endpoint and self.serving == "ray" and not self.inference_image:
+            return RAY_GPU_INFERENCE_AMI
+        return None
 
     @property
     def account(self) -> str:

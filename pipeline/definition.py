@@ -19,6 +19,7 @@ import warnings
 from pipeline.bundle import Bundle
 from pipeline.config import (
     DLC_IMAGES,
+    GPU_IMAGE_INSTANCE_TYPE,
     INFERENCE_FRAMEWORK_VERSION,
     INFERENCE_IMAGE_INSTANCE_TYPE,
     INFERENCE_PY_VERSION,
@@ -119,8 +120,9 @@ class Images:
 
 
 @functools.cache
-def sdk_inference_image(region: str) -> str:
-    """The SDK's PyTorch inference image for the region; memoised, it is fixed per region."""
+def sdk_inference_image(region: str, instance_type: str = INFERENCE_IMAGE_INSTANCE_TYPE) -> str:
+    """The SDK's PyTorch inference image for the region, `-cpu-` or `-gpu-` as `instance_type`
+    is; memoised, it is fixed per region."""
     from sagemaker import image_uris
 
     try:
@@ -129,7 +131,7 @@ def sdk_inference_image(region: str) -> str:
             region=region,
             version=INFERENCE_FRAMEWORK_VERSION,
             py_version=INFERENCE_PY_VERSION,
-            instance_type=INFERENCE_IMAGE_INSTANCE_TYPE,
+            instance_type=instance_type,
             image_scope="inference",
         )
     except ValueError as exc:
@@ -151,13 +153,23 @@ def dlc_registry(region: str) -> str:
     return sdk_inference_image(region).split("/", 1)[0]
 
 
+def default_inference_image(config: PipelineConfig) -> str:
+    """The serving DLC of config.serving for a CPU or a GPU endpoint, in config.region."""
+    if config.serving == "torchserve":
+        if config.gpu_endpoint:
+            return sdk_inference_image(config.region, GPU_IMAGE_INSTANCE_TYPE)
+        return sdk_inference_image(config.region)
+    kind = "ray-gpu" if config.gpu_endpoint else "ray-cpu"
+    return f"{dlc_registry(config.region)}/{DLC_IMAGES[kind]}"
+
+
 def images(config: PipelineConfig) -> Images:
     """Each kind's image: the config's override, else the default DLC of config.region."""
     return Images(
         training=config.training_image or f"{dlc_registry(config.region)}/{DLC_IMAGES['training']}",
         processing=config.processing_image
         or f"{dlc_registry(config.region)}/{DLC_IMAGES['processing']}",
-        inference=config.inference_image or sdk_inference_image(config.region),
+        inference=config.inference_image or default_inference_image(config),
     )
 
 

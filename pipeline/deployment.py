@@ -57,6 +57,8 @@ class Settings:
     vpc_config: dict | None = None
     network_isolation: bool = False
     kms_key_id: str | None = None
+    # The production variant's host AMI (GPU endpoints on the Ray CUDA image), None: default.
+    inference_ami_version: str | None = None
 
 
 def _resolved(value, defaults: dict):
@@ -93,6 +95,7 @@ def settings_of(description: dict) -> Settings:
         vpc_config=model.get("VpcConfig"),
         network_isolation=bool(model.get("EnableNetworkIsolation")),
         kms_key_id=_resolved(config.get("KmsKeyId"), defaults),
+        inference_ami_version=variant.get("InferenceAmiVersion"),
     )
 
 
@@ -297,6 +300,8 @@ def config_request(settings: Settings, model: str, instance_type: str) -> dict:
             }
         ],
     }
+    if settings.inference_ami_version:
+        request["ProductionVariants"][0]["InferenceAmiVersion"] = settings.inference_ami_version
     if settings.kms_key_id:
         request["KmsKeyId"] = settings.kms_key_id
     return request

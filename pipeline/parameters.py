@@ -19,7 +19,12 @@ from sagemaker.workflow.parameters import (
 
 from dogbreed_jobs.contract import WEIGHTS_PARAMETER
 from pipeline.bundle import Bundle
-from pipeline.config import DEFAULT_ENDPOINT_INSTANCE_TYPE, DEFAULT_ENDPOINT_NAME, PipelineConfig
+from pipeline.config import (
+    DEFAULT_ENDPOINT_INSTANCE_TYPE,
+    DEFAULT_ENDPOINT_NAME,
+    GPU_IMAGE_INSTANCE_TYPE,
+    PipelineConfig,
+)
 from pipeline.parameter_specs import SPECS, default
 
 
@@ -95,7 +100,10 @@ def get_parameters(config: PipelineConfig, bundle: Bundle) -> Parameters:
         ),
         endpoint_name=ParameterString("EndpointName", default_value=DEFAULT_ENDPOINT_NAME),
         endpoint_instance_type=ParameterString(
-            "EndpointInstanceType", default_value=DEFAULT_ENDPOINT_INSTANCE_TYPE
+            "EndpointInstanceType",
+            default_value=(
+                GPU_IMAGE_INSTANCE_TYPE if config.gpu_endpoint else DEFAULT_ENDPOINT_INSTANCE_TYPE
+            ),
         ),
         max_training_seconds=ParameterInteger(
             "MaxTrainingSeconds", default_value=default("MaxTrainingSeconds")

@@ -57,6 +57,8 @@ def deploy_steps(
             instance_type=ctx.params.endpoint_instance_type,
             # Encrypts the ML storage volume of the endpoint's instances.
             kms_key=ctx.config.kms_key_id or None,
+            # The host AMI a GPU serving image needs (None: SageMaker's default).
+            inference_ami_version=ctx.config.inference_ami_version,
         ),
         retry_policies=service_retry_policies(),
     )

@@ -14,7 +14,7 @@ from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
 from dogbreed_jobs import contract
-from pipeline.config import INFERENCE_FRAMEWORK_VERSION
+from pipeline.config import INFERENCE_FRAMEWORK_VERSION, RAY_TORCH_VERSION
 from steps.common import BuildContext, service_retry_policies
 from steps.evaluation import bf16_verdict, report_uri
 from steps.training import model_artifact
@@ -31,8 +31,9 @@ CONTENT_TYPES = [
 ]
 RESPONSE_TYPES = ["application/json"]
 # The instance types the version says it serves on: CPU types for the default (CPU) inference
-# image, on which a GPU instance would serve on its CPU; GPU types too when the user's image
-# (--inference-image) is a GPU one.
+# image, on which a GPU instance would serve on its CPU; GPU types only for --gpu-endpoint (the
+# Ray CUDA image needs its host AMI); GPU types too when the user's image (--inference-image)
+# is a GPU one.
 CPU_INSTANCES = ["ml.c7i.xlarge", "ml.m5.xlarge", "ml.c5.2xlarge"]
 GPU_INSTANCES = ["ml.g4dn.xlarge", "ml.g5.xlarge"]
 # TorchServe's workers per instance (the toolkit's SAGEMAKER_MODEL_SERVER_WORKERS, its
@@ -44,23 +45,35 @@ GPU_INSTANCES = ["ml.g4dn.xlarge", "ml.g5.xlarge"]
 MODEL_SERVER_WORKERS = 1
 
 
+def serving_environment(
+    ctx: BuildContext, evaluation: ProcessingStep, report: PropertyFile
+) -> dict[str, object]:
+    """The model's container environment: the evaluation's bf16 verdict for this model, and
+    for the PyTorch inference toolkit its entry file in code/ and worker count. Ray Serve's DLC
+    needs nothing else: it runs the config.yaml packed at the root of model.tar.gz."""
+    verdict = {contract.BF16_ALLOWED_ENV: bf16_verdict(evaluation, report)}
+    if ctx.config.serving == "ray":
+        return verdict
+    return {
+        "SAGEMAKER_PROGRAM": contract.SERVING_SCRIPT,
+        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SAGEMAKER_REGION": ctx.config.region,
+        "SAGEMAKER_MODEL_SERVER_WORKERS": str(MODEL_SERVER_WORKERS),
+        **verdict,
+    }
+
+
 def serving_model(
     ctx: BuildContext, training: TrainingStep, evaluation: ProcessingStep, report: PropertyFile
 ) -> Model:
-    """The serving container pointed at the handlers packed inside model.tar.gz, told whether
-    the evaluation allowed bf16 for this model."""
+    """The serving container pointed at the serving code packed inside model.tar.gz, told
+    whether the evaluation allowed bf16 for this model."""
     return Model(
         image_uri=ctx.inference_image,
         model_data=model_artifact(training),
         role=ctx.config.role_arn,
-        env={
-            "SAGEMAKER_PROGRAM": contract.SERVING_SCRIPT,
-            "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-            "SAGEMAKER_REGION": ctx.config.region,
-            "SAGEMAKER_MODEL_SERVER_WORKERS": str(MODEL_SERVER_WORKERS),
-            contract.BF16_ALLOWED_ENV: bf16_verdict(evaluation, report),
-        },
+        env=serving_environment(ctx, evaluation, report),
         # The endpoint's containers run in the jobs' VPC when one is configured.
         vpc_config=ctx.config.vpc_config,
         sagemaker_session=ctx.session,
@@ -68,6 +81,8 @@ def serving_model(
 
 
 def serving_instances(ctx: BuildContext) -> list[str]:
+    if ctx.config.gpu_endpoint:
+        return GPU_INSTANCES
     gpu = "-gpu-" in ctx.inference_image.rsplit(":", 1)[-1]
     return CPU_INSTANCES + (GPU_INSTANCES if gpu else [])
 
@@ -80,6 +95,14 @@ def tracking_metadata(ctx: BuildContext, evaluation: ProcessingStep, report: Pro
     path = f"{contract.EVALUATION_MLFLOW_KEY}.{contract.TRAINING_RUN_ID_FIELD}"
     run_id = JsonGet(step_name=evaluation.name, property_file=report, json_path=path)
     return {contract.RUN_ID_METADATA: run_id}
+
+
+def framework_version(ctx: BuildContext) -> str | None:
+    """The torch of the default serving image, which loads the trained weights; another
+    image's version is not known here, so none is claimed for it."""
+    if ctx.config.inference_image:
+        return None
+    return RAY_TORCH_VERSION if ctx.config.serving == "ray" else INFERENCE_FRAMEWORK_VERSION
 
 
 def register_step(
@@ -102,9 +125,7 @@ def register_step(
         domain="COMPUTER_VISION",
         task="IMAGE_CLASSIFICATION",
         framework="PYTORCH",
-        # The default inference image's torch, which loads the trained weights; another image's
-        # version is not known here, so none is claimed for it.
-        framework_version=None if ctx.config.inference_image else INFERENCE_FRAMEWORK_VERSION,
+        framework_version=framework_version(ctx),
         customer_metadata_properties=tracking_metadata(ctx, evaluation, report),
     )
     return ModelStep(

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 import pipeline.cli.argtypes as argtypes
-from pipeline.config import DEBUGGER_MODES, LOCAL_STORE, PipelineConfig
+from pipeline.config import DEBUGGER_MODES, LOCAL_STORE, SERVING_STACKS, PipelineConfig
 from pipeline.errors import UsageError
 
 PROG = "dogbreed-pipeline"
@@ -95,12 +95,24 @@ def add_config(parser, role_required: bool) -> None:
         "MlflowTrackingUri parameter; README, Experiment tracking)",
     )
     images = parser.add_argument_group(
-        "images (default: AWS's PyTorch Deep Learning Containers of the region; README, Images)"
+        "images (default: AWS's Deep Learning Containers of the region; README, Images)"
+    )
+    images.add_argument(
+        "--serving",
+        choices=SERVING_STACKS,
+        help="the endpoint's serving stack: ray (default; AWS's Ray Serve DLC, patched) or "
+        "torchserve (the PyTorch 2.6 inference DLC, past its end of patch on 2026-06-30)",
+    )
+    images.add_argument(
+        "--gpu-endpoint",
+        action="store_true",
+        help="build the endpoint for a GPU instance type: the GPU serving image (under Ray "
+        "with its host AMI), EndpointInstanceType defaulting to ml.g5.xlarge",
     )
     for kind, default in (
         ("training", "GPU training image for tuning and TrainModel"),
         ("processing", "CPU image for PrepareData, EvaluateModel, CompareWithDeployed"),
-        ("inference", "CPU inference image for the model and the endpoint"),
+        ("inference", "inference image for the model and the endpoint"),
     ):
         images.add_argument(
             f"--{kind}-image",
@@ -161,6 +173,8 @@ def config_from(args, **overrides) -> PipelineConfig:
             processing_image=args.processing_image,
             inference_image=args.inference_image,
             mlflow_tracking_arn=args.mlflow_tracking_arn,
+            serving=args.serving,
+            gpu_endpoint=args.gpu_endpoint or None,
         )
     except ValueError as exc:
         raise UsageError(f"{exc}: fix the flag") from None

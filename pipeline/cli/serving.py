@@ -19,6 +19,8 @@ import logging
 import os
 import re
 import signal
+import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -142,6 +144,52 @@ def _serve_until_signal(endpoint) -> None:
             signal.signal(sig, handler)
 
 
+def _serve_with_ray(model_data: Path, environment: dict, label: str, args) -> int:
+    """serve-local --ray-python: the model's Ray Serve application as the Ray Serve DLC runs
+    it (pipeline/local/ray_endpoint.py), until SIGINT or SIGTERM."""
+    from pipeline.local.ray_endpoint import RayEndpoint, RayEndpointError
+
+    stopped = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="dogbreed-serve-") as folder:
+        try:
+            model_dir = serve.extract_model(model_data, Path(folder) / "model")
+        except serve.ServeError as exc:
+            raise UsageError(str(exc)) from None
+        started = time.perf_counter()
+        log.info("starting Ray Serve on %s with %s", label, args.ray_python)
+        try:
+            endpoint = RayEndpoint(
+                model_dir, str(args.ray_python), port=args.port, env=environment, host=args.host
+            )
+        except RayEndpointError as exc:
+            log.info("what Ray Serve printed:\n%s", exc.log)
+            raise UsageError(f"Ray Serve did not start: {exc.reason}") from None
+        except OSError as exc:
+            raise UsageError(f"Ray Serve did not start: {exc}") from None
+        try:
+            log.info(
+                "serving %s on %s (GET /ping, POST /invocations) through Ray Serve, ready in "
+                "%.1f s; Ctrl-C stops",
+                label,
+                endpoint.url,
+                time.perf_counter() - started,
+            )
+            previous = {
+                sig: signal.signal(sig, lambda signum, frame: stopped.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+            try:
+                while not stopped.wait(0.5):
+                    pass
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        finally:
+            endpoint.stop()
+    log.info("stopped")
+    return 0
+
+
 def serve_local(args) -> int:
     if args.model_data is not None:
         model_data, environment, label = args.model_data, {}, str(args.model_data)
@@ -150,6 +198,8 @@ def serve_local(args) -> int:
     else:
         model_data, environment, name = resolve_endpoint(args.store, args.endpoint)
         label = f"endpoint {name} ({model_data})"
+    if args.ray_python is not None:
+        return _serve_with_ray(model_data, environment, label, args)
     # The serving container runs with the model's environment; so does this process.
     os.environ.update(environment)
     endpoint = serve.LocalEndpoint(
@@ -385,6 +435,14 @@ def add_serve_local(parser) -> None:
         metavar="BYTES",
         help=f"largest request body (default: {serve.DEFAULT_MAX_BODY_BYTES}, SageMaker's "
         "real-time limit)",
+    )
+    parser.add_argument(
+        "--ray-python",
+        type=Path,
+        metavar="PYTHON",
+        help="serve through Ray Serve as AWS's Ray Serve image does, with this Python (one "
+        "with ray[serve] and torch, e.g. the venv `bin/container-env ray-serve` builds); "
+        "--threads and --max-body-bytes then do not apply",
     )
     parser.set_defaults(handler=serve_local)
 

@@ -29,6 +29,9 @@ TRAIN_SCRIPT = "train.py"
 PREPROCESS_SCRIPT = "preprocess.py"
 EVALUATE_SCRIPT = "evaluate.py"
 SERVING_SCRIPT = "inference.py"
+# The Ray Serve application at the root of model.tar.gz: AWS's Ray Serve DLC runs
+# `serve run /opt/ml/model/config.yaml`.
+RAY_SERVE_CONFIG = "config.yaml"
 COMPARE_SCRIPT = "compare_deployed.py"
 # Debugger's tensor rules over a training job's tensors: a processing job of `--debugger
 # pipeline` on SageMaker, and the local runner after every training job with rules.

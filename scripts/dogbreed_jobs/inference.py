@@ -33,6 +33,9 @@ per image (Pillow's default) and `DOGBREED_MAX_REQUEST_PIXELS` for all images of
 together (twice that), checked from the image headers before any pixel is decoded; JSON bodies
 nest at most `MAX_JSON_DEPTH` (32) arrays and objects, checked before parsing.
 
+`answer(model, body, content_type, accept)` runs the three per-request handlers with a context,
+as a model server does: the front end of the Ray Serve endpoint (ray_app.py) serves with it.
+
 Errors. Called without a context (tests, benchmarks), a handler raises: a rejected request is a
 `RequestError` (a `ValueError` carrying an HTTP status: 400, 406, 413 or 415) saying what was
 wrong. Under a model server the handlers take the request context as their last argument, as
@@ -658,3 +661,31 @@ def encode_response(prediction: dict, accept: str | None) -> tuple[str, str]:
             f"unsupported Accept {accept!r}; this endpoint answers {RESPONSE_TYPE}"
         )
     return json.dumps(prediction), RESPONSE_TYPE
+
+
+class ResponseContext:
+    """What the handlers use of a model server's request context: the status they set.
+
+    The signature is TorchServe's (`ts.context.Context.set_response_status`).
+    """
+
+    def __init__(self):
+        self.status = 200
+        self.phrase = "OK"
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.status, self.phrase = code, phrase
+
+
+def answer(model: Classifier, body, content_type: str | None, accept: str | None):
+    """(status, JSON text, content type) for one request: the handlers as a model server calls
+    them, so a refusal or a fault is answered, never raised."""
+    context = ResponseContext()
+    try:
+        data = input_fn(body, content_type, context)
+        prediction = predict_fn(data, model, context)
+        text, response_type = output_fn(prediction, accept, context)
+    except Exception as err:  # the handlers answer their own errors; this is the last guard
+        refusal = _refusal(err)
+        return refusal.status_code, refusal.body(), RESPONSE_TYPE
+    return context.status, text, response_type

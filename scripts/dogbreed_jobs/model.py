@@ -16,10 +16,17 @@ import torch
 from torch import nn
 from torchvision import models
 
-from dogbreed_jobs.contract import CLASS_NAMES_FILE, SERVING_SCRIPT, SETTINGS_FILE, WEIGHTS_FILE
+from dogbreed_jobs.contract import (
+    CLASS_NAMES_FILE,
+    RAY_SERVE_CONFIG,
+    SERVING_SCRIPT,
+    SETTINGS_FILE,
+    WEIGHTS_FILE,
+)
 
-# Copied into <model_dir>/code so the SageMaker PyTorch serving container finds the handlers:
-# the entry file it imports, beside the package modules the handlers use.
+# Copied into <model_dir>/code so either serving container finds the handlers: the entry file
+# TorchServe's toolkit imports, and the package with the Ray Serve front end (ray_app.py) and
+# the modules the handlers use.
 PACKAGE = Path(__file__).resolve().parent
 SERVING_CODE = (
     SERVING_SCRIPT,
@@ -28,6 +35,7 @@ SERVING_CODE = (
         for name in (
             "__init__.py",
             "inference.py",
+            "ray_app.py",
             "serving_speed.py",
             "transforms.py",
             "images.py",
@@ -37,6 +45,21 @@ SERVING_CODE = (
         )
     ),
 )
+
+# config.yaml at the model's root, for `serve run` (Ray Serve's config file format): one
+# application on the route the DLC's adapter forwards /invocations to. One replica: it gets
+# every vCPU for its forward pass (ray_app.threads_per_replica), as one TorchServe worker does.
+RAY_SERVE_REPLICAS = 1
+RAY_SERVE_CONFIG_TEXT = f"""\
+# The endpoint's Ray Serve application (AWS's Ray Serve DLC runs `serve run` on this file).
+# replicas: copies of the model on the instance, each with vCPUs / replicas torch threads.
+applications:
+  - name: dogbreed
+    route_prefix: /
+    import_path: dogbreed_jobs.ray_app:build
+    args:
+      replicas: {RAY_SERVE_REPLICAS}
+"""
 
 _HEAD_ATTRIBUTES = ("classifier", "fc", "head", "heads")
 
@@ -136,7 +159,8 @@ def save_artifact(
     class_names: list[str],
     settings: dict,
 ) -> None:
-    """Write weights, class names, settings and the serving code into `model_dir`."""
+    """Write weights, class names, settings and the serving code (code/ and the Ray Serve
+    config.yaml) into `model_dir`."""
     serving_code = serving_code_files()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +173,7 @@ def save_artifact(
         target = model_dir / "code" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
+    (model_dir / RAY_SERVE_CONFIG).write_text(RAY_SERVE_CONFIG_TEXT)
 
 
 def load_artifact(model_dir: str | os.PathLike, device: str | torch.device = "cpu"):

@@ -576,7 +576,8 @@ def _imports(path: Path) -> set[str]:
 def test_handlers_need_only_the_serving_code_packed_beside_them():
     from dogbreed_jobs import model
 
-    needed, imported, queue = set(), set(), ["inference.py"]
+    # The two front ends: TorchServe's toolkit imports inference.py, config.yaml ray_app.py.
+    needed, imported, queue = set(), set(), ["inference.py", "dogbreed_jobs/ray_app.py"]
     while queue:
         name = queue.pop()
         if name not in needed:
@@ -589,6 +590,8 @@ def test_handlers_need_only_the_serving_code_packed_beside_them():
     packed = set(model.SERVING_CODE)
     assert needed <= packed, f"serving needs {sorted(needed - packed)} but they are not packed"
     assert "dogbreed_jobs/inference.py" in needed and "dogbreed_jobs/__init__.py" in packed
+    # ray_app.py imports Ray Serve, which only the Ray Serve image has; only that image imports it.
+    assert {"ray", "starlette"} <= imported
     assert not imported & {"pipeline", "steps"}
 
 
@@ -619,3 +622,29 @@ def test_loaded_weights_are_exactly_the_saved_ones(classifier, model_artifact):
     assert saved.keys() == loaded.keys()
     for name, tensor in saved.items():
         assert torch.equal(loaded[name].cpu(), tensor), name
+
+
+def test_answer_runs_the_handlers_as_a_model_server_and_never_raises(
+    classifier, test_images, monkeypatch
+):
+    """inference.answer, the Ray Serve front end's one call: (status, body, content type)."""
+    jpeg = test_images[0][1]
+    status, text, content_type = inference.answer(classifier, jpeg, "image/jpeg", None)
+    assert (status, content_type) == (200, "application/json")
+    assert (
+        text
+        == inference.output_fn(
+            inference.predict_fn(inference.input_fn(jpeg, "image/jpeg"), classifier), None
+        )[0]
+    )
+    assert inference.answer(classifier, jpeg, "text/plain", None)[:1] == (415,)
+    status, text, _ = inference.answer(classifier, jpeg, "image/jpeg", "text/csv")
+    assert status == 406 and list(json.loads(text)) == ["error"]
+
+    def fail(request, model):
+        raise RuntimeError("secret /opt/ml/model detail")
+
+    monkeypatch.setattr(inference, "_batch", fail)
+    status, text, _ = inference.answer(classifier, jpeg, "image/jpeg", None)
+    assert status == 500
+    assert "secret" not in text and "RuntimeError" in json.loads(text)["error"]

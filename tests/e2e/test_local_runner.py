@@ -185,11 +185,13 @@ def test_a_full_run_registers_and_deploys_when_accuracy_reaches_the_threshold(pi
     assert Path(endpoint["ModelDataPath"]) == pipeline.object(model_url)
     assert Path(endpoint["ModelDataPath"]).is_file()
     assert endpoint["ModelPackageArn"] == version["ModelPackageArn"]
-    assert endpoint["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
-    # The evaluation's bf16 verdict reaches the endpoint and the registered version (JsonGet).
+    # The Ray Serve image runs the config.yaml packed at the root; the environment carries only
+    # the evaluation's bf16 verdict, which reaches the endpoint and the registered version.
+    with tarfile.open(endpoint["ModelDataPath"]) as tar:
+        assert "config.yaml" in tar.getnames()
     verdict = evaluation["serving"]["environment"]["DOGBREED_BF16_ALLOWED"]
     assert verdict in ("true", "false")
-    assert endpoint["Environment"]["DOGBREED_BF16_ALLOWED"] == verdict
+    assert endpoint["Environment"] == {"DOGBREED_BF16_ALLOWED": verdict}
     (container,) = version["InferenceSpecification"]["Containers"]
     assert container["Environment"]["DOGBREED_BF16_ALLOWED"] == verdict
     assert "METRICS" not in result.stdout  # stdout is the ARN; progress goes to stderr

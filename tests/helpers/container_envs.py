@@ -9,6 +9,7 @@ import pytest
 
 TRAINING = "DOGBREED_CONTAINER_PYTHON"
 INFERENCE = "DOGBREED_INFERENCE_PYTHON"
+RAY_SERVE = "DOGBREED_RAY_SERVE_PYTHON"
 
 
 def python_of(variable: str) -> str:

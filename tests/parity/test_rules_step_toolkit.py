@@ -10,30 +10,16 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.datagen import make_imagefolder
-from parity.test_training_toolkit import OVERRIDES, _quick, run_offline
+from parity.conftest import offline_execution
 
 from pipeline.config import PipelineConfig
-from pipeline.definition import definition_json
-from pipeline.local.runner import Options
-from pipeline.local.store import Store
 
 
 @pytest.fixture(scope="module")
 def execution(container_python, tmp_path_factory):
-    work = tmp_path_factory.mktemp("parity-rules")
-    data = make_imagefolder(work / "data", 3, {"train": 6, "valid": 3, "test": 3}, seed=4)
     config = PipelineConfig(debugger="pipeline", enable_network_isolation=True)
-    definition = _quick(json.loads(definition_json(config)))
-    options = Options(
-        store=work / "store",
-        parameters=OVERRIDES + [("AccuracyThreshold", "0.0")],
-        input=data,
-        max_trials=1,
-        max_epochs=1,
-        container_python=Path(container_python),
-    )
-    return run_offline(definition, options), Store(work / "store")
+    work = tmp_path_factory.mktemp("parity-rules")
+    return offline_execution(container_python, work, config, seed=4, max_trials=1)
 
 
 def test_the_rules_step_runs_in_the_image_and_reads_what_train_model_saved(

@@ -15,78 +15,21 @@ processes.
 
 from __future__ import annotations
 
-import copy
 import json
 import tarfile
 from pathlib import Path
 
 import pytest
 from helpers.container_envs import INFERENCE, python_of
-from helpers.datagen import make_imagefolder
-from parity.conftest import freeze
+from helpers.definitions import torchserve_environment
+from parity.conftest import OFFLINE, freeze
 
 from pipeline.config import PipelineConfig
-from pipeline.definition import definition_json
-from pipeline.definition_json import iter_steps
 from pipeline.local.container import ContainerPython, Job
-from pipeline.local.runner import Options, run
-from pipeline.local.store import Store
 from pipeline.local.supervisor import JobFailed, Supervisor
 from pipeline.local.training_job import run_training
 
-OVERRIDES = [("ImageSize", "32"), ("MaxImageSide", "40"), ("Pretrained", "false")]
-# No internet for the jobs: pip finds no index, HTTP(S) clients a closed port. The local
-# SageMaker API (CompareWithDeployed) is on 127.0.0.1, which the proxy leaves alone.
-OFFLINE = {
-    "PIP_NO_INDEX": "1",
-    "PIP_FIND_LINKS": "",
-    "HTTP_PROXY": "http://127.0.0.1:9",
-    "HTTPS_PROXY": "http://127.0.0.1:9",
-    "NO_PROXY": "127.0.0.1,localhost",
-}
 TOOLKIT = "sagemaker-training-toolkit"
-
-
-def _step(definition: dict, name: str) -> dict:
-    return next(entry.step for entry in iter_steps(definition) if entry.name == name)
-
-
-def _quick(definition: dict) -> dict:
-    """Batch sizes the tiny dataset fills (the published 32/64 need more images)."""
-    definition = copy.deepcopy(definition)
-    ranges = _step(definition, "TuneHyperparameters")["Arguments"]["HyperParameterTuningJobConfig"][
-        "ParameterRanges"
-    ]
-    for spec in ranges["CategoricalParameterRanges"]:
-        if spec["Name"] == "batch_size":
-            spec["Values"] = ['"4"', '"6"']
-    return definition
-
-
-@pytest.fixture(scope="module")
-def execution(container_python, tmp_path_factory):
-    """(outcome, store, the container venv's packages before the run)."""
-    work = tmp_path_factory.mktemp("parity")
-    data = make_imagefolder(work / "data", 3, {"train": 6, "valid": 3, "test": 3}, seed=3)
-    definition = json.loads(definition_json(PipelineConfig(enable_network_isolation=True)))
-    before = freeze(container_python)
-    options = Options(
-        store=work / "store",
-        parameters=OVERRIDES + [("AccuracyThreshold", "0.0")],
-        input=data,
-        max_trials=2,
-        max_epochs=1,
-        container_python=Path(container_python),
-    )
-    return run_offline(_quick(definition), options), Store(work / "store"), before
-
-
-def run_offline(definition: dict, options: Options):
-    """The execution, its jobs without the internet (OFFLINE)."""
-    with pytest.MonkeyPatch.context() as offline:
-        for key, value in OFFLINE.items():
-            offline.setenv(key, value)
-        return run(definition, options)
 
 
 def _log(outcome, name: str) -> str:
@@ -217,7 +160,7 @@ def test_train_model_as_two_torchrun_processes(execution, container_python, tmp_
 def test_the_trained_model_is_served_by_the_inference_image_stack(execution, tmp_path):
     """TrainModel's model.tar.gz (written by the training image's torch 2.13) served by
     TorchServe and sagemaker-pytorch-inference in the inference image's venv (torch 2.6),
-    with the container environment the execution deployed it with."""
+    with the container environment of a --serving torchserve definition."""
     from helpers.serving_stack import TorchServe, extract, java_version
 
     python = python_of(INFERENCE)
@@ -229,7 +172,8 @@ def test_the_trained_model_is_served_by_the_inference_image_stack(execution, tmp
     model_dir = extract(store.path(container["ModelDataUrl"]), tmp_path / "opt-ml-model")
     class_names = json.loads((model_dir / "class_names.json").read_text())
     image = next((Path(outcome.record["LocalOverrides"]["Input"]) / "test").rglob("*.jpg"))
-    server = TorchServe(model_dir, dict(container["Environment"]), tmp_path, python=python)
+    # The environment a --serving torchserve definition deploys it with.
+    server = TorchServe(model_dir, torchserve_environment(), tmp_path, python=python)
     try:
         reply = server.invoke(
             image.read_bytes(), {"Content-Type": "image/jpeg", "Accept": "application/json"}

@@ -960,3 +960,11 @@ def test_status_gives_no_hint_for_other_failures(deployed, calls, capsys):
     code, out, err = run(capsys, "status")
     assert code == 0, err
     assert "Hint:" not in out
+
+
+def test_serve_local_with_a_ray_python_that_is_not_there_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "serve-local", "--model-data", str(tmp_path),
+                       "--ray-python", str(tmp_path / "no-python"), "--port", "0")  # fmt: skip
+    assert code == 2
+    (line,) = [line for line in err.splitlines() if "error" in line]
+    assert "Ray Serve did not start" in line and "no-python" in line

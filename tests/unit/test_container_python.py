@@ -37,3 +37,22 @@ def test_run_local_refuses_it_in_one_line_before_anything_runs(tmp_path, capsys)
     assert not (tmp_path / "store" / "executions").exists() or not any(
         (tmp_path / "store" / "executions").iterdir()
     )
+
+
+def test_container_env_takes_the_python_version_a_spec_names(tmp_path):
+    """bin/container-env: `# python: 3.13` on a spec's first line, else the images' 3.12; the
+    cache folder changes with the spec and the interpreter."""
+    import runpy
+
+    from helpers.paths import ROOT
+
+    env = runpy.run_path(str(ROOT / "bin" / "container-env"), run_name="env")
+    assert env["spec_python"](ROOT / "container" / "ray-serve.txt") == "3.13"
+    assert env["spec_python"](ROOT / "container" / "training.txt") == "3.12"
+    spec = tmp_path / "x.txt"
+    spec.write_text("torch==2.10.0\n# python: 3.13\n")  # only the first line counts
+    assert env["spec_python"](spec) == "3.12"
+    assert env["env_dir"]("ray-serve", sys.executable).name.startswith("ray-serve-")
+    assert env["env_dir"]("ray-serve", sys.executable) != env["env_dir"](
+        "inference", sys.executable
+    )

@@ -390,8 +390,8 @@ def _with_bf16_serving(before: dict) -> None:
 
 
 def test_service_mode_changes_only_by_the_relu_regex_and_later_issues(definition):
-    """The committed definition before issue 11, with the regex fix, issue 20's bf16 serving and
-    issue 22's batch sizes and weights channel applied: nothing else."""
+    """The committed definition before issue 11, with the regex fix, issue 20's Ray Serve image
+    and bf16 serving, and issue 22's batch sizes and weights channel applied: nothing else."""
     before = json.loads(
         subprocess.run(
             ["git", "show", "fb9efb0:pipeline_definition.json"],
@@ -408,6 +408,12 @@ def test_service_mode_changes_only_by_the_relu_regex_and_later_issues(definition
     ]  # fmt: skip
     relu["CollectionParameters"]["include_regex"] = RELU_INPUTS
     args["DebugRuleConfigurations"][-1]["RuleParameters"]["activation_inputs_regex"] = RELU_INPUTS
+    # Issue 20: the Ray Serve image, whose model needs no environment but the bf16 verdict.
+    created = step(before, "CreateModel-CreateModel")["Arguments"]["PrimaryContainer"]
+    created.update(Environment={}, Image=RAY_CPU_IMAGE)
+    register = step(before, "RegisterModel-RegisterModel")["Arguments"]
+    (container,) = register["InferenceSpecification"]["Containers"]
+    container.update(Environment={}, Image=RAY_CPU_IMAGE, FrameworkVersion="2.10.0")
     _with_bf16_serving(before)
     # Issue 22: the published batch sizes, 128 included.
     tuning = step(before, "TuneHyperparameters")["Arguments"]["HyperParameterTuningJobConfig"]
@@ -608,10 +614,67 @@ def test_registration_uses_the_group_approval_parameter_metrics_and_packed_handl
     assert "Steps.EvaluateModel.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri" in (
         set(references(stats["S3Uri"]))
     )
+    # The Ray Serve DLC runs the config.yaml packed in model.tar.gz: the environment carries
+    # only the evaluation's bf16 verdict.
     (container,) = args["InferenceSpecification"]["Containers"]
+    assert list(container["Environment"]) == ["DOGBREED_BF16_ALLOWED"]
+    assert references(container["Environment"]) == [
+        "Steps.EvaluateModel.PropertyFiles.EvaluationReport"
+    ]
+    assert container["Image"] == RAY_CPU_IMAGE
+
+
+def test_torchserve_registers_and_deploys_the_packed_handlers_with_one_worker():
+    definition = definition_dict(PipelineConfig(serving="torchserve"))
+    deployed = step(definition, "CreateModel-CreateModel")["Arguments"]["PrimaryContainer"]
+    register = step(definition, "RegisterModel-RegisterModel")["Arguments"]
+    (container,) = register["InferenceSpecification"]["Containers"]
+    assert container["Environment"] == deployed["Environment"]
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
-    assert "pytorch-inference" in container["Image"]
+    assert container["Environment"]["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1"
+    assert container["Image"] == deployed["Image"] == CPU_INFERENCE
+    assert container["FrameworkVersion"] == "2.6.0"
+
+
+def test_a_gpu_endpoint_runs_the_ray_cuda_image_on_its_host_ami():
+    definition = definition_dict(PipelineConfig(gpu_endpoint=True))
+    images = _images_by_step(definition)
+    assert images["CreateModel-CreateModel"] == {f"{US_EAST_1}/ray:serve-ml-sagemaker-cuda-v1"}
+    (variant,) = step(definition, "CreateEndpointConfig")["Arguments"]["ProductionVariants"]
+    assert variant["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-3-1"
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    assert defaults["EndpointInstanceType"] == "ml.g5.xlarge"
+    assert _registered_instances(PipelineConfig(gpu_endpoint=True))[0] == [
+        "ml.g4dn.xlarge",
+        "ml.g5.xlarge",
+    ]
+    # The CPU endpoint keeps SageMaker's default host AMI.
+    (variant,) = step(definition_dict(PipelineConfig()), "CreateEndpointConfig")["Arguments"][
+        "ProductionVariants"
+    ]
+    assert "InferenceAmiVersion" not in variant
+
+
+def test_a_torchserve_gpu_endpoint_gets_the_sdks_gpu_inference_image_and_no_ami():
+    definition = definition_dict(PipelineConfig(serving="torchserve", gpu_endpoint=True))
+    images = _images_by_step(definition)
+    assert images["CreateModel-CreateModel"] == {f"{US_EAST_1}/pytorch-inference:2.6.0-gpu-py312"}
+    (variant,) = step(definition, "CreateEndpointConfig")["Arguments"]["ProductionVariants"]
+    assert "InferenceAmiVersion" not in variant
+
+
+def test_serving_flags_reach_the_config_and_a_bad_stack_is_refused():
+    from pipeline import cli
+    from pipeline.cli import options
+
+    args = cli.build_parser().parse_args(["export", "--serving", "torchserve", "--gpu-endpoint"])
+    config = options.config_from(args)
+    assert (config.serving, config.gpu_endpoint) == ("torchserve", True)
+    config = options.config_from(cli.build_parser().parse_args(["export"]))
+    assert (config.serving, config.gpu_endpoint) == ("ray", False)
+    with pytest.raises(ValueError, match="serving stack 'tfserving' is not one of ray, torchserve"):
+        PipelineConfig(serving="tfserving")
 
 
 def test_endpoint_is_named_by_parameter_with_a_fresh_config_per_execution(definition):
@@ -717,6 +780,7 @@ US_EAST_1 = "763104351884.dkr.ecr.us-east-1.amazonaws.com"
 GPU_TRAINING = f"{US_EAST_1}/pytorch:2.13.0-cu133-amzn2023-sagemaker"
 CPU_PROCESSING = f"{US_EAST_1}/pytorch:2.13.0-cpu-amzn2023-sagemaker"
 CPU_INFERENCE = f"{US_EAST_1}/pytorch-inference:2.6.0-cpu-py312"
+RAY_CPU_IMAGE = f"{US_EAST_1}/ray:serve-ml-sagemaker-cpu-v1"
 IMAGE_KEYS = ("ImageUri", "TrainingImage", "Image")
 
 
@@ -744,19 +808,20 @@ def test_each_step_runs_the_image_of_its_kind(definition):
     for name in ("TuneHyperparameters", "TrainModel"):
         assert images[name] == {GPU_TRAINING}, name
     for name in ("RegisterModel-RegisterModel", "CreateModel-CreateModel"):
-        assert images[name] == {CPU_INFERENCE}, name
+        assert images[name] == {RAY_CPU_IMAGE}, name
     # Every step that runs a container was seen above: none is left on another image.
     assert {image for found in images.values() for image in found} == {
         GPU_TRAINING,
         CPU_PROCESSING,
-        CPU_INFERENCE,
+        RAY_CPU_IMAGE,
     }
 
 
 def test_the_registered_package_names_the_serving_framework_version(definition):
     args = step(definition, "RegisterModel-RegisterModel")["Arguments"]
     (container,) = args["InferenceSpecification"]["Containers"]
-    assert (container["Framework"], container["FrameworkVersion"]) == ("PYTORCH", "2.6.0")
+    # The Ray Serve DLC's torch.
+    assert (container["Framework"], container["FrameworkVersion"]) == ("PYTORCH", "2.10.0")
 
 
 @pytest.mark.parametrize(
@@ -776,7 +841,9 @@ def test_the_images_come_from_the_regions_dlc_registry_as_the_sdk_names_it(regio
     found = images(PipelineConfig(region=region))
     assert found.training == f"{registry}/pytorch:2.13.0-cu133-amzn2023-sagemaker"
     assert found.processing == f"{registry}/pytorch:2.13.0-cpu-amzn2023-sagemaker"
-    assert found.inference == f"{registry}/pytorch-inference:2.6.0-cpu-py312"
+    assert found.inference == f"{registry}/ray:serve-ml-sagemaker-cpu-v1"
+    torchserve = images(PipelineConfig(region=region, serving="torchserve"))
+    assert torchserve.inference == f"{registry}/pytorch-inference:2.6.0-cpu-py312"
 
 
 def test_a_china_region_definition_names_only_that_regions_registry():

@@ -161,3 +161,18 @@ def test_a_local_answer_botocore_cannot_parse_is_one_line(tmp_path, capsys):
     code = cli.main(["teardown", "--yes", "--store", str(store.root)])
     assert code != 0
     assert "run-local's SageMaker API" in one_error_line(capsys.readouterr().err)
+
+
+def test_approve_deploys_a_gpu_definition_on_its_host_ami():
+    """The AMI the pipeline's endpoint configuration names goes into approve's too, and only
+    into a GPU definition's (a CPU one keeps SageMaker's default host AMI)."""
+    from pipeline.config import PipelineConfig
+    from pipeline.definition import definition_dict
+
+    for gpu, ami in ((True, "al2-ami-sagemaker-inference-gpu-3-1"), (False, None)):
+        definition = definition_dict(PipelineConfig(gpu_endpoint=gpu))
+        settings = deployment.settings_of({"PipelineName": "p", "RoleArn": ROLE,
+                                           "Definition": definition})  # fmt: skip
+        assert settings.inference_ami_version == ami
+        (variant,) = deployment.config_request(settings, "m", "ml.g5.xlarge")["ProductionVariants"]
+        assert variant.get("InferenceAmiVersion") == ami

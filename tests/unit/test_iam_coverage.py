@@ -647,7 +647,11 @@ def test_the_role_pulls_only_image_repositories_the_definition_runs(role, needs,
     # service mode's rules (the default definition, where the two sets are equal).
     rules = arn("ecr", "repository/sagemaker-debugger-rules", REGION, "503895931360")
     uses_rules = "DebugRuleConfigurations" in json.dumps(definition)
-    assert granted == (pulled if uses_rules else pulled | {rules})
+    # And both serving stacks: the TorchServe image's repository is pulled only by a
+    # definition built with --serving torchserve.
+    torchserve = arn("ecr", "repository/pytorch-inference", REGION, "763104351884")
+    assert torchserve not in pulled
+    assert granted == (pulled if uses_rules else pulled | {rules}) | {torchserve}
 
 
 def test_derived_arns_have_the_forms_the_service_authorization_reference_gives(
