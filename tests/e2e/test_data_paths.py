@@ -202,10 +202,18 @@ def test_unknown_decode_value_is_refused_naming_the_argument(capsys):
     assert "argument --decode: expected one of workers, device, got 'gpu'" in message
 
 
-def test_bad_data_still_fails_with_a_setup_error(folders):
+def test_a_batch_over_the_data_is_capped_and_too_few_images_fail_with_a_setup_error(folders):
+    images = 9 * len(CLASSES)
     args = _args(folders, "device", 0, batch_size=500)
-    with pytest.raises(SetupError, match="argument --batch_size: 500 is more than"):
-        load_data(args, CPU)
+    data = load_data(args, CPU)
+    assert args.batch_size <= images
+    assert len(next(iter(data.train_loader))[0]) == args.batch_size
+    # One image for each of so many processes: no batch can be formed.
+    crowded = Runtime(
+        rank=0, world_size=images, local_rank=0, local_world_size=1, device=CPU.device
+    )
+    with pytest.raises(SetupError, match="1 training image"):
+        load_data(_args(folders, "device", 0), crowded)
 
 
 def _metric_lines(folders: Path, workdir: Path, decode: str) -> list[str]:

@@ -105,7 +105,9 @@ def test_installed_cli_upsert_approve_teardown(server_env, moto_server):
         },
     )["ModelPackageArn"]
 
-    result = _cli(server_env, "approve", "--model-version", "1")
+    # moto (5.2.6) refuses the default ml.c7i.xlarge: its instance list predates the 7th
+    # generation that botocore's ProductionVariantInstanceType has (tests/unit/test_approve.py).
+    result = _cli(server_env, "approve", "--model-version", "1", "--instance-type", "ml.m5.xlarge")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{arn}\n"
     described = sagemaker.describe_model_package(ModelPackageName=arn)
