@@ -10,7 +10,6 @@ pytest-timeout above it) turns a hang into a failure.
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import socket
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.artifact import IMAGE_SIZE
+from helpers.exchange import exchange
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -254,14 +254,7 @@ def image_headers() -> dict:
 
 
 def http_request(server, method, path, body=b"", headers=None):
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
+    return exchange(server.url, method, path, body, headers, timeout=30)
 
 
 # Header values http.client will put on the wire (no CR/LF), as visible ASCII and latin-1.

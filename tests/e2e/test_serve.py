@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
+from helpers.exchange import exchange
 from helpers.paths import ROOT, SCRIPTS
 from PIL import Image
 
@@ -45,14 +46,7 @@ MAX_BODY = 200_000
 
 def request(url, method="POST", path="/invocations", body=b"", headers=None):
     """(status, headers, body) of one request on a fresh connection."""
-    target = urlsplit(url)
-    connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
+    return exchange(url, method, path, body, headers)
 
 
 def error_lines(stderr: str) -> list[str]:

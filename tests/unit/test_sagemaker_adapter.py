@@ -5,12 +5,12 @@ The backend plays Ray Serve: `/` answers what the test sets, `/-/healthz` answer
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers.exchange import exchange
 
 from pipeline.local import sagemaker_adapter
 from pipeline.local.ray_endpoint import free_port
@@ -66,13 +66,7 @@ def stack():
 
 
 def call(port, method, path, body=b"", headers=None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
+    return exchange(f"http://127.0.0.1:{port}", method, path, body, headers, timeout=10)
 
 
 def test_invocations_reach_route_slash_with_the_types_and_sagemaker_headers(stack):
