@@ -23,7 +23,14 @@ from functools import cached_property
 from pathlib import Path
 
 import dogbreed_jobs
-from dogbreed_jobs.contract import NO_WEIGHTS_FILE, NO_WEIGHTS_FOLDER, NO_WEIGHTS_TEXT
+from dogbreed_jobs.contract import (
+    NO_CHAMPION_FILE,
+    NO_CHAMPION_FOLDER,
+    NO_CHAMPION_TEXT,
+    NO_WEIGHTS_FILE,
+    NO_WEIGHTS_FOLDER,
+    NO_WEIGHTS_TEXT,
+)
 from pipeline.config import PipelineConfig
 
 # Only these travel to the jobs: no caches, no editor files, nothing a user left lying there.
@@ -112,10 +119,15 @@ class Bundle:
         """The weights channel's default: a folder with no weights file in it (contract.py)."""
         return f"s3://{config.bucket}/{self.key_prefix(config)}/{NO_WEIGHTS_FOLDER}/"
 
+    def no_champion_uri(self, config: PipelineConfig) -> str:
+        """EvaluateModel's champion input when nothing serving can be scored (contract.py)."""
+        return f"s3://{config.bucket}/{self.key_prefix(config)}/{NO_CHAMPION_FOLDER}/"
+
     def objects(self, config: PipelineConfig) -> dict[str, bytes]:
         """Every S3 key (in config.bucket) the jobs read, with its content."""
         prefix = self.key_prefix(config)
         objects = {f"{prefix}/{TARBALL_NAME}": self.tarball}
         objects.update({f"{prefix}/scripts/{name}": data for name, data in self.files.items()})
         objects[f"{prefix}/{NO_WEIGHTS_FOLDER}/{NO_WEIGHTS_FILE}"] = NO_WEIGHTS_TEXT.encode()
+        objects[f"{prefix}/{NO_CHAMPION_FOLDER}/{NO_CHAMPION_FILE}"] = NO_CHAMPION_TEXT.encode()
         return objects

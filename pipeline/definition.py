@@ -30,8 +30,10 @@ from pipeline.errors import UsageError
 
 DESCRIPTION = (
     "Prepares a dog-breed ImageFolder, tunes and trains DenseNet-161, evaluates it on the test "
-    "split and, when test accuracy reaches AccuracyThreshold and the model is not already "
-    "deployed or registered, registers it; an Approved version is deployed."
+    "split beside the model the endpoint serves and, when test accuracy reaches "
+    "AccuracyThreshold, the model is not already deployed or registered and it is not worse "
+    "than the serving one (ChampionMetric, ChampionTolerance), registers it; an Approved "
+    "version is deployed."
 )
 
 # The SDK logs its config-file search and a v2 deprecation banner on import; neither helps here.
@@ -179,6 +181,7 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     from sagemaker.workflow.pipeline_definition_config import PipelineDefinitionConfig
 
     from pipeline.parameters import get_parameters
+    from steps.champion import champion_step
     from steps.common import BuildContext
     from steps.compare import changed_condition, compare_step
     from steps.condition import (
@@ -212,13 +215,14 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     prepare = preprocess_step(ctx)
     tuning = tuning_step(ctx, prepare)
     training = training_step(ctx, prepare, tuning)
-    evaluation, report = evaluation_step(ctx, prepare, training)
+    # Before the evaluation: it names the serving model that the evaluation scores too.
+    compare, change = compare_step(ctx, training)
+    evaluation, report = evaluation_step(ctx, prepare, training, compare, change)
     register = register_step(ctx, training, evaluation, report)
     deploy = deploy_steps(ctx, training, register, evaluation, report)
     approved = approval_step(register, if_steps=deploy)
-    compare, change = compare_step(ctx, training)
-    changed = changed_condition(compare, change, if_steps=[register, approved])
-    registration = [compare, changed]
+    gate = champion_step(evaluation, report, if_steps=[register, approved])
+    registration = [changed_condition(compare, change, if_steps=[gate])]
     checks = []
     if config.debugger == "pipeline":
         # Beside EvaluateModel, after TrainModel; its gate follows the accuracy's.
@@ -235,7 +239,7 @@ def get_pipeline(config: PipelineConfig | None = None, bundle: Bundle | None = N
     return Pipeline(
         name=config.pipeline_name,
         parameters=params.all(),
-        steps=[prepare, tuning, training, evaluation, *checks, check],
+        steps=[prepare, tuning, training, compare, evaluation, *checks, check],
         sagemaker_session=session,
         # Keep the job names SageMaker generates per execution; custom prefixes would put
         # the same names in every execution and collide.

@@ -81,6 +81,13 @@ SPECS: dict[str, Spec] = {
     # The endpoint's `auto` serves bf16 (on CPUs with native bf16) only for a model whose bf16
     # top-1 equals fp32's on at least this share of the test split; 1: on every test image.
     "Bf16MinAgreement": Spec(1.0, 0, 1, meaning="the share of test images bf16 must keep"),
+    # The champion/challenger gate (dogbreed_jobs/champion_gate.py): the metric of
+    # evaluation.json on which a new model must not be worse than the serving one ("none":
+    # no comparison), and by how much it may be (0: not at all).
+    "ChampionMetric": Spec("accuracy", choices=(*contract.GATE_METRICS, contract.GATE_OFF)),
+    "ChampionTolerance": Spec(
+        0.0, 0, 1, meaning="how much worse than the serving model a new one may be"
+    ),
     # The accuracy condition is the automated gate before registration and deployment;
     # PendingManualApproval records the version for a human to approve in the registry.
     "ModelApprovalStatus": Spec("Approved", choices=("Approved", "PendingManualApproval")),

@@ -43,6 +43,8 @@ class Parameters:
     evaluation_instance_type: ParameterString
     accuracy_threshold: ParameterFloat
     bf16_min_agreement: ParameterFloat
+    champion_metric: ParameterString
+    champion_tolerance: ParameterFloat
     model_approval_status: ParameterString
     endpoint_name: ParameterString
     endpoint_instance_type: ParameterString
@@ -92,6 +94,14 @@ def get_parameters(config: PipelineConfig, bundle: Bundle) -> Parameters:
         ),
         bf16_min_agreement=ParameterFloat(
             "Bf16MinAgreement", default_value=default("Bf16MinAgreement")
+        ),
+        champion_metric=ParameterString(
+            "ChampionMetric",
+            default_value=default("ChampionMetric"),
+            enum_values=list(SPECS["ChampionMetric"].choices),
+        ),
+        champion_tolerance=ParameterFloat(
+            "ChampionTolerance", default_value=default("ChampionTolerance")
         ),
         model_approval_status=ParameterString(
             "ModelApprovalStatus",

@@ -1,9 +1,11 @@
-"""Compare with deployed: skip registration and deployment of a model already there.
+"""Compare with deployed: skip registration and deployment of a model already there, and
+name the serving model (the champion) that EvaluateModel scores beside the new one.
 
 Input: TrainModel's model.tar.gz URI (an argument, not a channel: the script compares URIs
 and never downloads the model). Output: model_change.json (a PropertyFile) whose `decision`
-the CheckModelChanged condition reads. Never cached: the endpoint and the registry change
-between executions while the step's arguments stay the same.
+the CheckModelChanged condition reads and whose `champion` EvaluateModel's inputs and
+arguments read. Never cached: the endpoint and the registry change between executions while
+the step's arguments stay the same. It runs before EvaluateModel for that reason.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def compare_step(ctx: BuildContext, training: TrainingStep) -> tuple[ProcessingS
             ctx.config.region,
             "--output-dir",
             OUTPUT_DIR,
+            "--no-champion-uri",
+            ctx.bundle.no_champion_uri(ctx.config),
         ],
     )
     step = ProcessingStep(
@@ -69,13 +73,19 @@ def compare_step(ctx: BuildContext, training: TrainingStep) -> tuple[ProcessingS
         display_name="Compare with deployed model",
         description=(
             "Is the trained model.tar.gz the one the endpoint serves or the registry's newest "
-            "version? Then registration and deployment are skipped."
+            "version? Then registration and deployment are skipped. Also names the serving "
+            "model that the evaluation scores beside it."
         ),
         step_args=step_args,
         property_files=[report],
         retry_policies=job_retry_policies(),
     )
     return step, report
+
+
+def champion_field(compare: ProcessingStep, report: PropertyFile, path: str) -> JsonGet:
+    """A field of model_change.json's `champion` block (contract.CHAMPION_*_PATH)."""
+    return JsonGet(step_name=compare.name, property_file=report, json_path=path)
 
 
 def changed_condition(

@@ -1,8 +1,9 @@
 """Evaluate model: metrics on the held-out test split, the only step that reads it.
 
-Inputs: model.tar.gz from TrainModel, test/ from PrepareData. Outputs: evaluation.json
-(SageMaker model-quality format, a PropertyFile read by the condition and the registry)
-and a confusion-matrix PNG.
+Inputs: model.tar.gz from TrainModel, test/ from PrepareData, and the serving model that
+CompareWithDeployed names (or a folder without one). Outputs: evaluation.json (SageMaker
+model-quality format, a PropertyFile read by the conditions and the registry, with both
+models' figures and the champion/challenger verdict) and a confusion-matrix PNG.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from steps.common import (
     script_processor,
     tracking_environment,
 )
+from steps.compare import champion_field
 from steps.preprocess import output_uri
 from steps.training import model_artifact
 
@@ -34,12 +36,17 @@ REPORT_FILE = contract.EVALUATION_FILE
 OUTPUT_NAME = contract.EVALUATION_OUTPUT
 ACCURACY_PATH = "multiclass_classification_metrics.accuracy.value"
 MODEL_DIR = "/opt/ml/processing/model"
+CHAMPION_DIR = "/opt/ml/processing/champion"
 TEST_DIR = "/opt/ml/processing/test"
 OUTPUT_DIR = "/opt/ml/processing/evaluation"
 
 
 def evaluation_step(
-    ctx: BuildContext, prepare: ProcessingStep, training: TrainingStep
+    ctx: BuildContext,
+    prepare: ProcessingStep,
+    training: TrainingStep,
+    compare: ProcessingStep,
+    change: PropertyFile,
 ) -> tuple[ProcessingStep, PropertyFile]:
     report = PropertyFile(name=REPORT_NAME, output_name=OUTPUT_NAME, path=REPORT_FILE)
     processor = script_processor(
@@ -60,6 +67,13 @@ def evaluation_step(
                 destination=TEST_DIR,
                 input_name="test",
             ),
+            # The serving model's model.tar.gz, or a folder without a model when there is
+            # none to score: an input cannot be optional at run time.
+            ProcessingInput(
+                source=champion_field(compare, change, contract.CHAMPION_URI_PATH),
+                destination=CHAMPION_DIR,
+                input_name="champion",
+            ),
         ],
         outputs=[
             ProcessingOutput(
@@ -71,6 +85,15 @@ def evaluation_step(
         arguments=[
             *("--model-dir", MODEL_DIR, "--test-dir", TEST_DIR, "--output-dir", OUTPUT_DIR),
             *("--bf16-min-agreement", ctx.params.bf16_min_agreement.to_string()),
+            *("--champion-dir", CHAMPION_DIR),
+            *("--champion-status", champion_field(compare, change, contract.CHAMPION_STATUS_PATH)),
+            *(
+                "--champion-model-data",
+                champion_field(compare, change, contract.CHAMPION_MODEL_DATA_PATH),
+            ),
+            *("--champion-note", champion_field(compare, change, contract.CHAMPION_NOTE_PATH)),
+            *("--champion-metric", ctx.params.champion_metric),
+            *("--champion-tolerance", ctx.params.champion_tolerance.to_string()),
         ],
     )
     step = ProcessingStep(

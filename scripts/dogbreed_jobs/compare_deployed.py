@@ -9,8 +9,14 @@ same model. This step reads, with the job's role:
     awaits a person, a Rejected one was refused: neither should come back as a new version).
 It writes `model_change.json` (a PropertyFile the next condition reads):
   {"decision": "new" | "unchanged", "reason": ..., "model_data": ..., "endpoint": {...},
-   "latest_version": {...}}
+   "latest_version": {...}, "champion": {...}}
 and prints the reason, so the step's log says why registration and deployment were skipped.
+
+`champion` is what EvaluateModel scores beside the new model (the champion/challenger gate):
+  {"status": "serving" | "same" | "none" | "unreadable", "model_data": ..., "uri": ...,
+   "note": ...}
+`uri` is the serving model.tar.gz when there is one to score, else `--no-champion-uri` (a
+folder without a model: EvaluateModel's input cannot be absent); `note` says why in words.
 
 Runs in the training image (boto3 is there); on SageMaker with the execution role, under
 `run-local` against the local runner's SageMaker API (AWS_ENDPOINT_URL_SAGEMAKER).
@@ -24,6 +30,12 @@ import sys
 from pathlib import Path
 
 from dogbreed_jobs import contract
+from dogbreed_jobs.contract import (
+    CHAMPION_NONE,
+    CHAMPION_SAME,
+    CHAMPION_SERVING,
+    CHAMPION_UNREADABLE,
+)
 
 # An endpoint in these states serves (or is about to serve) its configuration's model; a
 # Failed one serves nothing, so the model is deployed again.
@@ -67,14 +79,28 @@ def endpoint_state(client, endpoint_name: str) -> dict | None:
         "config": endpoint.get("EndpointConfigName"),
         "model": None,
         "model_data": None,
+        # Why model_data is None although the endpoint exists.
+        "unreadable": None,
     }
-    config = client.describe_endpoint_config(EndpointConfigName=state["config"])
-    variants = config.get("ProductionVariants") or []
-    if variants:
+    try:
+        config = client.describe_endpoint_config(EndpointConfigName=state["config"])
+        variants = config.get("ProductionVariants") or []
+        if not variants:
+            state["unreadable"] = f"configuration {state['config']} has no production variant"
+            return state
         state["model"] = variants[0].get("ModelName")
         model = client.describe_model(ModelName=state["model"])
-        containers = model.get("Containers") or [None]
-        state["model_data"] = _model_url(model.get("PrimaryContainer") or containers[0])
+    except ClientError as error:
+        # An endpoint goes on serving after its configuration or model was deleted: what it
+        # serves can no longer be read, which is not the same as serving nothing.
+        if not _missing(error):
+            raise
+        state["unreadable"] = f"what it serves is gone ({error.response['Error']['Message']})"
+        return state
+    containers = model.get("Containers") or [None]
+    state["model_data"] = _model_url(model.get("PrimaryContainer") or containers[0])
+    if not state["model_data"]:
+        state["unreadable"] = f"model {state['model']} has no ModelDataUrl"
     return state
 
 
@@ -107,8 +133,33 @@ def latest_version(client, group: str) -> dict | None:
     }
 
 
-def decide(model_data: str, endpoint: dict | None, latest: dict | None) -> dict:
-    """The report: whether `model_data` is new, and why, in one sentence."""
+def champion(model_data: str, endpoint: dict | None, no_champion_uri: str | None) -> dict:
+    """What EvaluateModel scores beside `model_data`: the endpoint's model, and why."""
+    # Strings only, never null: the pipeline passes these to EvaluateModel as arguments.
+    block = {"model_data": "", "uri": no_champion_uri}
+    if endpoint is None:
+        return {**block, "status": CHAMPION_NONE, "note": "no endpoint yet: a first deployment"}
+    name, status = endpoint["name"], endpoint["status"]
+    if status not in SERVING_STATUSES:
+        note = f"endpoint {name} is {status} and serves nothing: deployed as a first one"
+        return {**block, "status": CHAMPION_NONE, "note": note}
+    if endpoint["model_data"] is None:
+        note = f"endpoint {name} serves a model this pipeline cannot read: {endpoint['unreadable']}"
+        return {**block, "status": CHAMPION_UNREADABLE, "note": note}
+    block["model_data"] = endpoint["model_data"]
+    if endpoint["model_data"] == model_data:
+        return {**block, "status": CHAMPION_SAME, "note": f"endpoint {name} serves this model"}
+    note = f"endpoint {name} serves {endpoint['model_data']} (model {endpoint['model']})"
+    return {**block, "status": CHAMPION_SERVING, "uri": endpoint["model_data"], "note": note}
+
+
+def decide(
+    model_data: str,
+    endpoint: dict | None,
+    latest: dict | None,
+    no_champion_uri: str | None = None,
+) -> dict:
+    """The report: whether `model_data` is new, and why, in one sentence; and the champion."""
     if endpoint and endpoint["status"] in SERVING_STATUSES and endpoint["model_data"] == model_data:
         decision = "unchanged"
         reason = (
@@ -134,6 +185,7 @@ def decide(model_data: str, endpoint: dict | None, latest: dict | None) -> dict:
         "model_data": model_data,
         "endpoint": endpoint,
         "latest_version": latest,
+        "champion": champion(model_data, endpoint, no_champion_uri),
     }
 
 
@@ -144,6 +196,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-package-group", required=True)
     parser.add_argument("--region", required=True)
     parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument(
+        "--no-champion-uri",
+        help="the champion's URI when nothing serving can be scored (a folder without a model)",
+    )
     return parser
 
 
@@ -164,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         # and the message names the call the role could not make.
         print(f"cannot compare with the deployed model: {error}", file=sys.stderr)
         return 1
-    report = decide(args.model_data, endpoint, latest)
+    report = decide(args.model_data, endpoint, latest, args.no_champion_uri)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     path = args.output_dir / contract.MODEL_CHANGE_FILE
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(report["reason"])
+    print(f"champion for the evaluation: {report['champion']['note']}")
     return 0

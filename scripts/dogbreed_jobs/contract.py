@@ -61,6 +61,42 @@ NO_WEIGHTS_TEXT = (
     "internet need them here instead (`dogbreed-pipeline weights upload`, then "
     f"--param {WEIGHTS_PARAMETER}=S3_URI).\n"
 )
+# The serving model (the champion) that EvaluateModel also scores: compare_deployed.py finds
+# it and names its model.tar.gz, or, when there is none to score, a folder of the code bundle
+# holding only NO_CHAMPION_FILE (EvaluateModel's champion input cannot be absent either).
+NO_CHAMPION_FOLDER = "no-champion"
+NO_CHAMPION_FILE = "README.md"
+NO_CHAMPION_TEXT = (
+    "No serving model to compare with: the input EvaluateModel's champion channel gets when the "
+    "endpoint serves nothing this pipeline can score (model_change.json says why).\n"
+)
+# compare_deployed.py's `champion.status`: the endpoint serves another model (scored), this
+# same model (its scores are the new model's), nothing (a first deployment), or something the
+# pipeline cannot read (the gate stops and says why).
+CHAMPION_SERVING, CHAMPION_SAME, CHAMPION_NONE, CHAMPION_UNREADABLE = (
+    "serving",
+    "same",
+    "none",
+    "unreadable",
+)
+CHAMPION_STATUSES = (CHAMPION_SERVING, CHAMPION_SAME, CHAMPION_NONE, CHAMPION_UNREADABLE)
+# The metrics of evaluation.json the champion/challenger gate can compare (ChampionMetric),
+# with their paths in the file; "none" turns the gate off.
+GATE_METRICS = {
+    "accuracy": "multiclass_classification_metrics.accuracy.value",
+    "top5_accuracy": "details.top5_accuracy",
+    "macro_f1": "details.macro_f1",
+    "weighted_f1": "multiclass_classification_metrics.weighted_f1.value",
+}
+GATE_OFF = "none"
+# evaluation.json's gate verdict, which CheckChampion reads, and its one-line reason.
+GATE_PASSED_PATH = "champion_gate.passed"
+GATE_REASON_PATH = "champion_gate.reason"
+# compare_deployed.py's report fields that EvaluateModel receives (JsonGet) for the champion.
+CHAMPION_STATUS_PATH = "champion.status"
+CHAMPION_URI_PATH = "champion.uri"
+CHAMPION_MODEL_DATA_PATH = "champion.model_data"
+CHAMPION_NOTE_PATH = "champion.note"
 # evaluate.py's processing output, which holds EVALUATION_FILE and CONFUSION_MATRIX_FILE.
 EVALUATION_OUTPUT = "evaluation"
 # compare_deployed.py's processing output, which holds MODEL_CHANGE_FILE.

@@ -15,6 +15,12 @@ are) is what the pipeline hands the endpoint (steps/register.py), where `auto` t
 CPUs with native bf16. Agreement is a property of the model, so it is measured on any CPU: where
 bf16 is emulated (no AVX512-BF16 or AMX) that pass takes several times the fp32 one.
 
+With `--champion-status serving` it also scores the model the endpoint serves (under
+`--champion-dir`, found by CompareWithDeployed) on the same test split with the same code, each
+model with its own class names and transforms, and records both and the champion/challenger
+verdict (dogbreed_jobs/champion_gate.py) in the `champion` and `champion_gate` blocks, which the
+pipeline's CheckChampion condition reads.
+
 The test folders must name exactly the model's classes. Classes are matched by name, not by
 folder position, so `001.Akita` in the test split and class index 0 "Akita" in the model agree
 even when the folders number or sort differently. Metrics are computed here with numpy; no
@@ -39,9 +45,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from dogbreed_jobs import archive, serving_speed, tracking
+from dogbreed_jobs import archive, champion_gate, serving_speed, tracking
 from dogbreed_jobs import model as artifact
 from dogbreed_jobs.contract import (
+    CHAMPION_NONE,
+    CHAMPION_SERVING,
+    CHAMPION_UNREADABLE,
     CONFUSION_MATRIX_FILE,
     EVALUATION_FILE,
     MODEL_ARCHIVE,
@@ -83,6 +92,31 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="the share of test images whose bf16 top-1 must equal fp32's for the endpoint to "
         "serve this model in bf16 (0 to 1; 1: every image)",
+    )
+    parser.add_argument(
+        "--champion-dir",
+        default="/opt/ml/processing/champion",
+        help="the serving model's model.tar.gz (or a folder without one: nothing to score)",
+    )
+    parser.add_argument(
+        "--champion-status",
+        default=CHAMPION_NONE,
+        help="CompareWithDeployed's champion.status: serving, same, none or unreadable",
+    )
+    parser.add_argument("--champion-model-data", default="", help="the serving model's S3 URI")
+    parser.add_argument(
+        "--champion-note", default="", help="what the endpoint serves, in words (for the reason)"
+    )
+    parser.add_argument(
+        "--champion-metric",
+        default="accuracy",
+        help=f"the metric the gate compares: {', '.join(champion_gate.metric_choices())}",
+    )
+    parser.add_argument(
+        "--champion-tolerance",
+        type=float,
+        default=0.0,
+        help="how much worse than the serving model the new one may be on that metric (0 to 1)",
     )
     parser.add_argument(
         "--workers",
@@ -363,6 +397,49 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: list[str], title: s
     return figure
 
 
+def _loader(dataset: ImageFolder, args, device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def score_champion(args, device: torch.device) -> dict:
+    """evaluation.json's `champion` block: the serving model's metrics on the same test split.
+
+    Scored like the new model (its own class names and transforms, eager fp32); a model that
+    cannot be loaded or scored here is `unreadable`, with the reason, never a guess.
+    """
+    block = {
+        "status": args.champion_status,
+        "model_data": args.champion_model_data or None,
+        "note": args.champion_note or args.champion_status,
+        "metrics": None,
+    }
+    if args.champion_status != CHAMPION_SERVING:
+        return block
+    try:
+        with tempfile.TemporaryDirectory(prefix="champion-") as scratch:
+            model_dir = resolve_model_dir(args.champion_dir, scratch)
+            network, class_names, settings = artifact.load_artifact(model_dir, device)
+        dataset = _test_dataset(Path(args.test_dir), class_names, settings)
+        k = min(TOP_K, len(class_names))
+        result = predict(network, _loader(dataset, args, device), device, k)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        # ClassMismatchError (another class set), a broken or unsafe archive, weights that do
+        # not fit the architecture: the serving model cannot be compared with on this split.
+        LOG.warning("the serving model cannot be scored: %s", error)
+        note = f"{block['note']}, which cannot be scored on this test split ({error})"
+        return {**block, "status": CHAMPION_UNREADABLE, "note": note}
+    counts = confusion_matrix(result.targets, result.predicted, len(class_names))
+    scored = evaluation_report(counts, class_names, result.topk_hits, k)
+    return {**block, "metrics": champion_gate.metrics_of(scored), "num_images": len(dataset)}
+
+
 def write_json(path: Path, document: dict) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
@@ -378,6 +455,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(
             f"--bf16-min-agreement must be between 0 and 1, got {args.bf16_min_agreement}"
         )
+    champion_gate.check_arguments(
+        args.champion_metric, args.champion_tolerance, args.champion_status
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     output_dir = Path(args.output_dir)
 
@@ -388,17 +468,10 @@ def main(argv: list[str] | None = None) -> dict:
     LOG.info(
         "evaluating %s images of %s classes on %s", len(dataset), len(class_names), device.type
     )
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=False,
-        num_workers=args.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
     k = min(TOP_K, len(class_names))
     bf16 = bf16_runner(network, device, int(settings["image_size"]))
-    result = predict(network, loader, device, k, compare=bf16)
+    result = predict(network, _loader(dataset, args, device), device, k, compare=bf16)
+    del network, bf16  # the champion's copy of DenseNet-161 comes next
     counts = confusion_matrix(result.targets, result.predicted, len(class_names))
     report = evaluation_report(counts, class_names, result.topk_hits, k)
     report["serving"] = serving_report(
@@ -410,6 +483,16 @@ def main(argv: list[str] | None = None) -> dict:
         report["serving"]["bf16_agreement"]["total"],
         report["serving"]["bf16_allowed"],
     )
+    report["champion"] = score_champion(args, device)
+    report["champion_gate"] = champion_gate.verdict(
+        args.champion_metric,
+        args.champion_tolerance,
+        champion_gate.metrics_of(report),
+        report["champion"]["status"],
+        report["champion"]["metrics"],
+        report["champion"]["note"],
+    )
+    LOG.info("champion/challenger: %s", report["champion_gate"]["reason"])
     # MLflow (tracking.py): this job's run, when a tracking URI is set.
     run = tracking.start(
         tracking.EVALUATION,

@@ -177,6 +177,10 @@ class Run:
                 "test_weighted_f1": summary["weighted_f1"]["value"],
             }
         )
+        champion = (report.get("champion") or {}).get("metrics")
+        if champion:
+            # The serving model's figures on the same split, beside the new model's.
+            self.log_metrics({f"champion_test_{name}": value for name, value in champion.items()})
         self.log_artifact(Path(output_dir) / contract.EVALUATION_FILE)
         self.log_artifact(Path(output_dir) / contract.CONFUSION_MATRIX_FILE)
 

@@ -82,5 +82,9 @@ def test_bundle_objects_upload_every_file_under_its_path_in_the_tree():
     marker = objects.pop(f"{prefix}/no-weights/README.md")
     assert b"PretrainedWeightsUrl" in marker
     assert bundle.no_weights_uri(config) == f"s3://bucket/{prefix}/no-weights/"
+    # EvaluateModel's champion input when nothing serving can be scored.
+    marker = objects.pop(f"{prefix}/no-champion/README.md")
+    assert b"No serving model" in marker
+    assert bundle.no_champion_uri(config) == f"s3://bucket/{prefix}/no-champion/"
     assert objects == {f"{prefix}/scripts/{name}": data for name, data in bundle.files.items()}
     assert f"{prefix}/scripts/dogbreed_jobs/contract.py" in objects

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -68,12 +69,15 @@ def test_dag_runs_prepare_tune_train_evaluate_then_condition(definition):
         "PrepareData --> TuneHyperparameters",
         "TuneHyperparameters --> TrainModel",
         "PrepareData --> TrainModel",
+        "TrainModel --> CompareWithDeployed",
         "TrainModel --> EvaluateModel",
         "PrepareData --> EvaluateModel",
+        "CompareWithDeployed --> EvaluateModel",
         "EvaluateModel --> CheckAccuracy",
-        "CheckAccuracy -->|true| CompareWithDeployed",
-        "CompareWithDeployed --> CheckModelChanged",
-        "CheckModelChanged -->|true| RegisterModel_RegisterModel",
+        "CheckAccuracy -->|true| CheckModelChanged",
+        "CheckModelChanged -->|true| CheckChampion",
+        "CheckChampion -->|true| RegisterModel_RegisterModel",
+        "CheckChampion -->|false| ChampionGateFailed",
         "RegisterModel_RegisterModel --> CheckApproval",
         "CheckApproval -->|true| CreateModel_CreateModel",
         "CreateModel_CreateModel --> CreateEndpointConfig",
@@ -86,6 +90,7 @@ def test_dag_runs_prepare_tune_train_evaluate_then_condition(definition):
         "PrepareData",
         "TuneHyperparameters",
         "TrainModel",
+        "CompareWithDeployed",
         "EvaluateModel",
         "CheckAccuracy",
     ]
@@ -353,6 +358,35 @@ def test_the_relu_input_regex_samples_every_depth_of_densenet_in_both_modes(defi
     assert not any(pattern.fullmatch(name) for name in skipped)
 
 
+def _with_champion_gate(before: dict, definition: dict) -> None:
+    """Issue 24's gate: CompareWithDeployed moves before EvaluateModel (it names the serving
+    model, which EvaluateModel scores too: one more input and its arguments), the ChampionMetric
+    and ChampionTolerance parameters, and CheckChampion between CheckModelChanged and what it
+    guarded."""
+    names = [p["Name"] for p in definition["Parameters"]]
+    for name in ("ChampionMetric", "ChampionTolerance"):
+        added = definition["Parameters"][names.index(name)]
+        before["Parameters"].insert(names.index(name), added)
+    accuracy = step(before, "CheckAccuracy")["Arguments"]
+    compare, changed = accuracy["IfSteps"]
+    accuracy["IfSteps"] = [changed]
+    compared = step(definition, "CompareWithDeployed")["Arguments"]["AppSpecification"]
+    assert compared["ContainerArguments"][-2] == "--no-champion-uri"
+    compare["Arguments"]["AppSpecification"]["ContainerArguments"] += compared[
+        "ContainerArguments"
+    ][-2:]
+    compare["Description"] = step(definition, "CompareWithDeployed")["Description"]
+    before["Steps"].insert(3, compare)
+    evaluation = step(before, "EvaluateModel")["Arguments"]
+    now = step(definition, "EvaluateModel")["Arguments"]
+    evaluation["ProcessingInputs"].append(now["ProcessingInputs"][-1])
+    arguments = evaluation["AppSpecification"]["ContainerArguments"]
+    arguments += now["AppSpecification"]["ContainerArguments"][len(arguments) :]
+    gate = copy.deepcopy(step(definition, "CheckChampion"))
+    gate["Arguments"]["IfSteps"] = changed["Arguments"]["IfSteps"]
+    changed["Arguments"]["IfSteps"] = [gate]
+
+
 def _with_bf16_serving(before: dict) -> None:
     """Issue 20's additions: the Bf16MinAgreement parameter, EvaluateModel's argument for it,
     the evaluation's bf16 verdict in the environment of the registered and created model, and
@@ -426,6 +460,7 @@ def test_service_mode_changes_only_by_the_relu_regex_and_later_issues(definition
     args["InputDataConfig"].append(channel)
     tuning_job = step(before, "TuneHyperparameters")["Arguments"]["TrainingJobDefinition"]
     tuning_job["InputDataConfig"].append(channel)
+    _with_champion_gate(before, definition)
     assert _without_code_hash(json.dumps(definition, sort_keys=True)) == _without_code_hash(
         json.dumps(before, sort_keys=True)
     )
@@ -443,6 +478,7 @@ def test_the_rules_gate_follows_the_accuracy_and_names_the_rule_when_it_blocks(p
         "PrepareData",
         "TuneHyperparameters",
         "TrainModel",
+        "CompareWithDeployed",
         "EvaluateModel",
         "CheckTrainingRules",
         "CheckAccuracy",
@@ -450,7 +486,7 @@ def test_the_rules_gate_follows_the_accuracy_and_names_the_rule_when_it_blocks(p
     accuracy = step(pipeline_mode, "CheckAccuracy")["Arguments"]
     assert [s["Name"] for s in accuracy["IfSteps"]] == ["CheckRuleFindings"]
     gate = step(pipeline_mode, "CheckRuleFindings")["Arguments"]
-    assert [s["Name"] for s in gate["IfSteps"]] == ["CompareWithDeployed", "CheckModelChanged"]
+    assert [s["Name"] for s in gate["IfSteps"]] == ["CheckModelChanged"]
     (condition,) = gate["Conditions"]
     assert condition["Type"] == "Or"
     blocking_off, no_issues = condition["Conditions"]
@@ -559,7 +595,7 @@ def test_condition_compares_test_accuracy_with_the_threshold(definition):
         "multiclass_classification_metrics.accuracy.value"
     )
     assert condition["RightValue"] == {"Get": "Parameters.AccuracyThreshold"}
-    assert [s["Name"] for s in args["IfSteps"]] == ["CompareWithDeployed", "CheckModelChanged"]
+    assert [s["Name"] for s in args["IfSteps"]] == ["CheckModelChanged"]
     (fail,) = args["ElseSteps"]
     assert fail["Type"] == "Fail"
     message = json.dumps(fail["Arguments"]["ErrorMessage"])
@@ -585,11 +621,13 @@ def test_only_a_new_model_is_registered_and_only_an_approved_version_deployed(de
     assert json_get["PropertyFile"] == {
         "Get": "Steps.CompareWithDeployed.PropertyFiles.ModelChange"
     }
-    assert [s["Name"] for s in changed["IfSteps"]] == [
+    assert [s["Name"] for s in changed["IfSteps"]] == ["CheckChampion"]
+    assert changed["ElseSteps"] == []
+    champion = step(definition, "CheckChampion")["Arguments"]
+    assert [s["Name"] for s in champion["IfSteps"]] == [
         "RegisterModel-RegisterModel",
         "CheckApproval",
     ]
-    assert changed["ElseSteps"] == []
 
     approval = step(definition, "CheckApproval")["Arguments"]
     (condition,) = approval["Conditions"]

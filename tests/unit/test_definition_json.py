@@ -92,13 +92,15 @@ def test_dag_of_the_committed_definition_orders_prepare_tune_train_evaluate_chec
     upstream = dag(definition)
     assert upstream["TuneHyperparameters"] == {"PrepareData"}
     assert upstream["TrainModel"] == {"PrepareData", "TuneHyperparameters"}
-    assert upstream["EvaluateModel"] == {"PrepareData", "TrainModel"}
+    assert upstream["CompareWithDeployed"] == {"TrainModel"}
+    assert upstream["EvaluateModel"] == {"PrepareData", "TrainModel", "CompareWithDeployed"}
     assert upstream["CheckAccuracy"] == {"EvaluateModel"}
     branch = {name for name, needs in upstream.items() if "CheckAccuracy" in needs}
     assert branch == set(upstream) - {
         "PrepareData",
         "TuneHyperparameters",
         "TrainModel",
+        "CompareWithDeployed",
         "EvaluateModel",
         "CheckAccuracy",
     }

@@ -31,6 +31,8 @@ OUT_OF_RANGE = [
     ("AccuracyThreshold=1.5", "AccuracyThreshold=1.5: AccuracyThreshold (the test accuracy"),
     ("AccuracyThreshold=-0.1", "must be between 0 and 1"),
     ("Bf16MinAgreement=1.01", "Bf16MinAgreement=1.01: Bf16MinAgreement (the share of test images"),
+    ("ChampionTolerance=1.5", "ChampionTolerance=1.5: ChampionTolerance (how much worse than"),
+    ("ChampionTolerance=-0.01", "must be between 0 and 1"),
     ("TrainingInstanceCount=0", "TrainingInstanceCount=0: TrainingInstanceCount (instances"),
     ("MaxTuningJobs=0", "MaxTuningJobs=0: MaxTuningJobs (tuning trials) must be at least 1"),
     ("MaxParallelTuningJobs=0", "must be at least 1"),
