@@ -118,7 +118,13 @@ def hand_metrics(pairs: list[tuple[str, str]], names: list[str]) -> dict:
 
 def test_evaluation_json_has_the_sagemaker_model_quality_shape(evaluated, model_artifact):
     _, report, _ = evaluated
-    assert set(report) == {"multiclass_classification_metrics", "details", "serving"}
+    assert set(report) == {
+        "multiclass_classification_metrics",
+        "details",
+        "serving",
+        "champion",
+        "champion_gate",
+    }
     metrics = report["multiclass_classification_metrics"]
     assert set(metrics) == MULTICLASS_KEYS
     for key in MULTICLASS_KEYS - {"confusion_matrix"}:
@@ -442,3 +448,122 @@ def test_runs_as_a_script_from_a_code_folder_holding_only_the_bundle(tmp_path):
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
     assert not imported & {"pipeline", "steps"}
+
+
+# ------------------------------------------------------------- the champion (serving) model
+
+
+@pytest.fixture(scope="module")
+def untrained(model_artifact, tmp_path_factory) -> Path:
+    """The fixture model's architecture and classes with freshly initialised weights: a model
+    the trained one beats."""
+    from dogbreed_jobs import model
+
+    settings = {k: v for k, v in model_artifact.settings.items() if k != "num_classes"}
+    torch.manual_seed(7)
+    net = model.build_model(
+        "densenet161", len(model_artifact.class_names), hidden_units=32, dropout=0.0
+    )
+    folder = tmp_path_factory.mktemp("untrained")
+    model.save_artifact(folder, net, model_artifact.class_names, settings)
+    return folder
+
+
+def champion_args(folder, status="serving", *extra: str) -> tuple[str, ...]:
+    return (
+        "--champion-dir", str(folder),
+        "--champion-status", status,
+        "--champion-model-data", "s3://bucket/served/model.tar.gz",
+        "--champion-note", "endpoint dogbreed-classifier serves s3://bucket/served/model.tar.gz",
+        *extra,
+    )  # fmt: skip
+
+
+def test_the_serving_model_is_scored_with_the_same_code_on_the_same_split(
+    evaluated, model_artifact, model_tarball, tmp_path
+):
+    """The trained model as the champion of itself scores exactly what it scores as the new
+    model: one scoring path for both."""
+    _, alone, _ = evaluated
+    report, _ = run_evaluate(
+        model_artifact.model_dir,
+        model_artifact.data_root / "test",
+        tmp_path,
+        *champion_args(model_tarball.parent),
+    )
+    from dogbreed_jobs import champion_gate
+
+    assert report["champion"]["metrics"] == champion_gate.metrics_of(alone)
+    assert report["champion"]["status"] == "serving"
+    assert report["champion"]["num_images"] == alone["details"]["num_images"]
+    gate = report["champion_gate"]
+    assert gate["passed"] is True and gate["challenger"] == gate["champion"]
+    assert "is not below the serving model's" in gate["reason"]
+
+
+def test_a_worse_new_model_fails_the_gate_and_a_better_one_passes(
+    model_artifact, untrained, tmp_path
+):
+    test_dir = model_artifact.data_root / "test"
+    worse, _ = run_evaluate(
+        untrained, test_dir, tmp_path / "worse", *champion_args(model_artifact.model_dir)
+    )
+    better, _ = run_evaluate(
+        model_artifact.model_dir, test_dir, tmp_path / "better", *champion_args(untrained)
+    )
+    trained = better["multiclass_classification_metrics"]["accuracy"]["value"]
+    fresh = worse["multiclass_classification_metrics"]["accuracy"]["value"]
+    assert trained > fresh, "the fixture model should beat an untrained one"
+    assert worse["champion_gate"]["passed"] is False
+    assert (worse["champion_gate"]["challenger"], worse["champion_gate"]["champion"]) == (
+        fresh,
+        trained,
+    )
+    assert f"accuracy {fresh:.4f} is below the serving model's {trained:.4f}" in (
+        worse["champion_gate"]["reason"]
+    )
+    assert better["champion_gate"]["passed"] is True
+    # A tolerance as wide as the gap lets the worse one through.
+    tolerated, _ = run_evaluate(
+        untrained,
+        test_dir,
+        tmp_path / "tolerated",
+        *champion_args(model_artifact.model_dir, "serving", "--champion-tolerance", "1"),
+    )
+    assert tolerated["champion_gate"]["passed"] is True
+
+
+def test_a_serving_model_of_other_classes_cannot_be_compared_and_stops_the_release(
+    model_artifact, tmp_path
+):
+    from dogbreed_jobs import model
+
+    settings = {k: v for k, v in model_artifact.settings.items() if k != "num_classes"}
+    names = [*model_artifact.class_names[:-1], "Basenji"]
+    net = model.build_model("densenet161", len(names), hidden_units=32, dropout=0.0)
+    other = tmp_path / "other"
+    model.save_artifact(other, net, names, settings)
+    report, _ = run_evaluate(
+        model_artifact.model_dir,
+        model_artifact.data_root / "test",
+        tmp_path / "out",
+        *champion_args(other),
+    )
+    assert report["champion"]["status"] == "unreadable"
+    assert "not known to the model" in report["champion"]["note"]
+    assert report["champion_gate"]["passed"] is False
+    assert "cannot be compared" in report["champion_gate"]["reason"]
+    off, _ = run_evaluate(
+        model_artifact.model_dir,
+        model_artifact.data_root / "test",
+        tmp_path / "off",
+        *champion_args(other, "serving", "--champion-metric", "none"),
+    )
+    assert off["champion_gate"]["passed"] is True
+
+
+def test_without_a_serving_model_the_gate_passes_as_a_first_deployment(evaluated):
+    _, report, _ = evaluated
+    assert report["champion"]["status"] == "none" and report["champion"]["metrics"] is None
+    assert report["champion_gate"]["passed"] is True
+    assert report["champion_gate"]["champion"] is None

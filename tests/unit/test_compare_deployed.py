@@ -22,6 +22,7 @@ ENDPOINT = "dogbreed-classifier"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
 OLD = "s3://bucket/executions/aaa/model.tar.gz"
 NEW = "s3://bucket/executions/bbb/model.tar.gz"
+NO_CHAMPION = "s3://bucket/code/0123/no-champion/"
 
 
 def compare(tmp_path, model_data: str) -> tuple[int, dict | None]:
@@ -38,6 +39,8 @@ def compare(tmp_path, model_data: str) -> tuple[int, dict | None]:
             REGION,
             "--output-dir",
             str(out),
+            "--no-champion-uri",
+            NO_CHAMPION,
         ]
     )
     path = out / "model_change.json"
@@ -158,6 +161,40 @@ def test_a_retrained_model_is_new_even_with_an_endpoint_and_versions(sagemaker, 
     assert report["latest_version"]["model_data"] == OLD
 
 
+def test_the_champion_is_the_model_the_endpoint_serves(sagemaker, tmp_path, capsys):
+    code, report = compare(tmp_path, NEW)
+    assert code == 0
+    assert report["champion"] == {
+        "status": "none",
+        "model_data": "",
+        "uri": NO_CHAMPION,
+        "note": "no endpoint yet: a first deployment",
+    }
+    sagemaker.register(OLD, "Approved")
+    sagemaker.deploy(OLD, "0a1b2c")
+    code, report = compare(tmp_path, NEW)
+    assert report["champion"]["status"] == "serving"
+    # EvaluateModel's champion input is the served model.tar.gz itself.
+    assert report["champion"]["uri"] == report["champion"]["model_data"] == OLD
+    assert f"endpoint {ENDPOINT} serves {OLD} (model model-0a1b2c)" in capsys.readouterr().out
+    code, report = compare(tmp_path, OLD)
+    assert report["champion"]["status"] == "same"
+    assert report["champion"]["uri"] == NO_CHAMPION
+
+
+def test_an_endpoint_whose_model_was_deleted_is_unreadable_not_absent(sagemaker, tmp_path):
+    sagemaker.register(OLD, "Approved")
+    sagemaker.deploy(OLD, "0a1b2c")
+    sagemaker.client.delete_model(ModelName="model-0a1b2c")
+    code, report = compare(tmp_path, NEW)
+    assert code == 0
+    champion = report["champion"]
+    assert champion["status"] == "unreadable"
+    assert champion["uri"] == NO_CHAMPION
+    assert champion["note"].startswith(f"endpoint {ENDPOINT} serves a model this pipeline cannot")
+    assert "model-0a1b2c" in champion["note"]
+
+
 def test_a_failed_endpoint_serves_nothing_so_its_model_is_deployed_again():
     endpoint = {
         "name": ENDPOINT,
@@ -167,6 +204,7 @@ def test_a_failed_endpoint_serves_nothing_so_its_model_is_deployed_again():
         "model_data": OLD,
     }
     assert compare_deployed.decide(OLD, endpoint, None)["decision"] == "new"
+    assert compare_deployed.decide(OLD, endpoint, None)["champion"]["status"] == "none"
     endpoint["status"] = "Updating"
     assert compare_deployed.decide(OLD, endpoint, None)["decision"] == "unchanged"
 
