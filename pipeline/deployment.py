@@ -338,6 +338,117 @@ def wait_in_service(
     raise DeployFailed(f"endpoint {name} is {status} on {serving} ({reason})")
 
 
+# How far back the registry is searched for the version an endpoint serves: a group's
+# versions are listed newest first, and each is described until one has the model's data.
+SEARCHED_VERSIONS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """What an endpoint serves: its state, and the registered version its model data is."""
+
+    endpoint: str
+    status: str
+    config: str
+    model_data: str | None
+    version: int | None = None
+    approval: str | None = None
+
+
+def _versions(sagemaker, group: str, **filters) -> list[dict]:
+    """The group's newest versions' summaries (at most SEARCHED_VERSIONS), newest first."""
+    from botocore.exceptions import ClientError
+
+    try:
+        listed = sagemaker.list_model_packages(
+            ModelPackageGroupName=group,
+            ModelPackageType="Versioned",
+            SortBy="CreationTime",
+            SortOrder="Descending",
+            MaxResults=SEARCHED_VERSIONS,
+            **filters,
+        )
+    except ClientError as exc:
+        if is_missing(exc):
+            return []
+        raise
+    return listed.get("ModelPackageSummaryList") or []
+
+
+def serving(sagemaker, group: str, endpoint_name: str) -> Serving | None:
+    """What `endpoint_name` serves, with its version of `group`; None without the endpoint."""
+    endpoint = describe_endpoint(sagemaker, endpoint_name)
+    if endpoint is None:
+        return None
+    _, model = served_variant(sagemaker, endpoint)
+    found = Serving(
+        endpoint=endpoint_name,
+        status=endpoint.get("EndpointStatus", "?"),
+        config=endpoint.get("EndpointConfigName", "?"),
+        model_data=model_data(model),
+    )
+    for summary in _versions(sagemaker, group):
+        package = sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        if package_container(package).get("ModelDataUrl") == found.model_data:
+            return dataclasses.replace(
+                found,
+                version=package.get("ModelPackageVersion"),
+                approval=package.get("ModelApprovalStatus"),
+            )
+    return found
+
+
+def describe_serving(found: Serving | None, group: str, endpoint_name: str) -> str:
+    """One line for `status`: which version the endpoint serves."""
+    if found is None:
+        return f"endpoint {endpoint_name} does not exist"
+    if found.version is None:
+        what = f"{found.model_data} (not a version of {group} among its newest)"
+    else:
+        what = f"{group} version {found.version} ({found.approval})"
+    return f"endpoint {found.endpoint} ({found.status}) serves {what}, configuration {found.config}"
+
+
+def rollback_version(sagemaker, group: str, version: int, data: str | None) -> int | None:
+    """The version to roll back to from `version`: the newest Approved one before it with
+    another model (a version approved twice is the same model); None without one."""
+    for summary in _versions(sagemaker, group, ModelApprovalStatus="Approved"):
+        number = summary.get("ModelPackageVersion")
+        if number is None or number >= version:
+            continue
+        package = sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        if package_container(package).get("ModelDataUrl") != data:
+            return number
+    return None
+
+
+def _warn_rejected_serving(sagemaker, settings: Settings, version: int, data: str | None) -> None:
+    """A rejected version that still serves: say so, and how to roll back."""
+    name = settings.endpoint_name
+    endpoint = describe_endpoint(sagemaker, name)
+    if not endpoint or model_data(served_variant(sagemaker, endpoint)[1]) != data:
+        return
+    previous = rollback_version(sagemaker, settings.group, version, data)
+    if previous is None:
+        log.warning(
+            "version %d is what endpoint %s serves, and rejecting it does not take it off: "
+            "there is no earlier Approved version to roll back to; `dogbreed-pipeline "
+            "teardown` deletes the endpoint",
+            version,
+            name,
+        )
+        return
+    log.warning(
+        "version %d is what endpoint %s serves, and rejecting it does not take it off: "
+        "roll back to version %d, the newest Approved one before it, with `dogbreed-pipeline "
+        "approve --model-version %d`",
+        version,
+        name,
+        previous,
+        previous,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Approval:
     """What `approve` was asked to do with one version."""
@@ -360,9 +471,7 @@ def approve(sagemaker, settings: Settings, ask: Approval) -> tuple[str, bool]:
     if ask.reject:
         set_approval(sagemaker, arn, "Rejected", ask.reason)
         log.info("rejected %s version %d", settings.group, version)
-        endpoint = describe_endpoint(sagemaker, name)
-        if endpoint and model_data(served_variant(sagemaker, endpoint)[1]) == data:
-            log.warning("endpoint %s still serves it: approve another version, or `teardown`", name)
+        _warn_rejected_serving(sagemaker, settings, version, data)
         return arn, False
     endpoint = None
     if ask.deploy:

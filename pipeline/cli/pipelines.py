@@ -7,11 +7,11 @@ import logging
 
 import pipeline.cli.argtypes as argtypes
 import pipeline.cli.options as options
-from pipeline import aws, parameter_values, quotas
+from pipeline import aws, deployment, parameter_values, quotas
 from pipeline.bundle import Bundle
 from pipeline.cli.build import definition_json
 from pipeline.definition import DESCRIPTION
-from pipeline.errors import UsageError
+from pipeline.errors import CliError, UsageError, one_line
 
 log = logging.getLogger("pipeline.cli")
 
@@ -123,6 +123,7 @@ def status(args) -> int:
     ]
     if execution.get("FailureReason"):
         lines.append(f"Reason     {' '.join(execution['FailureReason'].split())}")
+    lines.append(f"Serving    {_serving(client, args.pipeline_name)}")
     rows = [["STEP", "TYPE", "STATUS", "STARTED", "ENDED", "REASON"]]
     for step in sorted(steps, key=lambda s: (s.get("StartTime") is None, s.get("StartTime") or 0)):
         rows.append(
@@ -144,6 +145,19 @@ def status(args) -> int:
     if hint:
         print(f"\nHint: {hint}")
     return 0
+
+
+def _serving(client: aws.Aws, pipeline_name: str) -> str:
+    """Which version the pipeline's endpoint serves; what stopped us from knowing, else."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        settings = deployment.pipeline_settings(client, pipeline_name)
+        found = deployment.serving(client.sagemaker, settings.group, settings.endpoint_name)
+    except (CliError, ClientError, BotoCoreError) as err:
+        # The execution's status is what was asked for: this line must not fail it.
+        return f"not known ({one_line(str(err))})"
+    return deployment.describe_serving(found, settings.group, settings.endpoint_name)
 
 
 def add_upsert(parser) -> None:

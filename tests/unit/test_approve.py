@@ -357,3 +357,53 @@ def test_approve_in_a_store_records_the_instance_type_and_keeps_it_on_the_next(s
     endpoint = json.loads((store.endpoints / f"{ENDPOINT}.json").read_text())
     assert endpoint["ModelDataUrl"] == "s3://bucket/executions/b/model.tar.gz"
     assert endpoint["InstanceType"] == "ml.c5.2xlarge"
+
+
+def test_rejecting_the_serving_version_says_so_and_offers_the_rollback(pipeline, capsys):
+    first, second = "s3://bucket/executions/a/model.tar.gz", "s3://bucket/executions/b/model.tar.gz"
+    register(first)
+    register(second)
+    assert run(capsys, "--model-version", "1", "--no-deploy")[0] == 0
+    code, _, err = run(capsys, "--model-version", "2", "--reject")
+    assert code == 0, err
+    # Not serving: nothing to say beyond the rejection.
+    assert "serves" not in err
+    assert run(capsys, "--model-version", "2")[0] == 0  # approved again and deployed
+    assert serving() == second
+
+    code, out, err = run(capsys, "--model-version", "2", "--reject", "--reason", "complaints")
+    assert code == 0, err
+    assert out.strip() == arn_of(2) and status_of(2) == "Rejected"
+    assert (
+        f"version 2 is what endpoint {ENDPOINT} serves, and rejecting it does not take it off: "
+        "roll back to version 1, the newest Approved one before it, with `dogbreed-pipeline "
+        "approve --model-version 1`" in " ".join(err.split())
+    )
+    assert serving() == second  # rejecting changes the registry, not the endpoint
+
+    # With no earlier Approved version, the way out is teardown.
+    client = sagemaker()
+    client.update_model_package(ModelPackageArn=arn_of(1), ModelApprovalStatus="Rejected")
+    code, _, err = run(capsys, "--model-version", "2", "--reject")
+    assert "there is no earlier Approved version to roll back to" in " ".join(err.split())
+
+
+def test_status_names_the_version_the_endpoint_serves(pipeline, capsys):
+    from helpers.awsfakes import steps_response
+
+    cli.main(["start"])
+    capsys.readouterr()
+    pipeline.stubs["ListPipelineExecutionSteps"] = steps_response()
+    code, out, err = cli.main(["status"]), *capsys.readouterr()
+    assert code == 0, err
+    assert f"Serving    endpoint {ENDPOINT} does not exist" in out.splitlines()
+
+    register("s3://bucket/executions/a/model.tar.gz")
+    run(capsys, "--model-version", "1")
+    code, out, err = cli.main(["status"]), *capsys.readouterr()
+    assert code == 0, err
+    (line,) = [line for line in out.splitlines() if line.startswith("Serving")]
+    assert line.startswith(
+        f"Serving    endpoint {ENDPOINT} (InService) serves {GROUP} version 1 (Approved), "
+        f"configuration {ENDPOINT}-v1at"
+    )

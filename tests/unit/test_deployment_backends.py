@@ -93,6 +93,23 @@ def test_approve_reject_and_teardown_end_the_same_on_aws_and_locally(sagemaker):
     deployment.delete_endpoint_resources(sagemaker, resources)
 
 
+def test_the_serving_version_is_found_and_rejecting_it_offers_the_previous_one(
+    sagemaker, caplog
+):
+    assert deployment.serving(sagemaker, GROUP, ENDPOINT) is None
+    deployment.approve(sagemaker, SETTINGS, deployment.Approval("1", deploy=False))
+    deployment.approve(sagemaker, SETTINGS, deployment.Approval("2"))
+    found = deployment.serving(sagemaker, GROUP, ENDPOINT)
+    assert (found.version, found.approval, found.model_data) == (2, "Approved", MODELS[1])
+    assert deployment.describe_serving(found, GROUP, ENDPOINT).startswith(
+        f"endpoint {ENDPOINT} (InService) serves {GROUP} version 2 (Approved)"
+    )
+    caplog.set_level("WARNING", logger="pipeline.deployment")
+    deployment.approve(sagemaker, SETTINGS, deployment.Approval("2", reject=True))
+    assert "roll back to version 1, the newest Approved one before it" in caplog.text
+    assert deployment.serving(sagemaker, GROUP, ENDPOINT).approval == "Rejected"
+
+
 def test_an_unknown_version_is_refused_naming_the_versions_there_are(sagemaker):
     with pytest.raises(UsageError, match=rf"group {GROUP} has no version 9 \(versions: 1, 2\)"):
         deployment.approve(sagemaker, SETTINGS, deployment.Approval("9"))
