@@ -519,8 +519,9 @@ def test_a_worse_new_model_fails_the_gate_and_a_better_one_passes(
         fresh,
         trained,
     )
-    assert f"accuracy {fresh:.4f} is below the serving model's {trained:.4f}" in (
-        worse["champion_gate"]["reason"]
+    assert (
+        f"accuracy {fresh:.4f} is below the serving model's {trained:.4f}"
+        in (worse["champion_gate"]["reason"])
     )
     assert better["champion_gate"]["passed"] is True
     # A tolerance as wide as the gap lets the worse one through.

@@ -49,8 +49,9 @@ def test_equal_is_not_worse_even_through_float_noise():
 def test_a_first_deployment_passes_and_a_serving_model_that_cannot_be_read_does_not():
     first = champion_gate.verdict("accuracy", 0.0, NEW, "none", None, "no endpoint yet")
     assert first["passed"] is True and first["champion"] is None
-    assert "no endpoint yet: the new model's accuracy 0.8000 is compared with nothing" in (
-        first["reason"]
+    assert (
+        "no endpoint yet: the new model's accuracy 0.8000 is compared with nothing"
+        in (first["reason"])
     )
     unreadable = champion_gate.verdict(
         "accuracy", 0.0, NEW, "unreadable", None, "endpoint e serves a model this pipeline cannot"

@@ -93,9 +93,7 @@ def test_approve_reject_and_teardown_end_the_same_on_aws_and_locally(sagemaker):
     deployment.delete_endpoint_resources(sagemaker, resources)
 
 
-def test_the_serving_version_is_found_and_rejecting_it_offers_the_previous_one(
-    sagemaker, caplog
-):
+def test_the_serving_version_is_found_and_rejecting_it_offers_the_previous_one(sagemaker, caplog):
     assert deployment.serving(sagemaker, GROUP, ENDPOINT) is None
     deployment.approve(sagemaker, SETTINGS, deployment.Approval("1", deploy=False))
     deployment.approve(sagemaker, SETTINGS, deployment.Approval("2"))
