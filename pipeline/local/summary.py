@@ -103,6 +103,10 @@ def lines(record: dict, store_root: Path, pictures: Path | None = None) -> list[
     if evaluation:
         path, report = evaluation
         out.append(f"  evaluation   {_figures(report)} ({path})")
+        gate = report.get("champion_gate") or {}
+        if gate.get("reason"):
+            verdict = "passed" if gate.get("passed") else "failed"
+            out.append(f"  champion     gate {verdict}: {gate['reason']}")
     for warning in _learning_warnings(record, evaluation[1] if evaluation else None):
         out.append(f"  {warning}")
     if pictures is not None and pictures.is_dir() and any(pictures.iterdir()):

@@ -11,10 +11,11 @@ from pipeline.local.store import Store
 EVALUATION_URI = "s3://bucket/executions/x/evaluation"
 
 
-def _record(log_path, accuracy: float, tmp_path) -> dict:
+def _record(log_path, accuracy: float, tmp_path, **extra) -> dict:
     report = {
         "multiclass_classification_metrics": {"accuracy": {"value": accuracy}},
         "details": {"num_classes": 6, "num_images": 30, "macro_f1": 0.1},
+        **extra,
     }
     Store(tmp_path / "store").put_bytes(
         f"{EVALUATION_URI}/{contract.EVALUATION_FILE}", json.dumps(report).encode()
@@ -50,3 +51,11 @@ def test_a_model_that_learnt_gets_no_warning(tmp_path):
     lines = summary.lines(_record(log, 0.9, tmp_path), tmp_path / "store")
     assert not [line for line in lines if "warning" in line]
     assert any("test accuracy 0.900" in line for line in lines)
+
+
+def test_the_summary_says_how_the_new_model_fared_against_the_serving_one(tmp_path):
+    log = tmp_path / "TrainModel.log"
+    log.write_text("METRICS epoch=1 valid_accuracy=0.9\n")
+    gate = {"passed": False, "reason": "the new model's accuracy 0.8000 is below 0.9000"}
+    lines = summary.lines(_record(log, 0.8, tmp_path, champion_gate=gate), tmp_path / "store")
+    assert "  champion     gate failed: the new model's accuracy 0.8000 is below 0.9000" in lines
