@@ -295,16 +295,25 @@ def test_below_the_threshold_the_fail_step_ends_the_run_with_accuracy_and_thresh
 
 def test_a_second_run_reuses_the_cached_steps(pipeline):
     first = steps_by_name(pipeline.record("deployed"))
-    record = pipeline.record("below threshold")
-    second = steps_by_name(record)
-    for name in ("PrepareData", "TuneHyperparameters", "TrainModel", "EvaluateModel"):
+    second = steps_by_name(pipeline.record("below threshold"))
+    record = pipeline.record("json path typo")
+    third = steps_by_name(record)
+    for name in ("PrepareData", "TuneHyperparameters", "TrainModel"):
         assert second[name]["Status"] == "Cached", name
         assert second[name]["Properties"] == first[name]["Properties"]
         source = second[name]["CacheHitResult"]["SourcePipelineExecutionArn"]
         assert source == pipeline.record("deployed")["PipelineExecutionArn"]
     assert second["TuneHyperparameters"]["Trials"] == first["TuneHyperparameters"]["Trials"]
-    # Nothing ran: no job folder for this execution.
-    assert not (pipeline.store / "executions" / record["PipelineExecutionId"] / "jobs").exists()
+    # EvaluateModel also scores what the endpoint serves: nothing before the first run
+    # deployed this model, this model itself after, so its arguments changed once; the run
+    # after that takes it from the cache, as SageMaker's step cache would.
+    assert second["EvaluateModel"]["Status"] == "Succeeded"
+    assert third["EvaluateModel"]["Status"] == "Cached"
+    source = third["EvaluateModel"]["CacheHitResult"]["SourcePipelineExecutionArn"]
+    assert source == pipeline.record("below threshold")["PipelineExecutionArn"]
+    # Only CompareWithDeployed, which is never cached, ran a job.
+    jobs = pipeline.store / "executions" / record["PipelineExecutionId"] / "jobs"
+    assert [job.name.split("-")[0] for job in jobs.iterdir()] == ["CompareWithDeployed"]
 
 
 def test_pending_approval_registers_only_approve_deploys_and_the_same_model_is_skipped(
