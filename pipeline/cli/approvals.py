@@ -14,7 +14,7 @@ import pipeline.cli.argtypes as argtypes
 import pipeline.cli.options as options
 from pipeline import deployment
 from pipeline.cli.pipelines import connect
-from pipeline.config import DEFAULT_ENDPOINT_NAME
+from pipeline.config import DEFAULT_ENDPOINT_NAME, alarm_names
 
 log = logging.getLogger("pipeline.cli")
 
@@ -39,9 +39,9 @@ def approve(args) -> int:
             endpoint_name=args.endpoint,
             instance_type=args.instance_type,
         )
-        arn, _ = deployment.approve(client.sagemaker, settings, ask)
+        arn, _ = deployment.approve(client.release_clients(), settings, ask)
     else:
-        from pipeline.local import sagemaker_api
+        from pipeline.local import alarms, sagemaker_api
         from pipeline.local.store import Store
 
         # run-local keeps no upserted pipeline to read the settings from: the defaults, and
@@ -53,8 +53,11 @@ def approve(args) -> int:
             role_arn=options.DEFAULTS.role_arn,
         )
         store = Store(args.store)
-        with sagemaker_api.connected(store) as sagemaker:
-            arn, deployed = deployment.approve(sagemaker, settings, ask)
+        # The local stand-in for infra/'s alarms (pipeline/local/alarms.py).
+        name = settings.endpoint_name
+        alarms.ensure(store, name, alarm_names(name))
+        with sagemaker_api.connected(store) as clients:
+            arn, deployed = deployment.approve(clients, settings, ask)
         if deployed:
             log.info(
                 "`%s serve-local --store %s` serves endpoint %s",
@@ -68,11 +71,13 @@ def approve(args) -> int:
 
 def add_approve(parser) -> None:
     parser.description = (
-        "Approve a registered model version and deploy it as the pipeline's deploy steps do "
-        "(a new endpoint configuration; the endpoint is created or updated, and waited for "
-        "until InService: a failed update leaves the old configuration serving, and says "
-        "so), or reject it. Executions run with ModelApprovalStatus=PendingManualApproval "
-        "register and stop there, for this command. With --store, the same in run-local's "
+        "Approve a registered model version and deploy it as the pipeline's DeployEndpoint "
+        "step does (a new endpoint configuration; the endpoint is created, or updated "
+        "blue/green with automatic rollback on its CloudWatch alarms, and waited for; "
+        "autoscaling is then set from the pipeline's parameters: a rollback leaves the old "
+        "configuration serving, and names the alarm), or reject it. Executions run "
+        "with ModelApprovalStatus=PendingManualApproval register and stop "
+        "there, for this command. With --store, the same in run-local's "
         "registry and endpoints."
     )
     parser.add_argument(
