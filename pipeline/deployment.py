@@ -346,6 +346,10 @@ def approve(clients: releases.Clients, settings: Settings, ask: Approval) -> tup
     endpoint, variant, served = None, {}, {}
     if ask.deploy:
         endpoint = describe_endpoint(sagemaker, name)
+        try:
+            releases.check_endpoint(endpoint, name)
+        except releases.Refused as refused:
+            raise UsageError(str(refused)) from None
         if endpoint:
             variant, served = served_variant(sagemaker, endpoint)
     fresh = ask.deploy and not (endpoint and model_data(served) == data)
@@ -358,7 +362,6 @@ def approve(clients: releases.Clients, settings: Settings, ask: Approval) -> tup
         # Every refusal of the release, before the version's status changes.
         try:
             releases.check_request(planned)
-            releases.check_endpoint(endpoint, name)
             releases.check_alarms(clients.cloudwatch, planned, endpoint)
         except releases.Refused as refused:
             raise UsageError(str(refused)) from None

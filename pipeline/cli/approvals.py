@@ -7,6 +7,7 @@ approval leaves the version's status and the endpoint as they were.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,10 +16,26 @@ import pipeline.cli.options as options
 from pipeline import deployment
 from pipeline.cli.pipelines import connect
 from pipeline.config import DEFAULT_ENDPOINT_NAME, alarm_names
+from pipeline.parameter_specs import SPECS
 
 log = logging.getLogger("pipeline.cli")
 
 DEFAULT_TIMEOUT = 3600.0
+
+
+# --flag -> the Settings field it overrides (the pipeline's parameter of the same meaning).
+CAPACITY_FLAGS = {
+    "instance_count": "EndpointInstanceCount",
+    "min_instances": "EndpointMinInstances",
+    "max_instances": "EndpointMaxInstances",
+    "invocations_target": "InvocationsPerInstanceTarget",
+    "bake_seconds": "EndpointBakeSeconds",
+}
+
+
+def _capacity(args) -> dict:
+    given = {field: getattr(args, field) for field in CAPACITY_FLAGS}
+    return {field: value for field, value in given.items() if value is not None}
 
 
 def approve(args) -> int:
@@ -38,6 +55,7 @@ def approve(args) -> int:
             group=args.model_package_group,
             endpoint_name=args.endpoint,
             instance_type=args.instance_type,
+            **_capacity(args),
         )
         arn, _ = deployment.approve(client.release_clients(), settings, ask)
     else:
@@ -52,6 +70,7 @@ def approve(args) -> int:
             instance_type=args.instance_type,
             role_arn=options.DEFAULTS.role_arn,
         )
+        settings = dataclasses.replace(settings, **_capacity(args))
         store = Store(args.store)
         # The local stand-in for infra/'s alarms (pipeline/local/alarms.py).
         name = settings.endpoint_name
@@ -106,6 +125,14 @@ def add_approve(parser) -> None:
         help="endpoint instance type (default: the pipeline's EndpointInstanceType default; "
         "with --store, the endpoint's current type)",
     )
+    for field, parameter in CAPACITY_FLAGS.items():
+        spec = SPECS[parameter]
+        parser.add_argument(
+            f"--{field.replace('_', '-')}",
+            type=float if isinstance(spec.default, float) else int,
+            metavar="N",
+            help=f"{spec.meaning} (default: the pipeline's {parameter} default, {spec.default})",
+        )
     parser.add_argument("--no-deploy", action="store_true", help="approve only")
     parser.add_argument(
         "--no-wait", action="store_true", help="return once the endpoint change has started"

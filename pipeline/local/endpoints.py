@@ -30,6 +30,10 @@ _NAME_RULES = {MODELS: _RESOURCE_NAME_RE, ENDPOINT_CONFIGS: _RESOURCE_NAME_RE}
 _NAME_RULES[ENDPOINTS] = ENDPOINT_NAME_RE
 
 
+# Nothing measures a local endpoint: its bake is a window for SetAlarmState, cut to this.
+MAX_LOCAL_BAKE_SECONDS = 10
+
+
 class EndpointError(ValueError):
     """A model, configuration or endpoint that cannot be created; the message says why."""
 
@@ -151,7 +155,8 @@ def deploy(
 
     An update with a blue/green DeploymentConfig bakes as SageMaker's does: the endpoint is
     Updating on its old configuration (the old model goes on serving) until the bake ends,
-    its wait interval and the old fleet's termination wait; describe() then finishes it.
+    its wait interval and the old fleet's termination wait (at most MAX_LOCAL_BAKE_SECONDS
+    here); describe() then finishes it.
     """
     path = _path(store, ENDPOINTS, name)
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -172,7 +177,8 @@ def deploy(
         write_json(path, record)
         return record
     routing = policy.get("TrafficRoutingConfiguration") or {}
-    bake = routing.get("WaitIntervalInSeconds", 0) + policy.get("TerminationWaitInSeconds", 0)
+    asked = routing.get("WaitIntervalInSeconds", 0) + policy.get("TerminationWaitInSeconds", 0)
+    bake = min(asked, MAX_LOCAL_BAKE_SECONDS)
     alarms = (deployment.get("AutoRollbackConfiguration") or {}).get("Alarms") or []
     baking = {
         **{k: v for k, v in previous.items() if k not in ("FailureReason", "Pending")},

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import sys
 import time
@@ -54,8 +53,6 @@ MIN_EXECUTION_SECONDS, MAX_EXECUTION_SECONDS = 600, 28800
 # A first deployment has no DeploymentConfig to bound it: SageMaker's own waiter's hour.
 CREATE_TIMEOUT_SECONDS = 3600
 MAX_POLL_SECONDS = 30
-# Alarm states are stamped by CloudWatch's clock: a little slack for the job's.
-CLOCK_SLACK = dt.timedelta(seconds=60)
 
 
 class Refused(Exception):
@@ -207,7 +204,8 @@ def describe_alarms(cloudwatch, names) -> dict[str, dict]:
     return found
 
 
-def check_alarms(cloudwatch, release: Release, endpoint: dict | None) -> None:
+def check_alarms(cloudwatch, release: Release, endpoint: dict | None) -> dict[str, dict]:
+    """Refuse a missing alarm, or one firing on the serving fleet; the alarms as they are."""
     alarms = describe_alarms(cloudwatch, release.alarms)
     absent = [name for name in release.alarms if name not in alarms]
     if absent:
@@ -222,6 +220,7 @@ def check_alarms(cloudwatch, release: Release, endpoint: dict | None) -> None:
             f"{release.endpoint_name}: a blue/green update would roll back at once; deploy "
             "again once it is OK"
         )
+    return alarms
 
 
 # ------------------------------------------------------------------------------ scaling
@@ -402,22 +401,23 @@ def wait(sagemaker, name: str, timeout: float) -> dict:
         pause = min(MAX_POLL_SECONDS, pause * 2)
 
 
-def fired_alarms(cloudwatch, names, since: dt.datetime) -> list[str]:
-    """The alarms in ALARM; if none is, those whose state changed since `since` (one that
-    fired during the bake and has recovered since), each with its state now."""
+def fired_alarms(cloudwatch, names, before: dict[str, dict]) -> list[str]:
+    """The alarms in ALARM; if none is, those whose state changed since `before` (what the
+    checks read before the update: one that fired during the bake and has recovered since),
+    each with its state now. Comparing CloudWatch's own stamps needs no clock of ours."""
     found = describe_alarms(cloudwatch, names)
     firing = [name for name, alarm in found.items() if alarm.get("StateValue") == "ALARM"]
     if not firing:
         firing = [
             name
             for name, alarm in found.items()
-            if alarm.get("StateUpdatedTimestamp")
-            and alarm["StateUpdatedTimestamp"] >= since - CLOCK_SLACK
+            if name in before
+            and alarm.get("StateUpdatedTimestamp") != before[name].get("StateUpdatedTimestamp")
         ]
     return [f"{name} ({found[name].get('StateValue')})" for name in sorted(firing)]
 
 
-def outcome_of(clients: Clients, release: Release, endpoint: dict, previous, since) -> None:
+def outcome_of(clients: Clients, release: Release, endpoint: dict, previous, before) -> None:
     """Raise ReleaseFailed unless `endpoint` (waited for) serves the new configuration."""
     name, serving = release.endpoint_name, endpoint.get("EndpointConfigName")
     status = endpoint.get("EndpointStatus")
@@ -425,7 +425,7 @@ def outcome_of(clients: Clients, release: Release, endpoint: dict, previous, sin
         return
     reason = endpoint.get("FailureReason") or "no reason given"
     if status == "InService" and previous and serving == previous:
-        fired = fired_alarms(clients.cloudwatch, release.alarms, since)
+        fired = fired_alarms(clients.cloudwatch, release.alarms, before)
         cause = f"alarm {', '.join(fired)} fired" if fired else "no alarm fired"
         raise ReleaseFailed(
             f"endpoint {name} rolled back to {previous}: {cause} during the update to "
@@ -441,7 +441,7 @@ def release(clients: Clients, release: Release) -> Outcome:
     endpoint = describe_endpoint(sagemaker, name)
     count = instance_count(release, endpoint)
     previous = endpoint.get("EndpointConfigName") if endpoint else None
-    since = dt.datetime.now(dt.timezone.utc)
+    before: dict[str, dict] = {}  # the alarms as the checks read them
     taken: tuple[dict | None, list[dict]] = (None, [])
     if endpoint and previous == release.config_name and endpoint["EndpointStatus"] == "InService":
         action = "already serving"  # a retry after the release succeeded
@@ -449,7 +449,7 @@ def release(clients: Clients, release: Release) -> Outcome:
         action = "updated"  # a retry while the update it started goes on
     else:
         check_endpoint(endpoint, name)
-        check_alarms(clients.cloudwatch, release, endpoint)
+        before = check_alarms(clients.cloudwatch, release, endpoint)
         ensure_config(sagemaker, release, count)
         action, taken = _deploy(clients, release, endpoint)
     if not release.wait:
@@ -461,7 +461,7 @@ def release(clients: Clients, release: Release) -> Outcome:
             else CREATE_TIMEOUT_SECONDS
         )
         try:
-            outcome_of(clients, release, wait(sagemaker, name, timeout), previous, since)
+            outcome_of(clients, release, wait(sagemaker, name, timeout), previous, before)
         except ReleaseFailed:
             _restore_scaling(clients.autoscaling, *taken)
             raise
