@@ -103,6 +103,7 @@ LOCAL_STORE = "local-store"
 # The EndpointName parameter's default: the endpoint the pipeline deploys.
 DEFAULT_ENDPOINT_NAME = "dogbreed-classifier"
 
+# The longest endpoint configuration name approve may make (SageMaker's limit).
 MAX_CONFIG_NAME = 63
 
 

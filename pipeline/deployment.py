@@ -75,8 +75,12 @@ class Settings:
 
 
 def _resolved(value, defaults: dict):
-    """A literal, or a parameter's default; None for anything only an execution knows."""
+    """A literal, or a parameter's default (also as text: a Join of it alone, as numbers are
+    passed in ContainerArguments); None for anything only an execution knows."""
     if isinstance(value, dict):
+        joined = (value.get("Std:Join") or {}).get("Values")
+        if isinstance(joined, list) and len(joined) == 1:
+            return _resolved(joined[0], defaults)
         reference = value.get("Get")
         if isinstance(reference, str) and reference.startswith("Parameters."):
             return defaults.get(reference.removeprefix("Parameters."))

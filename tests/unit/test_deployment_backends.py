@@ -245,3 +245,18 @@ def test_approve_deploys_a_gpu_definition_on_its_host_ami():
             settings, "m", "c", "ml.g5.xlarge", deployment.Approval("1")
         )
         assert planned.inference_ami_version == ami
+
+
+def test_approve_reads_capacity_and_bake_from_the_upserted_definition():
+    from pipeline.config import PipelineConfig
+    from pipeline.definition import definition_dict
+
+    definition = definition_dict(PipelineConfig())
+    for parameter in definition["Parameters"]:
+        changed = {"EndpointInstanceCount": 2, "EndpointMaxInstances": 6, "EndpointBakeSeconds": 60}
+        parameter["DefaultValue"] = changed.get(parameter["Name"], parameter.get("DefaultValue"))
+    settings = deployment.settings_of({"PipelineName": "p", "RoleArn": ROLE,
+                                       "Definition": definition})  # fmt: skip
+    assert (settings.instance_count, settings.min_instances, settings.max_instances) == (2, 1, 6)
+    assert (settings.bake_seconds, settings.invocations_target) == (60, 375.0)
+    assert (settings.endpoint_name, settings.instance_type) == (ENDPOINT, "ml.c7i.xlarge")
