@@ -227,7 +227,10 @@ class LocalCloudWatch(_Api):
         if not names:
             raise ApiError("InvalidParameterValue", "run-local describes alarms by name only")
         kinds = request.get("AlarmTypes") or ["MetricAlarm"]
-        found = _refusing(alarms.describe, self.store, names)
+        try:
+            found = alarms.describe(self.store, names)
+        except alarms.AlarmError as err:
+            raise ApiError("InvalidParameterValue", str(err)) from None
         return {
             "MetricAlarms": found if "MetricAlarm" in kinds else [],
             "CompositeAlarms": [],
@@ -280,13 +283,6 @@ class LocalAutoScaling(_Api):
     def op_DeleteScalingPolicy(self, request: dict) -> dict:  # noqa: N802
         self._scaling(scaling.delete_policy, request)
         return {}
-
-
-def _refusing(operation, *args):
-    try:
-        return operation(*args)
-    except alarms.AlarmError as err:
-        raise ApiError("InvalidParameterValue", str(err)) from None
 
 
 # X-Amz-Target prefix -> (the service's API, its JSON protocol's content type).
