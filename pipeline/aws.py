@@ -102,6 +102,20 @@ class Aws:
         return self.client("sagemaker")
 
     @cached_property
+    def cloudwatch(self):
+        return self.client("cloudwatch")
+
+    @cached_property
+    def autoscaling(self):
+        return self.client("application-autoscaling")
+
+    def release_clients(self):
+        """The clients a release calls (dogbreed_jobs.release.Clients)."""
+        from dogbreed_jobs.release import Clients
+
+        return Clients(self.sagemaker, self.cloudwatch, self.autoscaling)
+
+    @cached_property
     def s3(self):
         return self.client("s3")
 

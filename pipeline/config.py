@@ -11,6 +11,13 @@ from __future__ import annotations
 import dataclasses
 import re
 
+# The name rules the deploy job (scripts/) and the host share: defined once, in the contract.
+from dogbreed_jobs.contract import (  # noqa: F401 - re-exported for the host's modules
+    CONFIG_NAME_SEPARATOR,
+    alarm_names,
+    is_pipeline_config,
+)
+
 # AWS documentation's example account: the committed definition must name no real account.
 PLACEHOLDER_ACCOUNT = "111122223333"
 
@@ -96,18 +103,8 @@ LOCAL_STORE = "local-store"
 # The EndpointName parameter's default: the endpoint the pipeline deploys.
 DEFAULT_ENDPOINT_NAME = "dogbreed-classifier"
 
-# The endpoint configurations the pipeline makes are named <EndpointName>-<tag>: the deploy
-# step's tag is the execution id (SageMaker's lower-case letters and digits, run-local's
-# `local-<time>-<hex>`), `approve`'s is v<version>at<unix time>. approve and teardown replace
-# or delete only configurations of this naming: any other was made by someone else.
-CONFIG_NAME_SEPARATOR = "-"
-_CONFIG_TAG = r"(?:[a-z0-9]+|local-\d{8}T\d{6}-[0-9a-f]+)"
+# The longest endpoint configuration name approve may make (SageMaker's limit).
 MAX_CONFIG_NAME = 63
-
-
-def is_pipeline_config(endpoint_name: str, config_name: str) -> bool:
-    pattern = re.escape(endpoint_name + CONFIG_NAME_SEPARATOR) + _CONFIG_TAG
-    return re.fullmatch(pattern, config_name) is not None
 
 
 def approval_config_name(endpoint_name: str, version: int, unix_time: int) -> str:

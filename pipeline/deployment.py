@@ -6,13 +6,16 @@ the store. So `approve`, `teardown` and run-local's deploy steps run the same co
 both, and botocore checks every request against SageMaker's service model locally too.
 
 A version is deployed the way the pipeline's own deploy steps deploy: the settings (role,
-VPC, network isolation, instance type, KMS key, endpoint name, model package group) come
-from the definition the pipeline was upserted with, so an approval later in Studio or from
-the CLI serves the model exactly as an Approved execution would have. Configurations are
-named by pipeline.config's rule, which `teardown` knows as the pipeline's own.
+VPC, network isolation, instance type and count, autoscaling, bake, KMS key, endpoint name,
+model package group) come from the definition the pipeline was upserted with, and the
+release itself is the DeployEndpoint job's code (dogbreed_jobs.release: blue/green with
+auto-rollback alarms, then autoscaling), so an approval later in Studio or from the CLI
+serves the model exactly as an Approved execution would have. Configurations are named by
+the contract's rule, which `teardown` knows as the pipeline's own.
 
 Everything that can refuse is checked before anything changes: the version exists and is
-in the pipeline's group, and the endpoint is neither Failed nor in the middle of a change.
+in the pipeline's group, the endpoint is neither Failed nor in the middle of a change, and
+its alarms exist and are not firing.
 """
 
 from __future__ import annotations
@@ -22,10 +25,18 @@ import logging
 import re
 import time
 
+from dogbreed_jobs import contract
+from dogbreed_jobs import release as releases
 from pipeline.aws import Aws, describe_pipeline, is_missing
-from pipeline.config import DEFAULT_ENDPOINT_INSTANCE_TYPE, approval_config_name, is_pipeline_config
+from pipeline.config import (
+    DEFAULT_ENDPOINT_INSTANCE_TYPE,
+    alarm_names,
+    approval_config_name,
+    is_pipeline_config,
+)
 from pipeline.definition_json import iter_steps
 from pipeline.errors import CliError, UsageError
+from pipeline.parameter_specs import default
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +44,6 @@ PACKAGE_ARN_RE = re.compile(
     r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:model-package/"
     r"(?P<group>[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})/(?P<version>\d+)$"
 )
-# An endpoint in these states is changing: an update now would be refused by SageMaker or
-# race the change under way.
-BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
-POLL_SECONDS = 30
 
 
 class DeployFailed(CliError):
@@ -59,16 +66,45 @@ class Settings:
     kms_key_id: str | None = None
     # The production variant's host AMI (GPU endpoints on the Ray CUDA image), None: default.
     inference_ami_version: str | None = None
+    # Capacity and guardrails: the pipeline parameters' defaults (pipeline/parameter_specs.py).
+    instance_count: int = default("EndpointInstanceCount")
+    min_instances: int = default("EndpointMinInstances")
+    max_instances: int = default("EndpointMaxInstances")
+    invocations_target: float = default("InvocationsPerInstanceTarget")
+    bake_seconds: int = default("EndpointBakeSeconds")
 
 
 def _resolved(value, defaults: dict):
-    """A literal, or a parameter's default; None for anything only an execution knows."""
+    """A literal, or a parameter's default (also as text: a Join of it alone, as numbers are
+    passed in ContainerArguments); None for anything only an execution knows."""
     if isinstance(value, dict):
+        joined = (value.get("Std:Join") or {}).get("Values")
+        if isinstance(joined, list) and len(joined) == 1:
+            return _resolved(joined[0], defaults)
         reference = value.get("Get")
         if isinstance(reference, str) and reference.startswith("Parameters."):
             return defaults.get(reference.removeprefix("Parameters."))
         return None
     return value
+
+
+def release_arguments(arguments: dict) -> dict:
+    """The DeployEndpoint job's `--flag value` container arguments, as {flag: value}."""
+    values = list((arguments.get("AppSpecification") or {}).get("ContainerArguments") or [])
+    return {
+        flag.removeprefix("--"): value
+        for flag, value in zip(values[::2], values[1::2], strict=True)
+        if flag != "--alarm"
+    }
+
+
+def _is_release(entry) -> bool:
+    entrypoint = (entry.arguments.get("AppSpecification") or {}).get("ContainerEntrypoint") or []
+    return (
+        entry.type == "Processing"
+        and bool(entrypoint)
+        and (entrypoint[-1].endswith("/" + contract.RELEASE_SCRIPT))
+    )
 
 
 def settings_of(description: dict) -> Settings:
@@ -77,25 +113,40 @@ def settings_of(description: dict) -> Settings:
     defaults = {p.get("Name"): p.get("DefaultValue") for p in definition.get("Parameters") or []}
     steps: dict[str, dict] = {}
     for entry in iter_steps(definition):
-        steps.setdefault(entry.type, entry.arguments)
-    kinds = ("RegisterModel", "Model", "EndpointConfig", "Endpoint")
+        kind = "Release" if _is_release(entry) else entry.type
+        steps.setdefault(kind, entry.arguments)
+    kinds = ("RegisterModel", "Model", "Release")
     missing = [kind for kind in kinds if kind not in steps]
     if missing:
         raise UsageError(
-            f"pipeline {description.get('PipelineName')} has no {', '.join(missing)} step: "
-            "it is not a dogbreed-pipeline definition; upsert this project's definition first"
+            f"pipeline {description.get('PipelineName')} has no "
+            f"{', '.join(missing).replace('Release', 'DeployEndpoint release')} step: it is not "
+            "this version's dogbreed-pipeline definition; upsert this project's definition first"
         )
-    model, config = steps["Model"], steps["EndpointConfig"]
-    variant = (config.get("ProductionVariants") or [{}])[0]
+    model = steps["Model"]
+    released = {k: _resolved(v, defaults) for k, v in release_arguments(steps["Release"]).items()}
+
+    def number(flag: str, kind):
+        value = released.get(flag)
+        return kind(value) if value is not None else dataclasses.MISSING
+
+    numbers = {
+        "instance_count": number("instance-count", int),
+        "min_instances": number("min-instances", int),
+        "max_instances": number("max-instances", int),
+        "invocations_target": number("invocations-target", float),
+        "bake_seconds": number("bake-seconds", int),
+    }
     return Settings(
         group=_resolved(steps["RegisterModel"].get("ModelPackageGroupName"), defaults),
-        endpoint_name=_resolved(steps["Endpoint"].get("EndpointName"), defaults),
-        instance_type=_resolved(variant.get("InstanceType"), defaults),
+        endpoint_name=released.get("endpoint-name"),
+        instance_type=released.get("instance-type"),
         role_arn=_resolved(model.get("ExecutionRoleArn"), defaults) or description["RoleArn"],
         vpc_config=model.get("VpcConfig"),
         network_isolation=bool(model.get("EnableNetworkIsolation")),
-        kms_key_id=_resolved(config.get("KmsKeyId"), defaults),
-        inference_ami_version=variant.get("InferenceAmiVersion"),
+        kms_key_id=released.get("kms-key-id"),
+        inference_ami_version=released.get("inference-ami-version"),
+        **{k: v for k, v in numbers.items() if v is not dataclasses.MISSING},
     )
 
 
@@ -202,27 +253,6 @@ def model_data(model: dict) -> str | None:
     return container.get("ModelDataUrl")
 
 
-def check_endpoint(endpoint: dict | None, name: str) -> None:
-    """Refuse an endpoint that cannot take an update now, or that is not the pipeline's."""
-    if endpoint is None:
-        return
-    status = endpoint.get("EndpointStatus")
-    if status == "Failed":
-        raise UsageError(
-            f"endpoint {name} is Failed ({endpoint.get('FailureReason') or 'no reason given'}): "
-            "SageMaker cannot update it; `dogbreed-pipeline teardown` deletes it, then approve "
-            "again to create it"
-        )
-    if status in BUSY_STATUSES:
-        raise UsageError(f"endpoint {name} is {status}: approve again once it is InService")
-    serving = endpoint.get("EndpointConfigName", "")
-    if not is_pipeline_config(name, serving):
-        raise UsageError(
-            f"endpoint {name} serves configuration {serving!r}, which this pipeline did not "
-            "create: refusing to replace it; pass --endpoint to deploy to another name"
-        )
-
-
 def new_names(endpoint_name: str, version: int) -> tuple[str, str]:
     """(model name, endpoint configuration name) for deploying `version` now."""
     stamp = int(time.time())
@@ -256,26 +286,6 @@ def create_model(sagemaker, name: str, request: dict) -> str:
     return sagemaker.create_model(**{**request, "ModelName": name})["ModelArn"]
 
 
-def create_endpoint_config(sagemaker, name: str, request: dict) -> str:
-    """CreateEndpointConfig; the configuration's ARN."""
-    return sagemaker.create_endpoint_config(**{**request, "EndpointConfigName": name})[
-        "EndpointConfigArn"
-    ]
-
-
-def deploy_endpoint(sagemaker, name: str, config: str) -> tuple[dict | None, dict]:
-    """Create the endpoint, or update it if it exists, as the Endpoint step does.
-
-    (the endpoint as it was, or None; as it is now).
-    """
-    endpoint = describe_endpoint(sagemaker, name)
-    if endpoint is None:
-        sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config)
-    else:
-        sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config)
-    return endpoint, sagemaker.describe_endpoint(EndpointName=name)
-
-
 def model_request(package: dict, settings: Settings) -> dict:
     """CreateModel's request for a version, as the pipeline's Model step would make it."""
     request = {"PrimaryContainer": deployable_container(package)}
@@ -286,56 +296,6 @@ def model_request(package: dict, settings: Settings) -> dict:
     if settings.network_isolation:
         request["EnableNetworkIsolation"] = True
     return request
-
-
-def config_request(settings: Settings, model: str, instance_type: str) -> dict:
-    request = {
-        "ProductionVariants": [
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": model,
-                "InitialInstanceCount": 1,
-                "InstanceType": instance_type,
-                "InitialVariantWeight": 1,
-            }
-        ],
-    }
-    if settings.inference_ami_version:
-        request["ProductionVariants"][0]["InferenceAmiVersion"] = settings.inference_ami_version
-    if settings.kms_key_id:
-        request["KmsKeyId"] = settings.kms_key_id
-    return request
-
-
-def wait_in_service(
-    sagemaker, name: str, config: str, previous: str | None, timeout: float
-) -> None:
-    """Poll until the endpoint has stopped changing; DeployFailed unless it serves `config`.
-
-    SageMaker rolls a failed update back: the endpoint returns to InService on the previous
-    configuration, which this reports, naming the reason, rather than calling it success.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        endpoint = describe_endpoint(sagemaker, name) or {}
-        status = endpoint.get("EndpointStatus")
-        if status not in BUSY_STATUSES:
-            break
-        if time.monotonic() > deadline:
-            raise DeployFailed(
-                f"endpoint {name} is still {status} after {timeout:.0f}s: "
-                "`dogbreed-pipeline approve` returned; SageMaker goes on with the change"
-            )
-        time.sleep(POLL_SECONDS)
-    serving = endpoint.get("EndpointConfigName")
-    if status == "InService" and serving == config:
-        return
-    reason = endpoint.get("FailureReason") or "no reason given"
-    if status == "InService" and previous and serving == previous:
-        raise DeployFailed(
-            f"the update of endpoint {name} failed ({reason}): it still serves {previous}"
-        )
-    raise DeployFailed(f"endpoint {name} is {status} on {serving} ({reason})")
 
 
 # How far back the registry is searched for the version an endpoint serves: a group's
@@ -461,8 +421,31 @@ class Approval:
     timeout: float = 3600.0
 
 
-def approve(sagemaker, settings: Settings, ask: Approval) -> tuple[str, bool]:
+def release_of(
+    settings: Settings, model: str, config: str, instance_type: str, ask
+) -> releases.Release:
+    """The release `approve` runs: the pipeline's settings, the endpoint's alarms by the rule."""
+    return releases.Release(
+        endpoint_name=settings.endpoint_name,
+        config_name=config,
+        model_name=model,
+        instance_type=instance_type,
+        alarms=tuple(alarm_names(settings.endpoint_name)),
+        instance_count=settings.instance_count,
+        min_instances=settings.min_instances,
+        max_instances=settings.max_instances,
+        invocations_target=settings.invocations_target,
+        bake_seconds=settings.bake_seconds,
+        kms_key_id=settings.kms_key_id,
+        inference_ami_version=settings.inference_ami_version,
+        wait=ask.wait,
+        timeout_seconds=ask.timeout,
+    )
+
+
+def approve(clients: releases.Clients, settings: Settings, ask: Approval) -> tuple[str, bool]:
     """Approve and deploy, or reject, a version; (its ARN, whether the endpoint changed)."""
+    sagemaker = clients.sagemaker
     arn = package_arn(sagemaker, settings.group, ask.version)
     package = describe_version(sagemaker, arn)
     version = package.get("ModelPackageVersion") or int(arn.rsplit("/", 1)[-1])
@@ -473,38 +456,63 @@ def approve(sagemaker, settings: Settings, ask: Approval) -> tuple[str, bool]:
         log.info("rejected %s version %d", settings.group, version)
         _warn_rejected_serving(sagemaker, settings, version, data)
         return arn, False
-    endpoint = None
+    endpoint, variant, served = None, {}, {}
     if ask.deploy:
         endpoint = describe_endpoint(sagemaker, name)
-        check_endpoint(endpoint, name)
+        try:
+            releases.check_endpoint(endpoint, name)
+        except releases.Refused as refused:
+            raise UsageError(str(refused)) from None
+        if endpoint:
+            variant, served = served_variant(sagemaker, endpoint)
+    fresh = ask.deploy and not (endpoint and model_data(served) == data)
+    if fresh:
+        instance_type = (
+            settings.instance_type or variant.get("InstanceType") or DEFAULT_ENDPOINT_INSTANCE_TYPE
+        )
+        model, config = new_names(name, version)
+        planned = release_of(settings, model, config, instance_type, ask)
+        # Every refusal of the release, before the version's status changes.
+        try:
+            releases.check_request(planned)
+            releases.check_alarms(clients.cloudwatch, planned, endpoint)
+        except releases.Refused as refused:
+            raise UsageError(str(refused)) from None
     set_approval(sagemaker, arn, "Approved", ask.reason)
     was = package["ModelApprovalStatus"]
     log.info("approved %s version %d (was %s)", settings.group, version, was)
     if not ask.deploy:
         return arn, False
-    variant, served = served_variant(sagemaker, endpoint) if endpoint else ({}, {})
-    if endpoint and model_data(served) == data:
+    if not fresh:
         log.info("endpoint %s already serves %s: nothing to deploy", name, data)
         return arn, False
-    instance_type = (
-        settings.instance_type or variant.get("InstanceType") or DEFAULT_ENDPOINT_INSTANCE_TYPE
-    )
-    model, config = new_names(name, version)
     create_model(sagemaker, model, model_request(package, settings))
-    create_endpoint_config(sagemaker, config, config_request(settings, model, instance_type))
-    deploy_endpoint(sagemaker, name, config)
     log.info(
-        "%s endpoint %s with %s (model %s, %s)",
+        "%s endpoint %s with %s (model %s, %s)%s",
         "updating" if endpoint else "creating",
         name,
         config,
         model,
         instance_type,
+        f": blue/green, {planned.bake_seconds}s bake watched by {', '.join(planned.alarms)}"
+        if endpoint
+        else "",
     )
+    try:
+        outcome = releases.release(clients, planned)
+    except releases.Refused as refused:
+        raise UsageError(str(refused)) from None
+    except releases.ReleaseFailed as failed:
+        raise DeployFailed(str(failed)) from None
     if ask.wait:
-        previous = endpoint.get("EndpointConfigName") if endpoint else None
-        wait_in_service(sagemaker, name, config, previous, ask.timeout)
-        log.info("endpoint %s is InService with version %d", name, version)
+        log.info("%s; version %d serves", outcome.line(), version)
+    else:
+        log.info(
+            "endpoint %s is changing to %s; autoscaling is set once it is InService: "
+            "this command did not wait, so it is not",
+            name,
+            config,
+        )
     return arn, True
 
 
@@ -518,18 +526,24 @@ class EndpointResources:
     endpoint: str | None  # the endpoint's name while it exists
     configs: list[str]  # the endpoint configurations, one per deploying execution
     models: list[str]  # the models those configurations serve
+    # The variant's scaling policies and scalable target ("scaling policy <name>", ...).
+    # The auto-rollback alarms stay: they belong to infra/'s stack.
+    scaling: list[str] = dataclasses.field(default_factory=list)
+    scaled_endpoint: str | None = None  # whose variant `scaling` is on
 
     @property
     def empty(self) -> bool:
-        return self.endpoint is None and not self.configs and not self.models
+        return self.endpoint is None and not self.configs and not self.models and not self.scaling
 
 
-def endpoint_resources(sagemaker, endpoint_name: str) -> EndpointResources:
-    """The endpoint, the configurations the pipeline made for it and their models.
+def endpoint_resources(clients: releases.Clients, endpoint_name: str) -> EndpointResources:
+    """The endpoint, its autoscaling, the configurations the pipeline made for it and their
+    models.
 
     Refuses (UsageError) an endpoint that serves a configuration of another naming: it was
     not deployed by this pipeline, and deleting it could take down someone else's service.
     """
+    sagemaker = clients.sagemaker
     described = describe_endpoint(sagemaker, endpoint_name)
     endpoint = None
     if described is not None:
@@ -554,15 +568,25 @@ def endpoint_resources(sagemaker, endpoint_name: str) -> EndpointResources:
     for config in configs:
         variants = sagemaker.describe_endpoint_config(EndpointConfigName=config)
         models |= {v["ModelName"] for v in variants.get("ProductionVariants", [])}
-    return EndpointResources(endpoint, sorted(configs), sorted(models))
+    target, policies = releases.read_scaling(clients.autoscaling, endpoint_name)
+    scaling = [f"scaling policy {policy['PolicyName']}" for policy in policies]
+    if target is not None:
+        scaling.append(f"scalable target {target['ResourceId']}")
+    return EndpointResources(endpoint, sorted(configs), sorted(models), scaling, endpoint_name)
 
 
-def delete_endpoint_resources(sagemaker, resources: EndpointResources) -> None:
-    """Delete the endpoint first (it stops billing), then its configurations and models.
+def delete_endpoint_resources(clients: releases.Clients, resources: EndpointResources) -> None:
+    """Remove the autoscaling (a target left behind would outlive the endpoint), then delete
+    the endpoint (it stops billing), its configurations and models.
 
     One already gone (a second teardown, a concurrent one) is not an error.
     """
     from botocore.exceptions import ClientError
+
+    sagemaker = clients.sagemaker
+    if resources.scaling:
+        for removed in releases.remove_scaling(clients.autoscaling, resources.scaled_endpoint):
+            log.info("removed %s", removed)
 
     deletions = [("endpoint", sagemaker.delete_endpoint, "EndpointName", resources.endpoint)]
     deletions = [d for d in deletions if d[3]]

@@ -94,6 +94,21 @@ SPECS: dict[str, Spec] = {
     # SageMaker's rule for endpoint names (CreateEndpoint's EndpointName).
     "EndpointName": Spec(None, pattern=r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"),
     "EndpointInstanceType": Spec(None),
+    # Capacity (README, "Safe releases"): SageMaker spreads an endpoint's instances over the
+    # Availability Zones of its subnets, so 2 or more survive a zone's outage; 1 is the
+    # cheapest start. Autoscaling keeps between the minimum and the maximum (min == max: a
+    # fixed fleet) by target tracking on invocations per instance per minute; AWS's formula
+    # for the target is peak requests per second of one instance x 0.5 (safety) x 60: ~80 ms
+    # an image with bf16 on 2 vCPUs gives 12.5 x 0.5 x 60 = 375.
+    "EndpointInstanceCount": Spec(1, 1, meaning="instances of the endpoint's new fleet"),
+    "EndpointMinInstances": Spec(1, 1, meaning="the fewest instances autoscaling keeps"),
+    "EndpointMaxInstances": Spec(4, 1, meaning="the most instances autoscaling adds"),
+    "InvocationsPerInstanceTarget": Spec(
+        375.0, 1, meaning="the invocations per instance per minute autoscaling aims at"
+    ),
+    # The blue/green bake: the new fleet takes all traffic under the auto-rollback alarms
+    # while the old one waits to take it back (SageMaker's bound: an hour).
+    "EndpointBakeSeconds": Spec(600, 0, 3600, meaning="seconds the new fleet is watched"),
     # Each trial's and TrainModel's MaxRuntimeInSeconds (with spot also its wait for
     # capacity): a job that hangs stops billing after this long.
     "MaxTrainingSeconds": Spec(86_400, 1, MAX_TRAINING_SECONDS, meaning="seconds a job may run"),
@@ -133,6 +148,17 @@ def problems(values: dict, given: set[str]) -> list[str]:
             found.append(
                 f"MaxImageSide={side}: smaller than ImageSize={crop}, so every crop would be "
                 "upscaled from a shrunken image; use at least ImageSize, or 0 to keep the size"
+            )
+    low, count, high = (
+        values.get(name)
+        for name in ("EndpointMinInstances", "EndpointInstanceCount", "EndpointMaxInstances")
+    )
+    capacity = {"EndpointMinInstances", "EndpointInstanceCount", "EndpointMaxInstances"}
+    if capacity & given and all(_is_number(v) for v in (low, count, high)):
+        if not low <= count <= high:
+            found.append(
+                f"EndpointMinInstances={low}, EndpointInstanceCount={count}, "
+                f"EndpointMaxInstances={high}: they must satisfy minimum <= count <= maximum"
             )
     return found
 

@@ -48,6 +48,11 @@ class Parameters:
     model_approval_status: ParameterString
     endpoint_name: ParameterString
     endpoint_instance_type: ParameterString
+    endpoint_instance_count: ParameterInteger
+    endpoint_min_instances: ParameterInteger
+    endpoint_max_instances: ParameterInteger
+    invocations_per_instance_target: ParameterFloat
+    endpoint_bake_seconds: ParameterInteger
     max_training_seconds: ParameterInteger
     # Only with `--debugger pipeline`, whose CheckTrainingRules step it reads; None otherwise,
     # so the service and off definitions declare exactly the parameters they use.
@@ -114,6 +119,21 @@ def get_parameters(config: PipelineConfig, bundle: Bundle) -> Parameters:
             default_value=(
                 GPU_IMAGE_INSTANCE_TYPE if config.gpu_endpoint else DEFAULT_ENDPOINT_INSTANCE_TYPE
             ),
+        ),
+        endpoint_instance_count=ParameterInteger(
+            "EndpointInstanceCount", default_value=default("EndpointInstanceCount")
+        ),
+        endpoint_min_instances=ParameterInteger(
+            "EndpointMinInstances", default_value=default("EndpointMinInstances")
+        ),
+        endpoint_max_instances=ParameterInteger(
+            "EndpointMaxInstances", default_value=default("EndpointMaxInstances")
+        ),
+        invocations_per_instance_target=ParameterFloat(
+            "InvocationsPerInstanceTarget", default_value=default("InvocationsPerInstanceTarget")
+        ),
+        endpoint_bake_seconds=ParameterInteger(
+            "EndpointBakeSeconds", default_value=default("EndpointBakeSeconds")
         ),
         max_training_seconds=ParameterInteger(
             "MaxTrainingSeconds", default_value=default("MaxTrainingSeconds")

@@ -7,6 +7,7 @@ approval leaves the version's status and the endpoint as they were.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -14,11 +15,27 @@ import pipeline.cli.argtypes as argtypes
 import pipeline.cli.options as options
 from pipeline import deployment
 from pipeline.cli.pipelines import connect
-from pipeline.config import DEFAULT_ENDPOINT_NAME
+from pipeline.config import DEFAULT_ENDPOINT_NAME, alarm_names
+from pipeline.parameter_specs import SPECS
 
 log = logging.getLogger("pipeline.cli")
 
 DEFAULT_TIMEOUT = 3600.0
+
+
+# --flag -> the Settings field it overrides (the pipeline's parameter of the same meaning).
+CAPACITY_FLAGS = {
+    "instance_count": "EndpointInstanceCount",
+    "min_instances": "EndpointMinInstances",
+    "max_instances": "EndpointMaxInstances",
+    "invocations_target": "InvocationsPerInstanceTarget",
+    "bake_seconds": "EndpointBakeSeconds",
+}
+
+
+def _capacity(args) -> dict:
+    given = {field: getattr(args, field) for field in CAPACITY_FLAGS}
+    return {field: value for field, value in given.items() if value is not None}
 
 
 def approve(args) -> int:
@@ -38,10 +55,11 @@ def approve(args) -> int:
             group=args.model_package_group,
             endpoint_name=args.endpoint,
             instance_type=args.instance_type,
+            **_capacity(args),
         )
-        arn, _ = deployment.approve(client.sagemaker, settings, ask)
+        arn, _ = deployment.approve(client.release_clients(), settings, ask)
     else:
-        from pipeline.local import sagemaker_api
+        from pipeline.local import alarms, sagemaker_api
         from pipeline.local.store import Store
 
         # run-local keeps no upserted pipeline to read the settings from: the defaults, and
@@ -52,9 +70,13 @@ def approve(args) -> int:
             instance_type=args.instance_type,
             role_arn=options.DEFAULTS.role_arn,
         )
+        settings = dataclasses.replace(settings, **_capacity(args))
         store = Store(args.store)
-        with sagemaker_api.connected(store) as sagemaker:
-            arn, deployed = deployment.approve(sagemaker, settings, ask)
+        # The local stand-in for infra/'s alarms (pipeline/local/alarms.py).
+        name = settings.endpoint_name
+        alarms.ensure(store, name, alarm_names(name))
+        with sagemaker_api.connected(store) as clients:
+            arn, deployed = deployment.approve(clients, settings, ask)
         if deployed:
             log.info(
                 "`%s serve-local --store %s` serves endpoint %s",
@@ -68,11 +90,13 @@ def approve(args) -> int:
 
 def add_approve(parser) -> None:
     parser.description = (
-        "Approve a registered model version and deploy it as the pipeline's deploy steps do "
-        "(a new endpoint configuration; the endpoint is created or updated, and waited for "
-        "until InService: a failed update leaves the old configuration serving, and says "
-        "so), or reject it. Executions run with ModelApprovalStatus=PendingManualApproval "
-        "register and stop there, for this command. With --store, the same in run-local's "
+        "Approve a registered model version and deploy it as the pipeline's DeployEndpoint "
+        "step does (a new endpoint configuration; the endpoint is created, or updated "
+        "blue/green with automatic rollback on its CloudWatch alarms, and waited for; "
+        "autoscaling is then set from the pipeline's parameters: a rollback leaves the old "
+        "configuration serving, and names the alarm), or reject it. Executions run "
+        "with ModelApprovalStatus=PendingManualApproval register and stop "
+        "there, for this command. With --store, the same in run-local's "
         "registry and endpoints."
     )
     parser.add_argument(
@@ -101,6 +125,14 @@ def add_approve(parser) -> None:
         help="endpoint instance type (default: the pipeline's EndpointInstanceType default; "
         "with --store, the endpoint's current type)",
     )
+    for field, parameter in CAPACITY_FLAGS.items():
+        spec = SPECS[parameter]
+        parser.add_argument(
+            f"--{field.replace('_', '-')}",
+            type=float if isinstance(spec.default, float) else int,
+            metavar="N",
+            help=f"{spec.meaning} (default: the pipeline's {parameter} default, {spec.default})",
+        )
     parser.add_argument("--no-deploy", action="store_true", help="approve only")
     parser.add_argument(
         "--no-wait", action="store_true", help="return once the endpoint change has started"

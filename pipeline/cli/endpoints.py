@@ -27,7 +27,7 @@ def _confirmed() -> bool:
 def teardown(args) -> int:
     if args.store is None:
         client = connect(args)
-        if _teardown(client.sagemaker, args, f"in {client.region}"):
+        if _teardown(client.release_clients(), args, f"in {client.region}"):
             return 1
         if args.schedule:
             name = f"{args.pipeline_name}-schedule"
@@ -42,12 +42,12 @@ def teardown(args) -> int:
     if args.schedule:
         raise UsageError("--schedule: run-local has no schedules (run it from cron instead)")
     store = Store(args.store)
-    with sagemaker_api.connected(store) as sagemaker:
-        return _teardown(sagemaker, args, f"in {store.root}")
+    with sagemaker_api.connected(store) as clients:
+        return _teardown(clients, args, f"in {store.root}")
 
 
-def _teardown(sagemaker, args, where: str) -> int:
-    resources = deployment.endpoint_resources(sagemaker, args.endpoint)
+def _teardown(clients, args, where: str) -> int:
+    resources = deployment.endpoint_resources(clients, args.endpoint)
     if resources.empty:
         log.info(
             "nothing to delete: no endpoint %s and no configuration or model the pipeline "
@@ -62,18 +62,22 @@ def _teardown(sagemaker, args, where: str) -> int:
         log.info("endpoint configuration %s", name)
     for name in resources.models:
         log.info("model %s", name)
+    for name in resources.scaling:
+        log.info(name)
     if not args.yes and not _confirmed():
         log.warning("not confirmed: nothing deleted")
         return 1
-    deployment.delete_endpoint_resources(sagemaker, resources)
+    deployment.delete_endpoint_resources(clients, resources)
     return 0
 
 
 def add_teardown(parser) -> None:
     parser.description = (
-        "Delete the endpoint the pipeline deployed, every endpoint configuration the pipeline "
-        "made for it (<EndpointName>-<execution id>) and their models. Asks first unless "
-        "--yes; an endpoint serving a configuration of another naming is refused."
+        "Delete the endpoint the pipeline deployed (its autoscaling policy and scalable target "
+        "first), every endpoint configuration the pipeline made for it (<EndpointName>-"
+        "<execution id>) and their models; the auto-rollback alarms stay with infra/'s "
+        "stack. Asks first unless --yes; an endpoint serving a configuration of another "
+        "naming is refused."
     )
     options.add_pipeline_name(parser)
     options.add_aws(parser)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 from pipeline.config import ENDPOINT_NAME_RE
-from pipeline.local import properties, registry
+from pipeline.local import alarms, properties, registry
 from pipeline.local.records import arn, now, write_json
 from pipeline.local.store import Store, StoreError
 
@@ -27,6 +28,10 @@ ENDPOINTS = "endpoints"
 _RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")
 _NAME_RULES = {MODELS: _RESOURCE_NAME_RE, ENDPOINT_CONFIGS: _RESOURCE_NAME_RE}
 _NAME_RULES[ENDPOINTS] = ENDPOINT_NAME_RE
+
+
+# Nothing measures a local endpoint: its bake is a window for SetAlarmState, cut to this.
+MAX_LOCAL_BAKE_SECONDS = 10
 
 
 class EndpointError(ValueError):
@@ -42,10 +47,15 @@ def what(kind: str) -> str:
     return kind[:-1].replace("-", " ")
 
 
-def _path(store: Store, kind: str, name) -> Path:
+def check_name(kind: str, name) -> str:
+    """`name` if it is a usable name of a `kind` (NotFound otherwise)."""
     if not isinstance(name, str) or not _NAME_RULES[kind].match(name):
         raise NotFound(f"{what(kind)} {name!r} (not a usable name)")
-    return store.root / kind / f"{name}.json"
+    return name
+
+
+def _path(store: Store, kind: str, name) -> Path:
+    return store.root / kind / f"{check_name(kind, name)}.json"
 
 
 def load(store: Store, kind: str, name) -> dict:
@@ -89,18 +99,12 @@ def create_endpoint_config(store: Store, name: str, request: dict) -> dict:
     return _create(store, ENDPOINT_CONFIGS, name, record)
 
 
-def deploy(store: Store, name: str, config_name: str, *, create: bool) -> dict:
-    """Create (`create`) or update the endpoint `name` to serve `config_name`; its record.
+def _serving(store: Store, name: str, config_name: str, stamp: str) -> dict:
+    """The record of endpoint `name` serving `config_name` (its model must be in the store).
 
-    The record says what serve-local needs: the model's local path, its image and
-    environment, and the newest registered version of that model (with its execution).
+    It says what serve-local needs: the model's local path, its image and environment, and
+    the newest registered version of that model (with its execution).
     """
-    path = _path(store, ENDPOINTS, name)
-    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    if create and previous is not None:
-        raise EndpointError(f"Cannot create already existing endpoint {name!r}.")
-    if not create and previous is None:
-        raise NotFound(f"endpoint {name!r}")
     config = load(store, ENDPOINT_CONFIGS, config_name)
     variants = config.get("ProductionVariants") or []
     if not variants:
@@ -116,8 +120,8 @@ def deploy(store: Store, name: str, config_name: str, *, create: bool) -> dict:
     if not model_path.is_file():
         raise EndpointError(f"model data {model_url} is not in the store ({model_path})")
     packages = registry.packages_for(store.registry, model_url)
-    stamp = now()
-    record = {
+    count = variant.get("InitialInstanceCount") or 1
+    return {
         "EndpointName": name,
         "EndpointArn": arn("endpoint", name),
         "EndpointConfigName": config_name,
@@ -128,11 +132,97 @@ def deploy(store: Store, name: str, config_name: str, *, create: bool) -> dict:
         "Environment": container.get("Environment") or {},
         "InstanceType": variant.get("InstanceType"),
         "VariantName": variant.get("VariantName"),
+        "ProductionVariants": [
+            {
+                "VariantName": variant.get("VariantName"),
+                "CurrentWeight": 1.0,
+                "DesiredWeight": 1.0,
+                "CurrentInstanceCount": count,
+                "DesiredInstanceCount": count,
+            }
+        ],
         "ModelPackageArn": packages[-1]["ModelPackageArn"] if packages else None,
         "ExecutionArn": packages[-1].get("ExecutionArn") if packages else None,
         "EndpointStatus": "InService",
-        "CreationTime": previous.get("CreationTime", stamp) if previous else stamp,
         "LastModifiedTime": stamp,
     }
-    write_json(path, record)
+
+
+def deploy(
+    store: Store, name: str, config_name: str, *, create: bool, deployment: dict | None = None
+) -> dict:
+    """Create (`create`) or update the endpoint `name` to serve `config_name`; its record.
+
+    An update with a blue/green DeploymentConfig bakes as SageMaker's does: the endpoint is
+    Updating on its old configuration (the old model goes on serving) until the bake ends,
+    its wait interval and the old fleet's termination wait (at most MAX_LOCAL_BAKE_SECONDS
+    here); describe() then finishes it.
+    """
+    path = _path(store, ENDPOINTS, name)
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if create and previous is not None:
+        raise EndpointError(f"Cannot create already existing endpoint {name!r}.")
+    if not create and previous is None:
+        raise NotFound(f"endpoint {name!r}")
+    if previous is not None and previous.get("EndpointStatus") != "InService":
+        raise EndpointError(
+            f"Cannot update in-progress endpoint {name!r} ({previous.get('EndpointStatus')})."
+        )
+    stamp = now()
+    record = _serving(store, name, config_name, stamp)
+    record["CreationTime"] = previous.get("CreationTime", stamp) if previous else stamp
+    policy = (deployment or {}).get("BlueGreenUpdatePolicy")
+    if previous is None or policy is None:
+        record["LastDeploymentConfig"] = deployment or {}
+        write_json(path, record)
+        return record
+    routing = policy.get("TrafficRoutingConfiguration") or {}
+    asked = routing.get("WaitIntervalInSeconds", 0) + policy.get("TerminationWaitInSeconds", 0)
+    bake = min(asked, MAX_LOCAL_BAKE_SECONDS)
+    alarms = (deployment.get("AutoRollbackConfiguration") or {}).get("Alarms") or []
+    baking = {
+        **{k: v for k, v in previous.items() if k not in ("FailureReason", "Pending")},
+        "EndpointStatus": "Updating",
+        "LastModifiedTime": stamp,
+        "LastDeploymentConfig": deployment,
+        "PendingDeploymentSummary": {"EndpointConfigName": config_name, "StartTime": stamp},
+        # Local: what the endpoint becomes when the bake ends without an alarm.
+        "Pending": {
+            "Record": {**record, "LastDeploymentConfig": deployment},
+            "BakeUntil": time.time() + bake,
+            "Alarms": [alarm["AlarmName"] for alarm in alarms],
+        },
+    }
+    write_json(path, baking)
+    return baking
+
+
+def describe(store: Store, name) -> dict:
+    """DescribeEndpoint: the record, its bake finished first when it is due.
+
+    At the end of the bake an alarm of the AutoRollbackConfiguration in ALARM keeps the old
+    configuration (InService, with a FailureReason naming the alarm), as SageMaker's
+    auto-rollback does; otherwise the endpoint serves the new one.
+    """
+    record = load(store, ENDPOINTS, name)
+    pending = record.get("Pending")
+    if not pending or time.time() < pending["BakeUntil"]:
+        return record
+    fired = alarms.firing(store, pending["Alarms"])
+    stamp = now()
+    if fired:
+        config = record["PendingDeploymentSummary"]["EndpointConfigName"]
+        kept = {k: v for k, v in record.items() if k not in ("Pending", "PendingDeploymentSummary")}
+        record = {
+            **kept,
+            "EndpointStatus": "InService",
+            "LastModifiedTime": stamp,
+            "FailureReason": (
+                f"Auto-rollback: alarm {', '.join(fired)} was in ALARM during the baking "
+                f"period of the update to {config}"
+            ),
+        }
+    else:
+        record = {**pending["Record"], "LastModifiedTime": stamp}
+    write_json(_path(store, ENDPOINTS, name), record)
     return record

@@ -26,8 +26,6 @@ SUPPORTED_TYPES = (
     "Fail",
     "RegisterModel",
     "Model",
-    "EndpointConfig",
-    "Endpoint",
 )
 
 

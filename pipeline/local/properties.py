@@ -20,14 +20,6 @@ MODEL_PACKAGE_FIELDS = (
     "ModelApprovalStatus",
     "CreationTime",
 )
-ENDPOINT_FIELDS = (
-    "EndpointName",
-    "EndpointArn",
-    "EndpointConfigName",
-    "EndpointStatus",
-    "CreationTime",
-    "LastModifiedTime",
-)
 _RANGE_KINDS = ("ContinuousParameterRanges", "IntegerParameterRanges", "CategoricalParameterRanges")
 
 
@@ -168,11 +160,6 @@ def endpoint_config(arguments: dict, *, name, arn, created) -> dict:
     }
 
 
-def endpoint(arguments: dict, record: dict) -> dict:
-    """An Endpoint step's properties: its arguments and the endpoint record's status."""
-    return {**arguments, **{key: record[key] for key in ENDPOINT_FIELDS}}
-
-
 def range_names(tuning_config: dict) -> list[str]:
     """The hyperparameters a tuning job tunes (the keys of TunedHyperParameters)."""
     ranges = tuning_config.get("ParameterRanges") or {}
@@ -235,8 +222,4 @@ def placeholders(step: dict) -> dict:
         return register_model(args, dict.fromkeys(MODEL_PACKAGE_FIELDS, ""))
     if kind == "Model":
         return model(args, name="", arn="", created="")
-    if kind == "EndpointConfig":
-        return endpoint_config(args, name="", arn="", created="")
-    if kind == "Endpoint":
-        return endpoint(args, dict.fromkeys(ENDPOINT_FIELDS, ""))
     return {}

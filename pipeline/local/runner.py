@@ -20,7 +20,8 @@ from pathlib import Path
 
 from dogbreed_jobs.contract import WEIGHTS_PARAMETER
 from pipeline import parameter_values, weights
-from pipeline.local import records, tracking
+from pipeline.config import ENDPOINT_NAME_RE, alarm_names
+from pipeline.local import alarms, records, tracking
 from pipeline.local.cache import StepCache
 from pipeline.local.container import ContainerPython
 from pipeline.local.execution_record import ExecutionRecord, find_execution
@@ -170,8 +171,13 @@ class Execution:
             self.supervisor,
             self.tracking,
         )
+        endpoint = self.parameters.get("EndpointName")
+        if isinstance(endpoint, str) and ENDPOINT_NAME_RE.match(endpoint):
+            # The local stand-in for infra/'s auto-rollback alarms (pipeline/local/alarms.py).
+            alarms.ensure(self.store, endpoint, alarm_names(endpoint))
         try:
-            # Jobs that ask SageMaker about the deployment get the store's answers.
+            # Jobs that ask SageMaker (and CloudWatch, Application Auto Scaling) about the
+            # deployment get the store's answers.
             with SageMakerApi(self.store) as api:
                 self.job_env.update(api.environment())
                 failure = schedule(

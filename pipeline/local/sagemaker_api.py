@@ -1,12 +1,15 @@
-"""run-local's SageMaker API: the store's registry and endpoints, on 127.0.0.1.
+"""run-local's SageMaker API: the store's registry, endpoints, alarms and scaling, on 127.0.0.1.
 
-pipeline.deployment's operations (register, approve, deploy, describe, teardown) run with a
-boto3 client pointed here (`connected`), as they run with boto3's own against SageMaker:
-botocore serialises the requests, checks them against SageMaker's service model, and parses
-the answers exactly as on SageMaker. A job script that asks SageMaker about the deployment
-(scripts/compare_deployed.py) reaches it through AWS_ENDPOINT_URL_SAGEMAKER. Answers have
-SageMaker's shapes and error codes; every other operation is refused with
-UnknownOperationException. registry.py and endpoints.py are the storage behind it.
+pipeline.deployment's operations (register, approve, release, describe, teardown) run with
+boto3 clients pointed here (`connected`), as they run with boto3's own against AWS: botocore
+serialises the requests, checks them against the service models, and parses the answers
+exactly as on AWS. The same server answers the three services a release calls, told apart
+by their X-Amz-Target prefix: SageMaker (JSON 1.1), CloudWatch's alarms (JSON 1.0, the
+protocol botocore picks for it) and Application Auto Scaling (JSON 1.1). A job script that
+asks them (scripts/compare_deployed.py, scripts/release.py) reaches them through the
+AWS_ENDPOINT_URL_<SERVICE> variables. Answers have the services' shapes and error codes;
+every other operation is refused with UnknownOperationException. registry.py, endpoints.py,
+alarms.py and scaling.py are the storage behind it.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from dogbreed_jobs.release import Clients
 from pipeline.errors import AwsError, one_line
-from pipeline.local import endpoints, registry
+from pipeline.local import alarms, endpoints, registry, scaling
 from pipeline.local.records import arn
 from pipeline.local.store import Store, StoreError
 
 log = logging.getLogger("pipeline.local")
 
-_TARGET_PREFIX = "SageMaker."
 # The API's own names for the records' fields: a record also holds local fields (paths,
 # the execution), which a botocore client ignores as members its shapes do not have.
 _SUMMARY_FIELDS = (
@@ -52,8 +55,10 @@ def _not_found(what: str, name) -> ApiError:
     return ApiError("ValidationException", f"Could not find {what} {name!r}.")
 
 
-class LocalSageMaker:
-    """The operations, as functions of the request body; each returns the response body."""
+class _Api:
+    """A service's operations, as functions of the request body; each returns the response."""
+
+    service = ""
 
     def __init__(self, store: Store):
         self.store = store
@@ -63,15 +68,19 @@ class LocalSageMaker:
         if handler is None:
             raise ApiError(
                 "UnknownOperationException",
-                f"run-local's SageMaker API does not answer {operation}",
+                f"run-local's {self.service} API does not answer {operation}",
             )
         return handler(request)
+
+
+class LocalSageMaker(_Api):
+    service = "SageMaker"
 
     def _load(self, kind: str, name) -> dict:
         return self._store(endpoints.load, kind, name)
 
     def op_DescribeEndpoint(self, request: dict) -> dict:  # noqa: N802 - the API's names
-        return self._load(endpoints.ENDPOINTS, request.get("EndpointName"))
+        return self._store(endpoints.describe, request.get("EndpointName"))
 
     def op_DescribeEndpointConfig(self, request: dict) -> dict:  # noqa: N802
         return self._load(endpoints.ENDPOINT_CONFIGS, request.get("EndpointConfigName"))
@@ -99,7 +108,13 @@ class LocalSageMaker:
 
     def _deploy(self, request: dict, *, create: bool) -> dict:
         name, config = request["EndpointName"], request["EndpointConfigName"]
-        record = self._store(lambda store: endpoints.deploy(store, name, config, create=create))
+        # CreateEndpoint keeps a DeploymentConfig for later updates; only an update uses it.
+        deployment = None if create else request.get("DeploymentConfig")
+        record = self._store(
+            lambda store: endpoints.deploy(
+                store, name, config, create=create, deployment=deployment
+            )
+        )
         return {"EndpointArn": record["EndpointArn"]}
 
     def op_CreateEndpoint(self, request: dict) -> dict:  # noqa: N802
@@ -202,16 +217,98 @@ class LocalSageMaker:
         return {"ModelPackageArn": record["ModelPackageArn"]}
 
 
-def _handler_for(api: LocalSageMaker):
+class LocalCloudWatch(_Api):
+    """The alarms a release reads (DescribeAlarms) and a test or a person sets."""
+
+    service = "CloudWatch"
+
+    def op_DescribeAlarms(self, request: dict) -> dict:  # noqa: N802
+        names = request.get("AlarmNames")
+        if not names:
+            raise ApiError("InvalidParameterValue", "run-local describes alarms by name only")
+        kinds = request.get("AlarmTypes") or ["MetricAlarm"]
+        try:
+            found = alarms.describe(self.store, names)
+        except alarms.AlarmError as err:
+            raise ApiError("InvalidParameterValue", str(err)) from None
+        return {
+            "MetricAlarms": found if "MetricAlarm" in kinds else [],
+            "CompositeAlarms": [],
+        }
+
+    def op_SetAlarmState(self, request: dict) -> dict:  # noqa: N802
+        name = request.get("AlarmName")
+        try:
+            alarms.set_state(
+                self.store, name, request.get("StateValue"), request.get("StateReason")
+            )
+        except alarms.NoAlarm as err:
+            raise ApiError("ResourceNotFound", f"Could not find {err}") from None
+        except alarms.AlarmError as err:
+            raise ApiError("InvalidParameterValue", str(err)) from None
+        return {}
+
+
+class LocalAutoScaling(_Api):
+    """Application Auto Scaling's targets and policies of SageMaker variants."""
+
+    service = "Application Auto Scaling"
+
+    def _scaling(self, operation, request: dict):
+        try:
+            return operation(self.store, request)
+        except scaling.NoScaling as err:
+            raise ApiError("ObjectNotFoundException", str(err)) from None
+        except (scaling.ScalingError, endpoints.EndpointError) as err:
+            raise ApiError("ValidationException", str(err)) from None
+
+    def op_RegisterScalableTarget(self, request: dict) -> dict:  # noqa: N802
+        target = self._scaling(scaling.register, request)
+        return {"ScalableTargetARN": target["ScalableTargetARN"]}
+
+    def op_DescribeScalableTargets(self, request: dict) -> dict:  # noqa: N802
+        return {"ScalableTargets": self._scaling(scaling.targets, request)}
+
+    def op_DeregisterScalableTarget(self, request: dict) -> dict:  # noqa: N802
+        self._scaling(scaling.deregister, request)
+        return {}
+
+    def op_PutScalingPolicy(self, request: dict) -> dict:  # noqa: N802
+        policy = self._scaling(scaling.put_policy, request)
+        return {"PolicyARN": policy["PolicyARN"], "Alarms": []}
+
+    def op_DescribeScalingPolicies(self, request: dict) -> dict:  # noqa: N802
+        return {"ScalingPolicies": self._scaling(scaling.policies, request)}
+
+    def op_DeleteScalingPolicy(self, request: dict) -> dict:  # noqa: N802
+        self._scaling(scaling.delete_policy, request)
+        return {}
+
+
+# X-Amz-Target prefix -> (the service's API, its JSON protocol's content type).
+_PROTOCOLS = {
+    "SageMaker.": (LocalSageMaker, "application/x-amz-json-1.1"),
+    "GraniteServiceVersion20100801.": (LocalCloudWatch, "application/x-amz-json-1.0"),
+    "AnyScaleFrontendService.": (LocalAutoScaling, "application/x-amz-json-1.1"),
+}
+
+
+def _handler_for(store: Store):
+    apis = {prefix: (api(store), kind) for prefix, (api, kind) in _PROTOCOLS.items()}
+
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
             target = self.headers.get("X-Amz-Target", "")
+            prefix = next((p for p in apis if target.startswith(p)), "SageMaker.")
+            api, content_type = apis[prefix]
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
-                if not target.startswith(_TARGET_PREFIX) or not isinstance(request, dict):
-                    raise ApiError("SerializationException", f"not a SageMaker call: {target!r}")
-                body, status = api.call(target[len(_TARGET_PREFIX) :], request), HTTPStatus.OK
+                if not target.startswith(prefix) or not isinstance(request, dict):
+                    raise ApiError(
+                        "SerializationException", f"not a call run-local answers: {target!r}"
+                    )
+                body, status = api.call(target[len(prefix) :], request), HTTPStatus.OK
             except ApiError as err:
                 body = {"__type": err.code, "message": str(err)}
                 status = HTTPStatus.BAD_REQUEST
@@ -220,7 +317,7 @@ def _handler_for(api: LocalSageMaker):
                 status = HTTPStatus.BAD_REQUEST
             data = json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("x-amzn-RequestId", "local")
             self.end_headers()
@@ -232,11 +329,19 @@ def _handler_for(api: LocalSageMaker):
     return Handler
 
 
+# The variable that points a job's boto3 client of each service here.
+ENDPOINT_VARIABLES = {
+    "sagemaker": "AWS_ENDPOINT_URL_SAGEMAKER",
+    "cloudwatch": "AWS_ENDPOINT_URL_CLOUDWATCH",
+    "application-autoscaling": "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING",
+}
+
+
 class Server:
     """The API on an ephemeral port of 127.0.0.1, for as long as the `with` block runs."""
 
     def __init__(self, store: Store):
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(LocalSageMaker(store)))
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(store))
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="local-sagemaker-api", daemon=True
         )
@@ -253,7 +358,7 @@ class Server:
         profile and session token go, and nothing may switch the endpoint variable off.
         """
         return {
-            "AWS_ENDPOINT_URL_SAGEMAKER": self.url,
+            **{variable: self.url for variable in ENDPOINT_VARIABLES.values()},
             "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": None,
             "AWS_ACCESS_KEY_ID": "local-runner",
             "AWS_SECRET_ACCESS_KEY": "local-runner",  # noqa: S105 # nosec B105 - inert
@@ -272,8 +377,8 @@ class Server:
         self._thread.join(timeout=5)
 
 
-def client(url: str):
-    """A boto3 SageMaker client of the API at `url`, with inert credentials and no retries.
+def client(url: str, service: str = "sagemaker"):
+    """A boto3 client of the API at `url`, with inert credentials and no retries.
 
     The endpoint and keys are explicit, so a local call never reaches a real account with the
     user's credentials, and a refusal is final at once (no retries).
@@ -283,7 +388,7 @@ def client(url: str):
 
     session = botocore.session.Session()
     return session.create_client(
-        "sagemaker",
+        service,
         region_name="local",
         endpoint_url=url,
         aws_access_key_id="local-runner",
@@ -292,16 +397,21 @@ def client(url: str):
     )
 
 
+def clients(url: str) -> Clients:
+    """The SageMaker, CloudWatch and Application Auto Scaling clients of the API at `url`."""
+    return Clients(*(client(url, service) for service in ENDPOINT_VARIABLES))
+
+
 @contextlib.contextmanager
-def connected(store: Store) -> Iterator:
-    """A SageMaker client of the store's API, for as long as the `with` block runs.
+def connected(store: Store) -> Iterator[Clients]:
+    """The clients of the store's API, for as long as the `with` block runs.
 
     botocore reports an answer it cannot parse (a record with a damaged time stamp) as a
     bare ValueError: it becomes one line naming the API, as the CLI's other errors are.
     """
     with Server(store) as api:
         try:
-            yield client(api.url)
+            yield clients(api.url)
         except ValueError as err:
             raise AwsError(f"run-local's SageMaker API ({store.root}): {one_line(err)}") from None
 

@@ -321,28 +321,3 @@ class Steps:
             arn = deployment.create_model(sagemaker, name, arguments)
         created = records.now()
         self._succeed(node, step_properties.model(arguments, name=name, arn=arn, created=created))
-
-    def _step_endpointconfig(self, node: Node) -> None:
-        arguments = self.resolve(node)
-        name = arguments.get("EndpointConfigName") or f"{node.name}-{self.tail}"
-        with job_client(self.job_env) as sagemaker:
-            arn = deployment.create_endpoint_config(sagemaker, name, arguments)
-        properties = step_properties.endpoint_config(
-            arguments, name=name, arn=arn, created=records.now()
-        )
-        self._succeed(node, properties)
-
-    def _step_endpoint(self, node: Node) -> None:
-        arguments = self.resolve(node)
-        with job_client(self.job_env) as sagemaker:
-            before, endpoint = deployment.deploy_endpoint(
-                sagemaker, arguments.get("EndpointName"), arguments.get("EndpointConfigName")
-            )
-        log.info(
-            "[%s] %s endpoint %s (`dogbreed-pipeline serve-local --store %s` serves it)",
-            node.name,
-            "created" if before is None else "updated",
-            endpoint["EndpointName"],
-            self.store.root,
-        )
-        self._succeed(node, step_properties.endpoint(arguments, records.plain(endpoint)))

@@ -64,17 +64,23 @@ def _local(store: Store, uri: str) -> str:
         return uri
 
 
-def _evaluation(store: Store, record: dict) -> tuple[str, dict] | None:
+def _report(store: Store, record: dict, output_name: str, file: str) -> tuple[str, dict] | None:
+    """(local path, content) of the JSON `file` a succeeded processing job wrote to its
+    output `output_name`, or None."""
     for properties in _succeeded(record, "Processing"):
         for output in (properties.get("ProcessingOutputConfig") or {}).get("Outputs") or []:
-            if output.get("OutputName") != contract.EVALUATION_OUTPUT:
+            if output.get("OutputName") != output_name:
                 continue
-            uri = join_uri(output["S3Output"]["S3Uri"], contract.EVALUATION_FILE)
+            uri = join_uri(output["S3Output"]["S3Uri"], file)
             try:
                 return _local(store, uri), json.loads(store.read_bytes(uri))
             except (StoreError, OSError, ValueError):
                 return None
     return None
+
+
+def _evaluation(store: Store, record: dict) -> tuple[str, dict] | None:
+    return _report(store, record, contract.EVALUATION_OUTPUT, contract.EVALUATION_FILE)
 
 
 def _figures(report: dict) -> str:
@@ -117,9 +123,12 @@ def lines(record: dict, store_root: Path, pictures: Path | None = None) -> list[
             f"  registered   {properties.get('ModelPackageGroupName')} version "
             f"{properties.get('ModelPackageVersion')} ({properties.get('ModelApprovalStatus')})"
         )
-    endpoints = [p.get("EndpointName") for p in _succeeded(record, "Endpoint")]
+    # The DeployEndpoint job's release.json (dogbreed_jobs.release.Outcome).
+    released = _report(store, record, contract.RELEASE_OUTPUT, contract.RELEASE_FILE)
+    endpoints = [released[1].get("endpoint")] if released else []
     for name in endpoints:
-        out.append(f"  endpoint     {name} ({store.endpoints / f'{name}.json'})")
+        action = released[1].get("action")
+        out.append(f"  endpoint     {name} ({store.endpoints / f'{name}.json'}; {action})")
     quoted = shlex.quote(str(store.root))
     out.append("next:")
     if endpoints:

@@ -36,6 +36,9 @@ COMPARE_SCRIPT = "compare_deployed.py"
 # Debugger's tensor rules over a training job's tensors: a processing job of `--debugger
 # pipeline` on SageMaker, and the local runner after every training job with rules.
 CHECK_RULES_SCRIPT = "check_rules.py"
+# The DeployEndpoint job: a blue/green release with auto-rollback alarms and autoscaling
+# (dogbreed_jobs.release), which `approve` runs on the host as well.
+RELEASE_SCRIPT = "release.py"
 
 # ------------------------------------------------------------------ splits and outputs
 
@@ -103,6 +106,8 @@ EVALUATION_OUTPUT = "evaluation"
 MODEL_CHANGE_OUTPUT = "comparison"
 # check_rules.py's processing output, which holds RULES_FILE and RULES_REPORT_FILE.
 RULES_OUTPUT = "rules"
+# release.py's processing output, which holds RELEASE_FILE.
+RELEASE_OUTPUT = "release"
 
 # --------------------------------------------------------------------------- file names
 
@@ -128,6 +133,7 @@ BF16_ALLOWED_PATH = f"serving.environment.{BF16_ALLOWED_ENV}"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 MODEL_CHANGE_FILE = "model_change.json"
 RULES_FILE = "rules.json"
+RELEASE_FILE = "release.json"
 RULES_REPORT_FILE = "report.md"
 # A rule's status in RULES_FILE: SageMaker's three, and NoData (the rule had nothing to read),
 # which SageMaker's DebugRuleEvaluationStatuses lack and the local runner reports as Error.
@@ -368,3 +374,39 @@ RUN_ID_METADATA = "MlflowRunId"
 # What those fields hold when the run is unknown (tracking failed, TrainModel came from the
 # step cache): SageMaker's metadata values must be non-empty.
 RUN_ID_UNAVAILABLE = "unavailable"
+
+
+# ------------------------------------------------------------------ endpoint and release
+
+# The endpoint configurations the pipeline makes are named <EndpointName>-<tag>: the deploy
+# step's tag is the execution id (SageMaker's lower-case letters and digits, run-local's
+# `local-<time>-<hex>`), `approve`'s is v<version>at<unix time>. Releases, approve and
+# teardown replace or delete only configurations of this naming: any other is someone else's.
+CONFIG_NAME_SEPARATOR = "-"
+_CONFIG_TAG = r"(?:[a-z0-9]+|local-\d{8}T\d{6}-[0-9a-f]+)"
+# The one production variant of every configuration the pipeline makes. Blue/green updates
+# need the same variant name on both fleets, and the alarms and the scalable target name it.
+VARIANT_NAME = "AllTraffic"
+# The auto-rollback alarms infra/ makes for an endpoint are <EndpointName><suffix> (its
+# !Sub names them so; tests/unit/test_infra.py checks they agree).
+ALARM_SUFFIXES = ("-5xx-rate", "-model-latency")
+# The target-tracking policy the release puts on the endpoint's variant.
+SCALING_POLICY_SUFFIX = "-invocations-per-instance"
+
+
+def is_pipeline_config(endpoint_name: str, config_name: str) -> bool:
+    pattern = re.escape(endpoint_name + CONFIG_NAME_SEPARATOR) + _CONFIG_TAG
+    return re.fullmatch(pattern, config_name) is not None
+
+
+def alarm_names(endpoint_name: str) -> list[str]:
+    return [endpoint_name + suffix for suffix in ALARM_SUFFIXES]
+
+
+def scaling_resource_id(endpoint_name: str) -> str:
+    """Application Auto Scaling's ResourceId of the endpoint's variant."""
+    return f"endpoint/{endpoint_name}/variant/{VARIANT_NAME}"
+
+
+def scaling_policy_name(endpoint_name: str) -> str:
+    return endpoint_name + SCALING_POLICY_SUFFIX

@@ -200,8 +200,21 @@ def test_a_full_run_registers_and_deploys_when_accuracy_reaches_the_threshold(pi
     produced = result.stderr[result.stderr.index(f"{record['PipelineExecutionId']} produced:") :]
     assert f"  model        {endpoint['ModelDataPath']}" in produced
     assert f"registered   {GROUP} version {version['ModelPackageVersion']} (Approved)" in produced
-    assert f"endpoint     {ENDPOINT} (" in produced
+    assert f"endpoint     {ENDPOINT} (" in produced and "; created)" in produced
     assert f"serve-local --store {pipeline.store} --endpoint {ENDPOINT}" in produced
+    # The DeployEndpoint job created the endpoint (nothing to roll back to on a first
+    # deployment) and registered its autoscaling; run-local made the alarms infra/ would.
+    assert steps["DeployEndpoint"]["Status"] == "Succeeded"
+    assert (
+        f"endpoint {ENDPOINT} created on {endpoint['EndpointConfigName']}"
+        in Path(steps["DeployEndpoint"]["LogPath"]).read_text()
+    )
+    scaling = json.loads((pipeline.store / "scaling" / f"{ENDPOINT}.AllTraffic.json").read_text())
+    assert (scaling["Target"]["MinCapacity"], scaling["Target"]["MaxCapacity"]) == (1, 4)
+    assert sorted(p.stem for p in (pipeline.store / "alarms").iterdir()) == [
+        f"{ENDPOINT}-5xx-rate",
+        f"{ENDPOINT}-model-latency",
+    ]
 
 
 def test_parameter_overrides_reach_the_scripts(pipeline):
@@ -363,7 +376,7 @@ def test_pending_approval_registers_only_approve_deploys_and_the_same_model_is_s
     assert retrained != served
     assert steps["RegisterModel-RegisterModel"]["Status"] == "Succeeded"
     assert steps["CheckApproval"]["Properties"] == {"Outcome": False}
-    for name in ("CreateModel-CreateModel", "CreateEndpointConfig", "DeployEndpoint"):
+    for name in ("CreateModel-CreateModel", "DeployEndpoint"):
         assert steps[name]["Status"] == "Skipped", name
     versions = registry.versions(store / "registry", GROUP)
     assert [v["ModelApprovalStatus"] for v in versions] == ["Approved", "PendingManualApproval"]
@@ -525,7 +538,7 @@ def test_a_longer_cycle_is_named_each_step_before_the_one_that_waits_for_it():
 
 
 def deploy_definition() -> dict:
-    """Score >= Threshold: register, create model, endpoint config, deploy; else fail."""
+    """Score >= Threshold: register, create the model; else fail."""
     model_url = {"Get": "Parameters.ModelUrl"}
     environment = {"SAGEMAKER_PROGRAM": "inference.py"}
     return {
@@ -580,36 +593,6 @@ def deploy_definition() -> dict:
                                 }
                             },
                         },
-                        {
-                            "Name": "Config",
-                            "Type": "EndpointConfig",
-                            "Arguments": {
-                                "EndpointConfigName": {
-                                    "Std:Join": {
-                                        "On": "-",
-                                        "Values": [
-                                            {"Get": "Parameters.EndpointName"},
-                                            {"Get": "Execution.PipelineExecutionId"},
-                                        ],
-                                    }
-                                },
-                                "ProductionVariants": [
-                                    {
-                                        "ModelName": {"Get": "Steps.Model.ModelName"},
-                                        "InstanceType": "ml.m5.xlarge",
-                                        "VariantName": "AllTraffic",
-                                    }
-                                ],
-                            },
-                        },
-                        {
-                            "Name": "Deploy",
-                            "Type": "Endpoint",
-                            "Arguments": {
-                                "EndpointName": {"Get": "Parameters.EndpointName"},
-                                "EndpointConfigName": {"Get": "Steps.Config.EndpointConfigName"},
-                            },
-                        },
                     ],
                     "ElseSteps": [
                         {
@@ -648,7 +631,7 @@ def test_a_false_condition_runs_the_fail_step_and_skips_the_other_branch(model_s
     outcome = run(deploy_definition(), Options(store=model_store))
     assert not outcome.succeeded
     assert outcome.record["FailureReason"] == "step TooLow failed: Score 0.5 is below 0.7"
-    for name in ("Register", "Model", "Config", "Deploy"):
+    for name in ("Register", "Model"):
         assert outcome.step(name)["Status"] == "Skipped"
     assert outcome.step("Check")["Properties"] == {"Outcome": False}
     assert not (model_store / "registry").exists()
@@ -665,32 +648,26 @@ def test_the_fail_step_message_is_the_cli_error_and_the_exit_code_is_1(
     assert "Score 0.5 is below 0.7" in capsys.readouterr().err
 
 
-def test_a_true_condition_registers_and_deploys_and_a_later_run_updates_the_endpoint(
-    model_store,
-):
+def test_a_true_condition_registers_and_creates_the_model_in_order(model_store):
     options = Options(store=model_store, parameters=[("Score", "0.9")])
     first = run(deploy_definition(), options)
     assert first.succeeded, first.record["FailureReason"]
     assert first.step("TooLow")["Status"] == "Skipped"
     names = [step["StepName"] for step in first.record["Steps"]]
     assert names.index("Register") < names.index("Model")  # DependsOn
-    endpoint_path = model_store / "endpoints" / "demo.json"
-    created = json.loads(endpoint_path.read_text())
     second = run(deploy_definition(), options)
     assert second.succeeded
-    updated = json.loads(endpoint_path.read_text())
 
     versions = registry.versions(model_store / "registry", "demo-group")
     assert [v["ModelPackageVersion"] for v in versions] == [1, 2]
     assert versions[0]["ModelMetrics"] == {"accuracy": 0.9}
     assert versions[1]["ModelApprovalStatus"] == "PendingManualApproval"
-    assert updated["CreationTime"] == created["CreationTime"]
-    assert updated["LastModifiedTime"] > created["LastModifiedTime"]
-    assert updated["EndpointConfigName"] == f"demo-{second.record['PipelineExecutionId']}"
-    assert updated["ModelPackageArn"] == versions[1]["ModelPackageArn"]
-    assert updated["ModelDataPath"] == str(model_store / "s3" / "bucket" / "m" / "model.tar.gz")
-    assert updated["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
-    assert second.step("Deploy")["Properties"]["EndpointName"] == "demo"
+    model = second.step("Model")["Properties"]
+    assert (
+        model["ModelName"] == f"Model-{second.record['PipelineExecutionId'].removeprefix('local-')}"
+    )
+    stored = json.loads((model_store / "models" / f"{model['ModelName']}.json").read_text())
+    assert stored["PrimaryContainer"]["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
 
 
 # ------------------------------------------------------------------ tuning and cache

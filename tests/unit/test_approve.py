@@ -1,8 +1,10 @@
-"""`approve` against moto (SageMaker), and with --store against run-local's SageMaker API.
+"""`approve` against moto (SageMaker, CloudWatch, Application Auto Scaling), and with
+--store against run-local's API.
 
-moto has the registry, models, configurations and endpoints, and DescribePipeline with the
-committed definition; it lacks UpdateEndpoint, which is stubbed here by applying the update
-to moto's own endpoint record, so later DescribeEndpoint calls see it as SageMaker would.
+moto has the registry, models, configurations and endpoints, the alarms, the scalable
+targets and policies, and DescribePipeline with the committed definition; it lacks
+UpdateEndpoint, which is stubbed here by applying the update to moto's own endpoint record,
+so later DescribeEndpoint calls see it as SageMaker would.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import pytest
 from helpers.awsfakes import ACCOUNT, REGION, aws_error, create_pipeline, ok, one_error_line
 from helpers.paths import ROOT
 
-from pipeline import cli, deployment
-from pipeline.local import endpoints, registry
+from dogbreed_jobs.release import read_scaling
+from pipeline import cli
+from pipeline.config import alarm_names
+from pipeline.local import alarms, endpoints, registry
 from pipeline.local.store import Store
 
 GROUP = "dogbreed-classifier"
@@ -93,9 +97,17 @@ def apply_update(params):
 
 
 @pytest.fixture
-def pipeline(moto, calls, monkeypatch):
-    monkeypatch.setattr(deployment, "POLL_SECONDS", 0)
+def pipeline(moto, calls):
     create_pipeline(definition=DEFINITION)
+    # infra/'s auto-rollback alarms.
+    for name in alarm_names(ENDPOINT):
+        boto3.client("cloudwatch", region_name=REGION).put_metric_alarm(
+            AlarmName=name,
+            ComparisonOperator="GreaterThanThreshold",
+            EvaluationPeriods=1,
+            Threshold=1.0,
+            Metrics=[{"Id": "m", "Expression": "0", "ReturnData": True}],
+        )
     return calls
 
 
@@ -123,7 +135,10 @@ def test_approve_deploys_as_the_deploy_steps_do_and_waits_for_in_service(pipelin
     (create_model,) = pipeline.called("CreateModel")
     assert create_model["ExecutionRoleArn"].endswith(":role/DogbreedPipelineExecutionRole")
     assert f"creating endpoint {ENDPOINT}" in err
-    assert f"endpoint {ENDPOINT} is InService with version 1" in err
+    assert f"endpoint {ENDPOINT} created on {config_name}: autoscaling 1-4 instances" in err
+    assert "version 1 serves" in err
+    target, _ = read_scaling(boto3.client("application-autoscaling", region_name=REGION), ENDPOINT)
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
     # teardown knows the configuration as the pipeline's own.
     code, _, err = cli.main(["teardown", "--yes"]), *capsys.readouterr()
     assert code == 0, err
@@ -139,6 +154,21 @@ def test_a_later_version_updates_the_endpoint_and_the_same_one_is_not_redeployed
     assert code == 0, err
     assert serving() == "s3://bucket/executions/b/model.tar.gz"
     assert f"updating endpoint {ENDPOINT}" in err
+    assert "blue/green, 600s bake watched by" in err
+    (update,) = pipeline.called("UpdateEndpoint")
+    assert update["DeploymentConfig"] == {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 600},
+            "TerminationWaitInSeconds": 600,
+            "MaximumExecutionTimeoutInSeconds": 3000,
+        },
+        "AutoRollbackConfiguration": {
+            "Alarms": [
+                {"AlarmName": f"{ENDPOINT}-5xx-rate"},
+                {"AlarmName": f"{ENDPOINT}-model-latency"},
+            ]
+        },
+    }
 
     configs = pipeline.count("CreateEndpointConfig")
     code, out, err = run(capsys, "--model-version", "2")
@@ -160,8 +190,8 @@ def test_a_failed_update_says_the_old_configuration_still_serves(pipeline, capsy
     code, out, err = run(capsys, "--model-version", "2")
     assert code == 1
     line = one_error_line(err)
-    assert f"the update of endpoint {ENDPOINT} failed" in line
-    assert "did not pass ping" in line and f"it still serves {old}" in line
+    assert f"endpoint {ENDPOINT} rolled back to {old}: no alarm fired" in line
+    assert "did not pass ping" in line
     assert serving() == "s3://bucket/executions/a/model.tar.gz"
 
 
@@ -211,7 +241,7 @@ def test_a_version_that_is_not_the_pipelines_is_refused_and_nothing_changes(
     ("endpoint_status", "message"),
     [
         ("Failed", "is Failed (capacity): SageMaker cannot update it"),
-        ("Updating", "is Updating: approve again once it is InService"),
+        ("Updating", "is Updating: deploy again once it is InService"),
     ],
 )
 def test_an_endpoint_that_cannot_take_an_update_is_refused_before_approving(
@@ -299,6 +329,7 @@ def store(tmp_path) -> Store:
 
 
 def test_approve_in_a_store_deploys_there_and_serve_local_finds_it(store, capsys):
+    assert not (store.root / "alarms").exists()
     code, out, err = run(capsys, "--store", str(store.root), "--model-version", "2")
     assert code == 0, err
     assert out.strip() == registry.package_arn(GROUP, 2)
@@ -311,6 +342,10 @@ def test_approve_in_a_store_deploys_there_and_serve_local_finds_it(store, capsys
     assert endpoint["EndpointConfigName"].startswith(f"{ENDPOINT}-v2at")
     assert endpoint["ModelPackageArn"] == registry.package_arn(GROUP, 2)
     assert "serve-local --store" in err
+    # The local stand-ins for infra/'s alarms, made in state OK; the scaling registered.
+    states = [a["StateValue"] for a in alarms.describe(store, alarm_names(ENDPOINT))]
+    assert states == ["OK", "OK"]
+    assert (store.root / "scaling" / f"{ENDPOINT}.AllTraffic.json").is_file()
 
     code, out, err = run(capsys, "--store", str(store.root), "--model-version", "2")
     assert code == 0
@@ -352,11 +387,16 @@ def test_a_store_endpoint_of_another_naming_is_not_replaced(store, capsys):
 def test_approve_in_a_store_records_the_instance_type_and_keeps_it_on_the_next(store, capsys):
     argv = ["--store", str(store.root), "--model-version", "1", "--instance-type", "ml.c5.2xlarge"]
     assert run(capsys, *argv)[0] == 0
-    code, out, err = run(capsys, "--store", str(store.root), "--model-version", "2")
+    code, out, err = run(
+        capsys, "--store", str(store.root), "--model-version", "2", "--bake-seconds", "0"
+    )
     assert code == 0, err
     endpoint = json.loads((store.endpoints / f"{ENDPOINT}.json").read_text())
     assert endpoint["ModelDataUrl"] == "s3://bucket/executions/b/model.tar.gz"
     assert endpoint["InstanceType"] == "ml.c5.2xlarge"
+    assert (
+        endpoint["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TerminationWaitInSeconds"] == 0
+    )
 
 
 def test_rejecting_the_serving_version_says_so_and_offers_the_rollback(pipeline, capsys):

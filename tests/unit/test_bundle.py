@@ -43,6 +43,7 @@ def test_bundle_carries_pypis_smdebug_wheel_in_the_package_beside_its_loader():
         "inference.py",
         "compare_deployed.py",
         "check_rules.py",
+        "release.py",
     }
     assert {"dogbreed_jobs/__init__.py", "dogbreed_jobs/smdebug_loader.py"} <= set(members)
     assert hashlib.sha256(members[f"dogbreed_jobs/{WHEEL}"]).hexdigest() == WHEEL_SHA256

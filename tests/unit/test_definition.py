@@ -16,7 +16,7 @@ from helpers.definitions import parameter_refs, step
 from helpers.paths import ROOT
 
 from pipeline.bundle import Bundle, entries_dir
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, alarm_names
 from pipeline.definition import definition_dict, definition_json
 from pipeline.definition_json import iter_steps, references
 from pipeline.graph import mermaid
@@ -80,8 +80,7 @@ def test_dag_runs_prepare_tune_train_evaluate_then_condition(definition):
         "CheckChampion -->|false| ChampionGateFailed",
         "RegisterModel_RegisterModel --> CheckApproval",
         "CheckApproval -->|true| CreateModel_CreateModel",
-        "CreateModel_CreateModel --> CreateEndpointConfig",
-        "CreateEndpointConfig --> DeployEndpoint",
+        "CreateModel_CreateModel --> DeployEndpoint",
         "CheckAccuracy -->|false| AccuracyBelowThreshold",
     ):
         assert edge in text
@@ -387,6 +386,30 @@ def _with_champion_gate(before: dict, definition: dict) -> None:
     changed["Arguments"]["IfSteps"] = [gate]
 
 
+RELEASE_PARAMETERS = (
+    "EndpointInstanceCount",
+    "EndpointMinInstances",
+    "EndpointMaxInstances",
+    "InvocationsPerInstanceTarget",
+    "EndpointBakeSeconds",
+)
+
+
+def _with_release_job(before: dict, definition: dict) -> None:
+    """Issue 24's safe releases: the DeployEndpoint job (blue/green with auto-rollback alarms,
+    then autoscaling) in place of the endpoint configuration and endpoint steps, and the
+    capacity and bake parameters after EndpointInstanceType."""
+    new = {p["Name"]: p for p in definition["Parameters"]}
+    names = [p["Name"] for p in before["Parameters"]]
+    at = names.index("EndpointInstanceType") + 1
+    before["Parameters"][at:at] = [new[name] for name in RELEASE_PARAMETERS]
+    for entry in iter_steps(before):
+        if entry.name == "CheckApproval":
+            if_steps = entry.arguments["IfSteps"]
+            assert [s["Name"] for s in if_steps][1:] == ["CreateEndpointConfig", "DeployEndpoint"]
+            if_steps[1:] = [step(definition, "DeployEndpoint")]
+
+
 def _with_bf16_serving(before: dict) -> None:
     """Issue 20's additions: the Bf16MinAgreement parameter, EvaluateModel's argument for it,
     the evaluation's bf16 verdict in the environment of the registered and created model, and
@@ -461,6 +484,7 @@ def test_service_mode_changes_only_by_the_relu_regex_and_later_issues(definition
     tuning_job = step(before, "TuneHyperparameters")["Arguments"]["TrainingJobDefinition"]
     tuning_job["InputDataConfig"].append(channel)
     _with_champion_gate(before, definition)
+    _with_release_job(before, definition)
     assert _without_code_hash(json.dumps(definition, sort_keys=True)) == _without_code_hash(
         json.dumps(before, sort_keys=True)
     )
@@ -636,7 +660,7 @@ def test_only_a_new_model_is_registered_and_only_an_approved_version_deployed(de
         "Get": "Steps.RegisterModel-RegisterModel.ModelApprovalStatus"
     }
     assert condition["Type"] == "Equals" and condition["RightValue"] == "Approved"
-    assert [s["Type"] for s in approval["IfSteps"]] == ["Model", "EndpointConfig", "Endpoint"]
+    assert [s["Type"] for s in approval["IfSteps"]] == ["Model", "Processing"]
     assert approval["ElseSteps"] == []
 
 
@@ -679,8 +703,9 @@ def test_a_gpu_endpoint_runs_the_ray_cuda_image_on_its_host_ami():
     definition = definition_dict(PipelineConfig(gpu_endpoint=True))
     images = _images_by_step(definition)
     assert images["CreateModel-CreateModel"] == {f"{US_EAST_1}/ray:serve-ml-sagemaker-cuda-v1"}
-    (variant,) = step(definition, "CreateEndpointConfig")["Arguments"]["ProductionVariants"]
-    assert variant["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-3-1"
+    assert release_args(definition)["inference-ami-version"] == (
+        "al2-ami-sagemaker-inference-gpu-3-1"
+    )
     defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
     assert defaults["EndpointInstanceType"] == "ml.g5.xlarge"
     assert _registered_instances(PipelineConfig(gpu_endpoint=True))[0] == [
@@ -688,18 +713,14 @@ def test_a_gpu_endpoint_runs_the_ray_cuda_image_on_its_host_ami():
         "ml.g5.xlarge",
     ]
     # The CPU endpoint keeps SageMaker's default host AMI.
-    (variant,) = step(definition_dict(PipelineConfig()), "CreateEndpointConfig")["Arguments"][
-        "ProductionVariants"
-    ]
-    assert "InferenceAmiVersion" not in variant
+    assert "inference-ami-version" not in release_args(definition_dict(PipelineConfig()))
 
 
 def test_a_torchserve_gpu_endpoint_gets_the_sdks_gpu_inference_image_and_no_ami():
     definition = definition_dict(PipelineConfig(serving="torchserve", gpu_endpoint=True))
     images = _images_by_step(definition)
     assert images["CreateModel-CreateModel"] == {f"{US_EAST_1}/pytorch-inference:2.6.0-gpu-py312"}
-    (variant,) = step(definition, "CreateEndpointConfig")["Arguments"]["ProductionVariants"]
-    assert "InferenceAmiVersion" not in variant
+    assert "inference-ami-version" not in release_args(definition)
 
 
 def test_serving_flags_reach_the_config_and_a_bad_stack_is_refused():
@@ -715,15 +736,49 @@ def test_serving_flags_reach_the_config_and_a_bad_stack_is_refused():
         PipelineConfig(serving="tfserving")
 
 
+def release_args(definition: dict) -> dict:
+    from pipeline.deployment import release_arguments
+
+    return release_arguments(step(definition, "DeployEndpoint")["Arguments"])
+
+
 def test_endpoint_is_named_by_parameter_with_a_fresh_config_per_execution(definition):
-    config = step(definition, "CreateEndpointConfig")["Arguments"]
-    assert parameter_refs(config["EndpointConfigName"]) == {"EndpointName"}
-    assert "Execution.PipelineExecutionId" in set(references(config["EndpointConfigName"]))
-    assert config["ProductionVariants"][0]["InstanceType"] == {
-        "Get": "Parameters.EndpointInstanceType"
-    }
-    endpoint = step(definition, "DeployEndpoint")["Arguments"]
-    assert endpoint["EndpointName"] == {"Get": "Parameters.EndpointName"}
+    released = release_args(definition)
+    assert parameter_refs(released["config-name"]) == {"EndpointName"}
+    assert "Execution.PipelineExecutionId" in set(references(released["config-name"]))
+    assert released["instance-type"] == {"Get": "Parameters.EndpointInstanceType"}
+    assert released["endpoint-name"] == {"Get": "Parameters.EndpointName"}
+
+
+def test_the_release_job_gets_capacity_and_bake_from_parameters_and_the_rule_s_alarms(definition):
+    deploy = step(definition, "DeployEndpoint")
+    assert deploy["Type"] == "Processing" and "CacheConfig" not in deploy
+    arguments = deploy["Arguments"]
+    assert arguments["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/release.py")
+    # Not network-isolated: the job calls SageMaker, CloudWatch and Application Auto Scaling.
+    assert not arguments.get("NetworkConfig", {}).get("EnableNetworkIsolation")
+    released = release_args(definition)
+    for flag, parameter in (
+        ("instance-count", "EndpointInstanceCount"),
+        ("min-instances", "EndpointMinInstances"),
+        ("max-instances", "EndpointMaxInstances"),
+        ("invocations-target", "InvocationsPerInstanceTarget"),
+        ("bake-seconds", "EndpointBakeSeconds"),
+    ):
+        assert parameter_refs(released[flag]) == {parameter}, flag
+    values = arguments["AppSpecification"]["ContainerArguments"]
+    alarms = [values[i + 1] for i, flag in enumerate(values) if flag == "--alarm"]
+    joined = [
+        "".join("<EndpointName>" if isinstance(v, dict) else v for v in a["Std:Join"]["Values"])
+        for a in alarms
+    ]
+    assert joined == alarm_names("<EndpointName>")
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    assert [defaults[n] for n in ("EndpointInstanceCount", "EndpointMinInstances")] == [1, 1]
+    assert defaults["EndpointMaxInstances"] == 4 and defaults["EndpointBakeSeconds"] == 600
+    assert deploy["PropertyFiles"] == [
+        {"FilePath": "release.json", "OutputName": "release", "PropertyFileName": "Release"}
+    ]
 
 
 def test_code_bundle_is_reproducible_and_content_addressed(tmp_path):

@@ -1,21 +1,24 @@
-"""pipeline.deployment's operations, the same code against moto's SageMaker and run-local's.
+"""pipeline.deployment's operations, the same code against moto and run-local's API.
 
-One scenario, one client type (botocore's): once on moto's server, once on
-pipeline.local.sagemaker_api serving a store. approve, teardown and the deploy path have
-one implementation, so each scenario must end the same on both.
+One scenario, one client type (botocore's): once on moto's server (SageMaker, CloudWatch,
+Application Auto Scaling), once on pipeline.local.sagemaker_api serving a store. approve,
+teardown and the release have one implementation, so each scenario must end the same on
+both. (moto lacks UpdateEndpoint: updates are tested in test_release.py.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from helpers.awsfakes import ROLE, moto_client, one_error_line, reset_moto_server
 
+from dogbreed_jobs.release import Clients, read_scaling
 from pipeline import cli, deployment
-from pipeline.config import is_pipeline_config
+from pipeline.config import alarm_names, is_pipeline_config
 from pipeline.errors import UsageError
-from pipeline.local import endpoints, sagemaker_api
+from pipeline.local import alarms, endpoints, sagemaker_api
 from pipeline.local.store import Store
 
 GROUP = "dogbreed-classifier"
@@ -27,20 +30,41 @@ SETTINGS = deployment.Settings(
 )
 
 
+def put_alarms(cloudwatch, endpoint: str = ENDPOINT) -> None:
+    """infra/'s auto-rollback alarms, as moto holds them."""
+    for name in alarm_names(endpoint):
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            ComparisonOperator="GreaterThanThreshold",
+            EvaluationPeriods=1,
+            Threshold=1.0,
+            Metrics=[{"Id": "m", "Expression": "0", "ReturnData": True}],
+        )
+
+
 @pytest.fixture(params=["moto", "run-local"])
-def sagemaker(request, aws_env, tmp_path, moto_server):
-    """A SageMaker client with two registered versions (MODELS) pending approval."""
+def clients(request, aws_env, tmp_path, moto_server):
+    """Clients with two registered versions (MODELS) pending approval and the alarms."""
     if request.param == "moto":
         reset_moto_server(moto_server)
-        client = moto_client(moto_server, "sagemaker")
-        client.create_model_package_group(ModelPackageGroupName=GROUP)
-        yield _registered(client)
+        clients = Clients(
+            *(
+                moto_client(moto_server, service)
+                for service in ("sagemaker", "cloudwatch", "application-autoscaling")
+            )
+        )
+        clients.sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
+        put_alarms(clients.cloudwatch)
+        _registered(clients.sagemaker)
+        yield clients
         return
     store = Store(tmp_path / "store")
     for url in MODELS:
         store.put_bytes(url, b"a model")  # a local endpoint serves a model of the store
-    with sagemaker_api.connected(store) as client:
-        yield _registered(client)
+    alarms.ensure(store, ENDPOINT, alarm_names(ENDPOINT))
+    with sagemaker_api.connected(store) as clients:
+        _registered(clients.sagemaker)
+        yield clients
 
 
 def _registered(client):
@@ -61,8 +85,9 @@ def status_of(client, arn: str) -> str:
     return client.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"]
 
 
-def test_approve_reject_and_teardown_end_the_same_on_aws_and_locally(sagemaker):
-    arn, deployed = deployment.approve(sagemaker, SETTINGS, deployment.Approval("1"))
+def test_approve_reject_and_teardown_end_the_same_on_aws_and_locally(clients):
+    sagemaker = clients.sagemaker
+    arn, deployed = deployment.approve(clients, SETTINGS, deployment.Approval("1"))
     assert deployed and arn.endswith(f":model-package/{GROUP}/1")
     assert status_of(sagemaker, arn) == "Approved"
     endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
@@ -70,70 +95,112 @@ def test_approve_reject_and_teardown_end_the_same_on_aws_and_locally(sagemaker):
     assert endpoint["EndpointConfigName"].startswith(f"{ENDPOINT}-v1at")
     variant, model = deployment.served_variant(sagemaker, endpoint)
     assert variant["InstanceType"] == "ml.m5.xlarge"
+    assert variant["VariantName"] == "AllTraffic" and variant["InitialInstanceCount"] == 1
     assert deployment.model_data(model) == MODELS[0]
     assert model["ExecutionRoleArn"] == ROLE
+    # Autoscaling from the parameters' defaults: 1 to 4 instances, target tracking.
+    target, policies = read_scaling(clients.autoscaling, ENDPOINT)
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
+    (policy,) = policies
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 375.0
+    assert tracking["PredefinedMetricSpecification"] == {
+        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+    }
 
     arn2, deployed = deployment.approve(
-        sagemaker, SETTINGS, deployment.Approval("2", reject=True, reason="overfits")
+        clients, SETTINGS, deployment.Approval("2", reject=True, reason="overfits")
     )
     assert not deployed and status_of(sagemaker, arn2) == "Rejected"
     assert sagemaker.describe_model_package(ModelPackageName=arn2)["ApprovalDescription"] == (
         "overfits"
     )
     # The version already served: approved again, nothing deployed.
-    assert deployment.approve(sagemaker, SETTINGS, deployment.Approval("1")) == (arn, False)
+    assert deployment.approve(clients, SETTINGS, deployment.Approval("1")) == (arn, False)
 
-    resources = deployment.endpoint_resources(sagemaker, ENDPOINT)
+    resources = deployment.endpoint_resources(clients, ENDPOINT)
     assert resources.endpoint == ENDPOINT
     assert resources.configs == [endpoint["EndpointConfigName"]]
     assert resources.models == [variant["ModelName"]]
-    deployment.delete_endpoint_resources(sagemaker, resources)
-    assert deployment.endpoint_resources(sagemaker, ENDPOINT).empty
+    assert resources.scaling == [
+        f"scaling policy {ENDPOINT}-invocations-per-instance",
+        f"scalable target endpoint/{ENDPOINT}/variant/AllTraffic",
+    ]
+    deployment.delete_endpoint_resources(clients, resources)
+    assert deployment.endpoint_resources(clients, ENDPOINT).empty
+    assert read_scaling(clients.autoscaling, ENDPOINT) == (None, [])
+    # The alarms are infra/'s: teardown leaves them.
+    found = clients.cloudwatch.describe_alarms(AlarmNames=alarm_names(ENDPOINT))["MetricAlarms"]
+    assert len(found) == 2
     # A second teardown finds nothing, and deleting what is gone is no error.
-    deployment.delete_endpoint_resources(sagemaker, resources)
+    deployment.delete_endpoint_resources(clients, dataclasses.replace(resources, scaling=[]))
 
 
-def test_the_serving_version_is_found_and_rejecting_it_offers_the_previous_one(sagemaker, caplog):
-    assert deployment.serving(sagemaker, GROUP, ENDPOINT) is None
-    deployment.approve(sagemaker, SETTINGS, deployment.Approval("1", deploy=False))
-    deployment.approve(sagemaker, SETTINGS, deployment.Approval("2"))
-    found = deployment.serving(sagemaker, GROUP, ENDPOINT)
+def test_the_serving_version_is_found_and_rejecting_it_offers_the_previous_one(clients, caplog):
+    assert deployment.serving(clients.sagemaker, GROUP, ENDPOINT) is None
+    deployment.approve(clients, SETTINGS, deployment.Approval("1", deploy=False))
+    deployment.approve(clients, SETTINGS, deployment.Approval("2"))
+    found = deployment.serving(clients.sagemaker, GROUP, ENDPOINT)
     assert (found.version, found.approval, found.model_data) == (2, "Approved", MODELS[1])
     assert deployment.describe_serving(found, GROUP, ENDPOINT).startswith(
         f"endpoint {ENDPOINT} (InService) serves {GROUP} version 2 (Approved)"
     )
     caplog.set_level("WARNING", logger="pipeline.deployment")
-    deployment.approve(sagemaker, SETTINGS, deployment.Approval("2", reject=True))
+    deployment.approve(clients, SETTINGS, deployment.Approval("2", reject=True))
     assert "roll back to version 1, the newest Approved one before it" in caplog.text
-    assert deployment.serving(sagemaker, GROUP, ENDPOINT).approval == "Rejected"
+    assert deployment.serving(clients.sagemaker, GROUP, ENDPOINT).approval == "Rejected"
 
 
-def test_an_unknown_version_is_refused_naming_the_versions_there_are(sagemaker):
+def test_a_fixed_fleet_gets_no_scaling_and_its_count(clients):
+    fixed = dataclasses.replace(SETTINGS, instance_count=2, min_instances=2, max_instances=2)
+    assert deployment.approve(clients, fixed, deployment.Approval("1"))[1]
+    endpoint = clients.sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    variant, _ = deployment.served_variant(clients.sagemaker, endpoint)
+    assert variant["InitialInstanceCount"] == 2
+    assert read_scaling(clients.autoscaling, ENDPOINT) == (None, [])
+
+
+def test_a_missing_alarm_is_refused_before_the_version_is_approved(clients):
+    other = dataclasses.replace(SETTINGS, endpoint_name="no-alarms")
+    with pytest.raises(UsageError, match=r"alarm no-alarms-5xx-rate, no-alarms-model-latency "
+                       r"does not exist: deploy the stack in infra/"):  # fmt: skip
+        deployment.approve(clients, other, deployment.Approval("1"))
+    arn = deployment.package_arn(clients.sagemaker, GROUP, "1")
+    assert status_of(clients.sagemaker, arn) == "PendingManualApproval"
+
+
+def test_an_unknown_version_is_refused_naming_the_versions_there_are(clients):
     with pytest.raises(UsageError, match=rf"group {GROUP} has no version 9 \(versions: 1, 2\)"):
-        deployment.approve(sagemaker, SETTINGS, deployment.Approval("9"))
+        deployment.approve(clients, SETTINGS, deployment.Approval("9"))
     with pytest.raises(UsageError, match="there is no model package group someone-elses"):
         deployment.approve(
-            sagemaker,
+            clients,
             deployment.Settings("someone-elses", ENDPOINT, None, ROLE),
             deployment.Approval("1"),
         )
 
 
-def test_an_endpoint_of_another_naming_is_neither_replaced_nor_deleted(sagemaker):
+def test_an_endpoint_of_another_naming_is_neither_replaced_nor_deleted(clients):
+    sagemaker = clients.sagemaker
     container = {"Image": IMAGE, "ModelDataUrl": MODELS[0]}
     deployment.create_model(
         sagemaker, "theirs", {"PrimaryContainer": container, "ExecutionRoleArn": ROLE}
     )
-    request = deployment.config_request(SETTINGS, "theirs", "ml.m5.xlarge")
-    deployment.create_endpoint_config(sagemaker, "hand-made", request)
-    deployment.deploy_endpoint(sagemaker, ENDPOINT, "hand-made")
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": "theirs",
+        "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.xlarge",
+    }
+    sagemaker.create_endpoint_config(EndpointConfigName="hand-made", ProductionVariants=[variant])
+    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="hand-made")
     with pytest.raises(UsageError, match="'hand-made', which this pipeline did not create"):
-        deployment.approve(sagemaker, SETTINGS, deployment.Approval("1"))
+        deployment.approve(clients, SETTINGS, deployment.Approval("1"))
     assert status_of(sagemaker, deployment.package_arn(sagemaker, GROUP, "1")) == (
         "PendingManualApproval"
     )
     with pytest.raises(UsageError, match="'hand-made', which this pipeline did not create"):
-        deployment.endpoint_resources(sagemaker, ENDPOINT)
+        deployment.endpoint_resources(clients, ENDPOINT)
 
 
 @pytest.mark.parametrize(
@@ -189,5 +256,22 @@ def test_approve_deploys_a_gpu_definition_on_its_host_ami():
         settings = deployment.settings_of({"PipelineName": "p", "RoleArn": ROLE,
                                            "Definition": definition})  # fmt: skip
         assert settings.inference_ami_version == ami
-        (variant,) = deployment.config_request(settings, "m", "ml.g5.xlarge")["ProductionVariants"]
-        assert variant.get("InferenceAmiVersion") == ami
+        planned = deployment.release_of(
+            settings, "m", "c", "ml.g5.xlarge", deployment.Approval("1")
+        )
+        assert planned.inference_ami_version == ami
+
+
+def test_approve_reads_capacity_and_bake_from_the_upserted_definition():
+    from pipeline.config import PipelineConfig
+    from pipeline.definition import definition_dict
+
+    definition = definition_dict(PipelineConfig())
+    for parameter in definition["Parameters"]:
+        changed = {"EndpointInstanceCount": 2, "EndpointMaxInstances": 6, "EndpointBakeSeconds": 60}
+        parameter["DefaultValue"] = changed.get(parameter["Name"], parameter.get("DefaultValue"))
+    settings = deployment.settings_of({"PipelineName": "p", "RoleArn": ROLE,
+                                       "Definition": definition})  # fmt: skip
+    assert (settings.instance_count, settings.min_instances, settings.max_instances) == (2, 1, 6)
+    assert (settings.bake_seconds, settings.invocations_target) == (60, 375.0)
+    assert (settings.endpoint_name, settings.instance_type) == (ENDPOINT, "ml.c7i.xlarge")

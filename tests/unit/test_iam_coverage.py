@@ -292,6 +292,72 @@ def compare_deployed_calls(step: str, endpoint: str, group: str) -> list[Need]:
     ]
 
 
+SCALABLE_TARGET = arn("application-autoscaling", "scalable-target/056f2bd1a8d54f2a9c4b0e1c7d1e3b5a")
+AUTOSCALING_SLR = (
+    "arn:aws:iam::111122223333:role/aws-service-role/sagemaker.application-autoscaling."
+    "amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+)
+
+
+def release_calls(step: str, endpoint: str, group: str) -> list[Need]:
+    """What scripts/release.py (dogbreed_jobs/release.py) asks AWS from inside its container,
+    and what the services it calls then do on its authority."""
+    from dogbreed_jobs.contract import alarm_names
+
+    config = sm(f"endpoint-config/{endpoint}-{EXECUTION_ID}")
+    served = sm(f"endpoint-config/{endpoint}-{HASH}")  # an earlier execution's
+    target_tracking = arn("cloudwatch", f"alarm:TargetTracking-endpoint/{endpoint}/variant/"
+                          "AllTraffic-AlarmHigh-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d")  # fmt: skip
+    needs = [
+        Need(step, "sagemaker:DescribeEndpoint", sm(f"endpoint/{endpoint}")),
+        Need(step, "sagemaker:DescribeEndpointConfig", served),
+        Need(step, "sagemaker:DescribeEndpointConfig", config),
+        Need(step, "sagemaker:CreateEndpointConfig", config),
+        Need(step, "sagemaker:AddTags", config),
+        # Creating or updating an endpoint is authorised on it and on its configuration.
+        *[
+            Need(step, f"sagemaker:{call}Endpoint", resource)
+            for call in ("Create", "Update")
+            for resource in (sm(f"endpoint/{endpoint}"), config)
+        ],
+        Need(step, "sagemaker:AddTags", sm(f"endpoint/{endpoint}")),
+        # The auto-rollback alarms: read by the job, and by SageMaker for the update.
+        *[
+            Need(step, "cloudwatch:DescribeAlarms", arn("cloudwatch", f"alarm:{name}"))
+            for name in alarm_names(endpoint)
+        ],
+        # Autoscaling: the target's ARN ends in an id the service picks.
+        *[
+            Need(step, f"application-autoscaling:{call}", SCALABLE_TARGET)
+            for call in (
+                "RegisterScalableTarget",
+                "DeregisterScalableTarget",
+                "PutScalingPolicy",
+                "DeleteScalingPolicy",
+            )
+        ],
+        Need(step, "application-autoscaling:DescribeScalableTargets", "*"),
+        Need(step, "application-autoscaling:DescribeScalingPolicies", "*"),
+        Need(step, "sagemaker:UpdateEndpointWeightsAndCapacities", sm(f"endpoint/{endpoint}")),
+        *[
+            Need(step, f"cloudwatch:{call}", target_tracking)
+            for call in ("PutMetricAlarm", "DeleteAlarms", "DescribeAlarms")
+        ],
+        Need(
+            step,
+            "iam:CreateServiceLinkedRole",
+            AUTOSCALING_SLR,
+            (("iam:AWSServiceName", "sagemaker.application-autoscaling.amazonaws.com"),),
+        ),
+    ]
+    # The endpoint's instances log to their log group.
+    group_logs = arn("logs", f"log-group:/aws/sagemaker/Endpoints/{endpoint}")
+    stream = f"{group_logs}:log-stream:AllTraffic/i-0123456789abcdef0"
+    needs += [Need(step, action, group_logs) for action in GROUP_LOGS]
+    needs += [Need(step, action, stream) for action in JOB_LOGS]
+    return needs
+
+
 # What each processing script calls in AWS itself, by the script its entrypoint runs. A new
 # script fails the test until it is listed here (an empty list is an answer too).
 CONTAINER_CALLS = {
@@ -299,6 +365,7 @@ CONTAINER_CALLS = {
     "evaluate.py": lambda step, endpoint, group: [],
     "compare_deployed.py": compare_deployed_calls,
     "check_rules.py": lambda step, endpoint, group: [],
+    "release.py": release_calls,
 }
 
 
@@ -442,20 +509,6 @@ class Derivation:
     def _Model(self, step: str, args: dict) -> None:
         model = f"pipelines-{EXECUTION_ID}-{step.lower()}-{HASH}"
         self.add(step, ("sagemaker:CreateModel", "sagemaker:DescribeModel"), sm(f"model/{model}"))
-
-    def _EndpointConfig(self, step: str, args: dict) -> None:
-        name = self.evaluate(args["EndpointConfigName"])
-        actions = ("sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig")
-        self.add(step, actions, sm(f"endpoint-config/{name}"))
-
-    def _Endpoint(self, step: str, args: dict) -> None:
-        endpoint = self.evaluate(args["EndpointName"])
-        config = self.evaluate(args["EndpointConfigName"])
-        calls = ("sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint")
-        self.add(step, (*calls, "sagemaker:DescribeEndpoint"), sm(f"endpoint/{endpoint}"))
-        # Creating or updating an endpoint is authorised on its configuration too.
-        self.add(step, calls, sm(f"endpoint-config/{config}"))
-        self._logs(step, f"/aws/sagemaker/Endpoints/{endpoint}", "AllTraffic/i-0123456789abcdef0")
 
     def _Condition(self, step: str, args: dict) -> None:
         """Evaluated by the pipeline service itself: no call on the role's behalf."""
@@ -676,7 +729,11 @@ def wrong_forms(needs, authorization_reference) -> list[str]:
                 fmt,
             )
             for kind in types
-            for fmt in authorization_reference[service]["Resources"][kind]["ARNFormats"]
+            # The reference spells some resource types in lower case in its resource table only
+            # (application-autoscaling's ScalableTarget).
+            for fmt in {
+                k.lower(): v for k, v in authorization_reference[service]["Resources"].items()
+            }[kind.lower()]["ARNFormats"]
         ]
         ok = any(re.fullmatch(f, need.resource) for f in formats) if types else need.resource == "*"
         if not ok:
@@ -760,3 +817,23 @@ def test_a_missing_grant_is_reported_with_its_step_action_and_resource(role, def
     assert f"{register}: sagemaker:CreateModelPackageGroup on {sm('model-package-group/')}" in (
         message
     )
+
+
+def test_role_grants_the_release_s_calls_and_only_for_the_pipeline_s_endpoint(role, template):
+    endpoint = template.values["EndpointName"]
+    calls = release_calls("DeployEndpoint", endpoint, template.values["ModelPackageGroupName"])
+    gaps = missing(role, calls)
+    assert not gaps, report(gaps)
+    elsewhere = [
+        Need("x", "cloudwatch:DescribeAlarms", arn("cloudwatch", "alarm:someone-elses")),
+        Need("x", "cloudwatch:PutMetricAlarm", arn("cloudwatch", f"alarm:{endpoint}-5xx-rate")),
+        Need("x", "sagemaker:UpdateEndpointWeightsAndCapacities", sm("endpoint/other")),
+        # The service-linked role of another service, or for another service.
+        Need(
+            "x",
+            "iam:CreateServiceLinkedRole",
+            AUTOSCALING_SLR,
+            (("iam:AWSServiceName", "ecs.application-autoscaling.amazonaws.com"),),
+        ),  # fmt: skip
+    ]
+    assert missing(role, elsewhere) == sorted(elsewhere, key=str)

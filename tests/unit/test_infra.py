@@ -7,6 +7,7 @@ reaches an account.
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import json
 import subprocess
@@ -21,8 +22,13 @@ cfn_yaml = pytest.importorskip("cfnlint.decode.cfn_yaml")
 TEMPLATE = ROOT / "infra" / "dogbreed-pipeline.yaml"
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 
-# The one wildcard the issue allows: ecr:GetAuthorizationToken has no resource-level form.
-ALLOWED_WILDCARD_ACTIONS = {"ecr:GetAuthorizationToken"}
+# The wildcards allowed: actions with no resource-level form (the Service Authorization
+# Reference lists no resource type for them; test_wildcard_actions_have_no_resource_type).
+ALLOWED_WILDCARD_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "application-autoscaling:DescribeScalableTargets",
+    "application-autoscaling:DescribeScalingPolicies",
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,7 @@ def test_template_passes_cfn_lint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_no_wildcard_action_or_resource_except_the_ecr_login(template):
+def test_no_wildcard_action_or_resource_except_those_without_a_resource_form(template):
     statements = list(iam_statements(template))
     assert statements
     for owner, statement in statements:
@@ -74,7 +80,7 @@ def test_no_wildcard_action_or_resource_except_the_ecr_login(template):
         if "*" in as_list(statement["Resource"]):
             assert set(actions) <= ALLOWED_WILDCARD_ACTIONS, (owner, statement.get("Sid"))
     wildcard_sids = {s.get("Sid") for _, s in statements if "*" in as_list(s["Resource"])}
-    assert wildcard_sids == {"EcrLogin"}
+    assert wildcard_sids == {"EcrLogin", "DescribeEndpointAutoscaling"}
 
 
 def test_bucket_blocks_all_public_access(template):
@@ -381,3 +387,38 @@ def test_resource_policies_allow_no_wildcard_action_but_the_key_administration(t
     for name, statement in allows:
         if statement.get("Sid") != "AccountAdministersThroughIam":
             assert "*" not in as_list(statement.get("Principal", {}).get("AWS", [])), name
+
+
+def test_wildcard_actions_have_no_resource_type():
+    specs = importlib.resources.files("cfnlint.data.AdditionalSpecs") / "Policies.json"
+    reference = json.loads(specs.read_text())
+    for action in ALLOWED_WILDCARD_ACTIONS:
+        service, name = action.split(":")
+        assert not reference[service]["Actions"][name.lower()].get("Resources"), action
+
+
+def test_the_auto_rollback_alarms_are_the_ones_the_release_names(template):
+    from dogbreed_jobs.contract import VARIANT_NAME, alarm_names
+
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    names = sorted(sub_text(a["Properties"]["AlarmName"]) for a in alarms.values())
+    assert names == sorted(alarm_names("${EndpointName}"))
+    for alarm in alarms.values():
+        props = alarm["Properties"]
+        assert props["TreatMissingData"] == "notBreaching"
+        assert props["Threshold"]["Ref"] in template["Parameters"]
+        stats = [m["MetricStat"] for m in props["Metrics"] if "MetricStat" in m]
+        assert stats and all(
+            {d["Name"]: d["Value"] for d in s["Metric"]["Dimensions"]}
+            == {"EndpointName": {"Ref": "EndpointName"}, "VariantName": VARIANT_NAME}
+            for s in stats
+        )
+        (shown,) = [m for m in props["Metrics"] if m.get("ReturnData")]
+        assert "Expression" in shown
+    by_metric = {
+        m["MetricStat"]["Metric"]["MetricName"]: m["MetricStat"]["Stat"]
+        for a in alarms.values()
+        for m in a["Properties"]["Metrics"]
+        if "MetricStat" in m
+    }
+    assert by_metric == {"Invocation5XXErrors": "Sum", "Invocations": "Sum", "ModelLatency": "p99"}

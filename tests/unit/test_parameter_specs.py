@@ -40,6 +40,14 @@ OUT_OF_RANGE = [
     ("MaxTrainingSeconds=0", "MaxTrainingSeconds=0: MaxTrainingSeconds (seconds a job may run)"),
     ("MaxTrainingSeconds=2419201", "must be between 1 and 2419200"),
     ("EndpointName=-bad", "EndpointName=-bad: EndpointName must match"),
+    ("EndpointInstanceCount=0", "EndpointInstanceCount=0: EndpointInstanceCount (instances"),
+    ("EndpointInstanceCount=5", "EndpointInstanceCount=5, EndpointMaxInstances=4: they must"),
+    ("EndpointMinInstances=0", "EndpointMinInstances=0: EndpointMinInstances (the fewest"),
+    ("EndpointMinInstances=2", "EndpointMinInstances=2, EndpointInstanceCount=1,"),
+    ("EndpointMaxInstances=0", "EndpointMaxInstances=0: EndpointMaxInstances (the most"),
+    ("InvocationsPerInstanceTarget=0", "InvocationsPerInstanceTarget (the invocations per"),
+    ("EndpointBakeSeconds=-1", "EndpointBakeSeconds=-1: EndpointBakeSeconds (seconds the new"),
+    ("EndpointBakeSeconds=3601", "must be between 0 and 3600"),
     ("InputDataUrl=/data/dogs", "InputDataUrl=/data/dogs: InputDataUrl must match"),
 ]
 
@@ -89,6 +97,13 @@ def test_the_bounds_lie_within_what_sagemakers_api_accepts():
             assert specs[name].high <= shape["max"], name
     endpoint = _sagemaker_shape("CreateEndpoint", "EndpointName")
     assert specs["EndpointName"].pattern == endpoint["pattern"]
+    bake = _sagemaker_shape(
+        "UpdateEndpoint", "DeploymentConfig", "BlueGreenUpdatePolicy", "TerminationWaitInSeconds"
+    )
+    assert (specs["EndpointBakeSeconds"].low, specs["EndpointBakeSeconds"].high) == (
+        bake["min"],
+        bake["max"],
+    )
 
 
 def test_the_image_size_bounds_are_the_training_scripts():

@@ -106,7 +106,7 @@ def definition(with_training: bool = True) -> dict:
                     {"Name": "Register", "Type": "RegisterModel", "Arguments": {}},
                     {
                         "Name": "Publish",
-                        "Type": "Endpoint",
+                        "Type": "Model",
                         "Arguments": {},
                         "DependsOn": ["Register", "Score"],
                     },
@@ -179,7 +179,7 @@ def make_execution(
         step("Gate", "Condition", "Succeeded", {"Outcome": True}),
         step("Stop", "Fail", "Skipped"),
         step("Register", "RegisterModel", "Succeeded", {}),
-        step("Publish", "Endpoint", "Failed", FailureReason="boom"),
+        step("Publish", "Model", "Failed", FailureReason="boom"),
     ]
     for name, status in (statuses or {}).items():
         if status is None:

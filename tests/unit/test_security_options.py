@@ -94,7 +94,9 @@ def test_kms_key_encrypts_training_and_tuning_volumes_and_outputs(secured, name)
 
 
 def test_kms_key_encrypts_the_endpoint_storage(secured):
-    assert arguments(secured, "CreateEndpointConfig")["KmsKeyId"] == KEY
+    from pipeline.deployment import release_arguments
+
+    assert release_arguments(arguments(secured, "DeployEndpoint"))["kms-key-id"] == KEY
 
 
 @pytest.mark.parametrize("name", ["PrepareData", "EvaluateModel"])
