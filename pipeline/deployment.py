@@ -25,7 +25,7 @@ import logging
 import re
 import time
 
-from dogbreed_jobs import contract
+from dogbreed_jobs import compare_deployed, contract
 from dogbreed_jobs import release as releases
 from pipeline.aws import Aws, describe_pipeline, is_missing
 from pipeline.config import (
@@ -317,22 +317,7 @@ class Serving:
 
 def _versions(sagemaker, group: str, **filters) -> list[dict]:
     """The group's newest versions' summaries (at most SEARCHED_VERSIONS), newest first."""
-    from botocore.exceptions import ClientError
-
-    try:
-        listed = sagemaker.list_model_packages(
-            ModelPackageGroupName=group,
-            ModelPackageType="Versioned",
-            SortBy="CreationTime",
-            SortOrder="Descending",
-            MaxResults=SEARCHED_VERSIONS,
-            **filters,
-        )
-    except ClientError as exc:
-        if is_missing(exc):
-            return []
-        raise
-    return listed.get("ModelPackageSummaryList") or []
+    return compare_deployed.newest_versions(sagemaker, group, SEARCHED_VERSIONS, **filters)
 
 
 def serving(sagemaker, group: str, endpoint_name: str) -> Serving | None:

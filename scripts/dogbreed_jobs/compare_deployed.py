@@ -104,8 +104,9 @@ def endpoint_state(client, endpoint_name: str) -> dict | None:
     return state
 
 
-def latest_version(client, group: str) -> dict | None:
-    """{"arn", "version", "status", "model_data"} of the group's newest version, or None."""
+def newest_versions(client, group: str, count: int, **filters) -> list[dict]:
+    """The summaries of the group's `count` newest versions (ListModelPackages, `filters`
+    added), newest first; none while the group does not exist."""
     from botocore.exceptions import ClientError
 
     try:
@@ -114,13 +115,19 @@ def latest_version(client, group: str) -> dict | None:
             ModelPackageType="Versioned",
             SortBy="CreationTime",
             SortOrder="Descending",
-            MaxResults=1,
+            MaxResults=count,
+            **filters,
         )
     except ClientError as error:
         if _missing(error):
-            return None  # RegisterModel creates the group on first use
+            return []  # RegisterModel creates the group on first use
         raise
-    summaries = listed.get("ModelPackageSummaryList") or []
+    return listed.get("ModelPackageSummaryList") or []
+
+
+def latest_version(client, group: str) -> dict | None:
+    """{"arn", "version", "status", "model_data"} of the group's newest version, or None."""
+    summaries = newest_versions(client, group, 1)
     if not summaries:
         return None
     package = client.describe_model_package(ModelPackageName=summaries[0]["ModelPackageArn"])

@@ -12,7 +12,7 @@ import dataclasses
 import json
 
 import pytest
-from helpers.awsfakes import ROLE, moto_client, one_error_line, reset_moto_server
+from helpers.awsfakes import ROLE, moto_client, one_error_line, put_alarms, reset_moto_server
 
 from dogbreed_jobs.release import Clients, read_scaling
 from pipeline import cli, deployment
@@ -30,18 +30,6 @@ SETTINGS = deployment.Settings(
 )
 
 
-def put_alarms(cloudwatch, endpoint: str = ENDPOINT) -> None:
-    """infra/'s auto-rollback alarms, as moto holds them."""
-    for name in alarm_names(endpoint):
-        cloudwatch.put_metric_alarm(
-            AlarmName=name,
-            ComparisonOperator="GreaterThanThreshold",
-            EvaluationPeriods=1,
-            Threshold=1.0,
-            Metrics=[{"Id": "m", "Expression": "0", "ReturnData": True}],
-        )
-
-
 @pytest.fixture(params=["moto", "run-local"])
 def clients(request, aws_env, tmp_path, moto_server):
     """Clients with two registered versions (MODELS) pending approval and the alarms."""
@@ -54,7 +42,7 @@ def clients(request, aws_env, tmp_path, moto_server):
             )
         )
         clients.sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
-        put_alarms(clients.cloudwatch)
+        put_alarms(clients.cloudwatch, alarm_names(ENDPOINT))
         _registered(clients.sagemaker)
         yield clients
         return

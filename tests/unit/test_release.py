@@ -17,7 +17,7 @@ import time
 import boto3
 import pytest
 from botocore.stub import Stubber
-from helpers.awsfakes import REGION
+from helpers.awsfakes import REGION, put_alarms
 
 from dogbreed_jobs import release
 from dogbreed_jobs.release import Clients, Release, read_scaling
@@ -88,15 +88,7 @@ def aws(moto, monkeypatch):
     Auto Scaling, a stubbed SageMaker; no pause between polls."""
     monkeypatch.setattr(release.time, "sleep", lambda seconds: None)
     cloudwatch = boto3.client("cloudwatch", region_name=REGION)
-    for name in ALARMS:
-        cloudwatch.put_metric_alarm(
-            AlarmName=name,
-            ComparisonOperator="GreaterThanThreshold",
-            EvaluationPeriods=1,
-            Threshold=1.0,
-            Metrics=[{"Id": "m", "Expression": "0", "ReturnData": True}],
-        )
-        cloudwatch.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="quiet")
+    put_alarms(cloudwatch, ALARMS)
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     clients = Clients(sagemaker, cloudwatch, boto3.client("application-autoscaling", REGION))
     with Stubber(sagemaker) as stubber:
