@@ -14,7 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers.awsfakes import DEFAULT_BUCKET, REGION, ROLE, SECRET, moto_client
+from helpers.awsfakes import DEFAULT_BUCKET, REGION, ROLE, SECRET, moto_client, put_alarms
+
+from pipeline.config import alarm_names
 
 CLI = Path(sys.executable).parent / "dogbreed-pipeline"
 UPSERT = ("upsert", "--role-arn", ROLE)
@@ -105,6 +107,9 @@ def test_installed_cli_upsert_approve_teardown(server_env, moto_server):
         },
     )["ModelPackageArn"]
 
+    # The stack in infra/ makes the endpoint's auto-rollback alarms.
+    put_alarms(moto_client(moto_server, "cloudwatch"), alarm_names("dogbreed-classifier"))
+
     # moto (5.2.6) refuses the default ml.c7i.xlarge: its instance list predates the 7th
     # generation that botocore's ProductionVariantInstanceType has (tests/unit/test_approve.py).
     result = _cli(server_env, "approve", "--model-version", "1", "--instance-type", "ml.m5.xlarge")
@@ -118,8 +123,13 @@ def test_installed_cli_upsert_approve_teardown(server_env, moto_server):
     model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     assert model["PrimaryContainer"]["ModelDataUrl"] == model_data
     assert model["ExecutionRoleArn"] == ROLE  # the upserted definition's role
+    scaling = moto_client(moto_server, "application-autoscaling")
+    (target,) = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert target["ResourceId"] == "endpoint/dogbreed-classifier/variant/AllTraffic"
 
     result = _cli(server_env, "teardown", "--yes")
     assert result.returncode == 0, result.stderr
     assert sagemaker.list_endpoints()["Endpoints"] == []
     assert sagemaker.list_models()["Models"] == []
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"] == []
