@@ -145,10 +145,10 @@ def champion(model_data: str, endpoint: dict | None, no_champion_uri: str | None
     # Strings only, never null: the pipeline passes these to EvaluateModel as arguments.
     block = {"model_data": "", "uri": no_champion_uri}
     if endpoint is None:
-        return {**block, "status": CHAMPION_NONE, "note": "no endpoint yet: a first deployment"}
+        return {**block, "status": CHAMPION_NONE, "note": "no endpoint yet (a first deployment)"}
     name, status = endpoint["name"], endpoint["status"]
     if status not in SERVING_STATUSES:
-        note = f"endpoint {name} is {status} and serves nothing: deployed as a first one"
+        note = f"endpoint {name} is {status} and serves nothing (as a first deployment)"
         return {**block, "status": CHAMPION_NONE, "note": note}
     if endpoint["model_data"] is None:
         note = f"endpoint {name} serves a model this pipeline cannot read: {endpoint['unreadable']}"

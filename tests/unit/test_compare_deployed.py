@@ -168,7 +168,7 @@ def test_the_champion_is_the_model_the_endpoint_serves(sagemaker, tmp_path, caps
         "status": "none",
         "model_data": "",
         "uri": NO_CHAMPION,
-        "note": "no endpoint yet: a first deployment",
+        "note": "no endpoint yet (a first deployment)",
     }
     sagemaker.register(OLD, "Approved")
     sagemaker.deploy(OLD, "0a1b2c")
