@@ -27,6 +27,7 @@ import time
 
 from dogbreed_jobs import compare_deployed, contract
 from dogbreed_jobs import release as releases
+from dogbreed_jobs.compare_deployed import describe_endpoint
 from pipeline.aws import Aws, describe_pipeline, is_missing
 from pipeline.config import (
     DEFAULT_ENDPOINT_INSTANCE_TYPE,
@@ -227,17 +228,6 @@ def register_version(sagemaker, request: dict) -> dict:
     """CreateModelPackage (a RegisterModel step's arguments); the version as described."""
     arn = sagemaker.create_model_package(**request)["ModelPackageArn"]
     return sagemaker.describe_model_package(ModelPackageName=arn)
-
-
-def describe_endpoint(sagemaker, name: str) -> dict | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        return sagemaker.describe_endpoint(EndpointName=name)
-    except ClientError as exc:
-        if is_missing(exc):
-            return None
-        raise
 
 
 def served_variant(sagemaker, endpoint: dict) -> tuple[dict, dict]:

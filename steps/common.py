@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from sagemaker.network import NetworkConfig
-from sagemaker.processing import ProcessingInput, Processor
+from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
 from sagemaker.workflow.execution_variables import ExecutionVariables
 from sagemaker.workflow.functions import Join
 from sagemaker.workflow.pipeline_context import PipelineSession
@@ -173,4 +173,28 @@ def code_input(ctx: BuildContext) -> ProcessingInput:
     """The unpacked code bundle, mounted where script_processor's entrypoint expects it."""
     return ProcessingInput(
         source=ctx.bundle.scripts_uri(ctx.config), destination=CODE_DIR, input_name="code"
+    )
+
+
+def api_job_args(
+    ctx: BuildContext,
+    script: str,
+    base_job_name: str,
+    output: tuple[str, str, str],
+    arguments: list,
+):
+    """The step arguments of a small CPU job that calls AWS APIs itself (CompareWithDeployed,
+    DeployEndpoint): never network-isolated, since an isolated container cannot reach the
+    API (in a VPC it needs the services' VPC endpoints or a NAT gateway); the code bundle as
+    its input and one output, `(output name, container folder, execution URI part)`."""
+    name, source, part = output
+    processor = script_processor(
+        ctx, script, ctx.params.processing_instance_type, base_job_name, isolated=False
+    )
+    return processor.run(
+        inputs=[code_input(ctx)],
+        outputs=[
+            ProcessingOutput(output_name=name, source=source, destination=ctx.execution_uri(part))
+        ],
+        arguments=arguments,
     )

@@ -10,7 +10,6 @@ the step's arguments stay the same. It runs before EvaluateModel for that reason
 
 from __future__ import annotations
 
-from sagemaker.processing import ProcessingOutput
 from sagemaker.workflow.condition_step import ConditionStep
 from sagemaker.workflow.conditions import ConditionEquals
 from sagemaker.workflow.functions import JsonGet
@@ -18,7 +17,7 @@ from sagemaker.workflow.properties import PropertyFile
 from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
 from dogbreed_jobs import contract
-from steps.common import BuildContext, code_input, job_retry_policies, script_processor
+from steps.common import BuildContext, api_job_args, job_retry_policies
 from steps.training import model_artifact
 
 NAME = "CompareWithDeployed"
@@ -34,25 +33,12 @@ def compare_step(ctx: BuildContext, training: TrainingStep) -> tuple[ProcessingS
         output_name=contract.MODEL_CHANGE_OUTPUT,
         path=contract.MODEL_CHANGE_FILE,
     )
-    # Never network-isolated: compare_deployed.py asks the SageMaker API (DescribeEndpoint,
-    # ListModelPackages, ...), which an isolated container cannot reach. In a VPC it needs a
-    # SageMaker API VPC endpoint or a NAT gateway (docs/container-contract.md).
-    processor = script_processor(
+    # compare_deployed.py asks the SageMaker API (DescribeEndpoint, ListModelPackages, ...).
+    step_args = api_job_args(
         ctx,
         contract.COMPARE_SCRIPT,
-        ctx.params.processing_instance_type,
         "dogbreed-compare",
-        isolated=False,
-    )
-    step_args = processor.run(
-        inputs=[code_input(ctx)],
-        outputs=[
-            ProcessingOutput(
-                output_name=contract.MODEL_CHANGE_OUTPUT,
-                source=OUTPUT_DIR,
-                destination=ctx.execution_uri("comparison"),
-            )
-        ],
+        (contract.MODEL_CHANGE_OUTPUT, OUTPUT_DIR, "comparison"),
         arguments=[
             "--model-data",
             model_artifact(training),

@@ -10,7 +10,6 @@ rollback fails the step in one line naming the alarm. `approve` runs the same co
 
 from __future__ import annotations
 
-from sagemaker.processing import ProcessingOutput
 from sagemaker.workflow.execution_variables import ExecutionVariables
 from sagemaker.workflow.functions import Join
 from sagemaker.workflow.model_step import ModelStep
@@ -19,7 +18,7 @@ from sagemaker.workflow.steps import ProcessingStep, TrainingStep
 
 from dogbreed_jobs import contract
 from pipeline.config import CONFIG_NAME_SEPARATOR
-from steps.common import BuildContext, code_input, script_processor, service_retry_policies
+from steps.common import BuildContext, api_job_args, service_retry_policies
 from steps.register import serving_model
 
 MODEL_NAME = "CreateModel"
@@ -89,25 +88,13 @@ def release_step(ctx: BuildContext, create_model: ModelStep) -> ProcessingStep:
     if ctx.config.inference_ami_version:
         # The host AMI a GPU serving image needs.
         arguments += ["--inference-ami-version", ctx.config.inference_ami_version]
-    # Never network-isolated: the job calls SageMaker, CloudWatch and Application Auto
-    # Scaling. In a VPC it needs their VPC endpoints or a NAT gateway.
-    processor = script_processor(
+    # The job calls SageMaker, CloudWatch and Application Auto Scaling.
+    step_args = api_job_args(
         ctx,
         contract.RELEASE_SCRIPT,
-        ctx.params.processing_instance_type,
         "dogbreed-release",
-        isolated=False,
-    )
-    step_args = processor.run(
-        inputs=[code_input(ctx)],
-        outputs=[
-            ProcessingOutput(
-                output_name=contract.RELEASE_OUTPUT,
-                source=OUTPUT_DIR,
-                destination=ctx.execution_uri("release"),
-            )
-        ],
-        arguments=arguments,
+        (contract.RELEASE_OUTPUT, OUTPUT_DIR, "release"),
+        arguments,
     )
     # No retry policy: a release that failed has either rolled back (a retry would try the
     # same model again) or been refused; a retry of the same execution resumes it anyway.

@@ -49,7 +49,7 @@ SERVING_STATUSES = (
 )
 
 
-def _missing(error) -> bool:
+def missing(error) -> bool:
     """SageMaker answers a Describe of a missing resource with ValidationException."""
     response = getattr(error, "response", {}) or {}
     code = response.get("Error", {}).get("Code", "")
@@ -63,16 +63,25 @@ def _model_url(container: dict | None) -> str | None:
     return (container or {}).get("ModelDataUrl")
 
 
+def describe_endpoint(client, endpoint_name: str) -> dict | None:
+    """DescribeEndpoint's answer, or None when there is no such endpoint."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return client.describe_endpoint(EndpointName=endpoint_name)
+    except ClientError as error:
+        if missing(error):
+            return None
+        raise
+
+
 def endpoint_state(client, endpoint_name: str) -> dict | None:
     """{"name", "status", "config", "model", "model_data"} of the endpoint, or None."""
     from botocore.exceptions import ClientError
 
-    try:
-        endpoint = client.describe_endpoint(EndpointName=endpoint_name)
-    except ClientError as error:
-        if _missing(error):
-            return None
-        raise
+    endpoint = describe_endpoint(client, endpoint_name)
+    if endpoint is None:
+        return None
     state = {
         "name": endpoint_name,
         "status": endpoint.get("EndpointStatus"),
@@ -93,7 +102,7 @@ def endpoint_state(client, endpoint_name: str) -> dict | None:
     except ClientError as error:
         # An endpoint goes on serving after its configuration or model was deleted: what it
         # serves can no longer be read, which is not the same as serving nothing.
-        if not _missing(error):
+        if not missing(error):
             raise
         state["unreadable"] = f"what it serves is gone ({error.response['Error']['Message']})"
         return state
@@ -119,7 +128,7 @@ def newest_versions(client, group: str, count: int, **filters) -> list[dict]:
             **filters,
         )
     except ClientError as error:
-        if _missing(error):
+        if missing(error):
             return []  # RegisterModel creates the group on first use
         raise
     return listed.get("ModelPackageSummaryList") or []

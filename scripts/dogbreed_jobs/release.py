@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from dogbreed_jobs import contract
+from dogbreed_jobs.compare_deployed import describe_endpoint, missing
 
 BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 SCALING = {
@@ -146,26 +147,6 @@ def check_request(release: Release) -> None:
             f"configuration name {release.config_name!r} is not of the pipeline's naming "
             f"({release.endpoint_name}{contract.CONFIG_NAME_SEPARATOR}<tag>)"
         )
-
-
-def _missing(error) -> bool:
-    """SageMaker answers a Describe of a missing resource with ValidationException."""
-    error = (getattr(error, "response", None) or {}).get("Error", {})
-    message = error.get("Message", "").lower()
-    return error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-        "not find" in message or "not found" in message
-    )
-
-
-def describe_endpoint(sagemaker, name: str) -> dict | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        return sagemaker.describe_endpoint(EndpointName=name)
-    except ClientError as error:
-        if _missing(error):
-            return None
-        raise
 
 
 def _pending_config(endpoint: dict) -> str | None:
@@ -366,7 +347,7 @@ def ensure_config(sagemaker, release: Release, count: int) -> None:
         sagemaker.describe_endpoint_config(EndpointConfigName=release.config_name)
         return
     except ClientError as error:
-        if not _missing(error):
+        if not missing(error):
             raise
     variant = {
         "VariantName": contract.VARIANT_NAME,
